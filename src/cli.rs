@@ -1,0 +1,138 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::apply::{self, Outcome};
+use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::probe::Blkid;
+use crate::{key, luks, ops};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ephemera",
+    version,
+    about = "Encrypts a cloud instance's ephemeral NVMe disks: RAID0, LUKS2 with a forgotten key, ext4, mounted"
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// NVMe model to match (overrides disks.model).
+    #[arg(long, global = true)]
+    pub model: Option<String>,
+    /// Mount point (overrides mount.path).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub mount: Option<PathBuf>,
+    /// RSA public key to escrow the volume key to (overrides escrow.public_key).
+    #[arg(long, global = true, value_name = "PEM")]
+    pub escrow_key: Option<PathBuf>,
+    /// Log debug detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make, open and mount the encrypted volume (does nothing if it is mounted already).
+    Provision {
+        /// Overwrite disks that hold foreign signatures.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what provision would do, touching nothing.
+    Plan {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the volume.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reopen a volume from its escrow envelope after the key was lost.
+    Recover {
+        #[arg(long, value_name = "FILE")]
+        escrow: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        private_key: PathBuf,
+    },
+    /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
+    Teardown,
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut cfg = Config::load(&path, explicit)?;
+    cfg.apply(&Overrides {
+        model: cli.model.clone(),
+        mount: cli.mount.clone(),
+        escrow_key: cli.escrow_key.clone(),
+    });
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Failed(format!("encoding JSON: {e}")))
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let cfg = load_config(&cli)?;
+    let host = Host::default();
+    luks::forward_logs();
+    match cli.command {
+        Command::Provision { force } => {
+            key::harden_process()?;
+            match apply::provision(&host, &cfg, &Blkid, force)? {
+                Outcome::Created { .. } | Outcome::AlreadyProvisioned | Outcome::NothingToDo => {}
+            }
+        }
+        Command::Plan {
+            json: as_json,
+            force,
+        } => {
+            if let Some(k) = &cfg.escrow.public_key {
+                crate::escrow::load_public_key(k)?;
+            }
+            let (_, p) = apply::make_plan(&host, &cfg, &Blkid, force)?;
+            if as_json {
+                println!("{}", json(&p)?);
+            } else {
+                print!("{}", p.describe());
+            }
+        }
+        Command::Status { json: as_json } => {
+            let s = ops::status(&host)?;
+            if as_json {
+                println!("{}", json(&s)?);
+            } else {
+                print!("{}", s.describe());
+            }
+        }
+        Command::Recover {
+            escrow,
+            private_key,
+        } => {
+            key::harden_process()?;
+            let mount_at = cfg.mount.path.clone();
+            ops::recover(&host, &cfg, &escrow, &private_key, &mount_at)?;
+        }
+        Command::Teardown => {
+            for line in ops::teardown(&host, &cfg, &Blkid)? {
+                tracing::info!("{line}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,451 @@
+//! The configuration file: `/etc/ephemera/config.toml` by default.
+//!
+//! Every key has a default (in the `Default` impls below, and nowhere else),
+//! unknown keys are errors, and `Config::validate` rejects bad values with one
+//! line that names the key. Validation does no I/O except reading the escrow
+//! public key, so a bad config never reaches a disk.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ephemera/config.toml";
+pub const DEFAULT_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExisting {
+    /// ephemera's own header from an earlier boot: make a new volume.
+    Reformat,
+    /// ephemera's own header from an earlier boot: refuse.
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub on_existing: OnExisting,
+    pub disks: Disks,
+    pub raid: Raid,
+    pub luks: Luks,
+    pub filesystem: Filesystem,
+    pub mount: Mount,
+    pub escrow: Escrow,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Disks {
+    /// NVMe controller model to match, compared after trimming spaces.
+    pub model: String,
+    /// Fewer matching disks than this is an error; 0 makes "none" a no-op.
+    pub min_disks: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Raid {
+    pub chunk_kib: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Luks {
+    /// cryptsetup notation: `cipher-chainmode-ivmode`.
+    pub cipher: String,
+    pub key_bits: u32,
+    pub sector_size: u32,
+    /// Pass discards through dm-crypt (off: TRIM patterns leak which blocks are used).
+    pub discards: bool,
+    /// Use dm-crypt's read and write workqueues. Off by default: on NVMe the
+    /// inline path (`no_read_workqueue`, `no_write_workqueue`) is faster.
+    pub workqueues: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filesystem {
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mount {
+    pub path: PathBuf,
+    pub options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Escrow {
+    /// PEM RSA public key (SPKI or PKCS#1). No key: no escrow.
+    pub public_key: Option<PathBuf>,
+    pub path: PathBuf,
+    /// Also print the envelope to `/dev/console`.
+    pub console: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            on_existing: OnExisting::Reformat,
+            disks: Disks::default(),
+            raid: Raid::default(),
+            luks: Luks::default(),
+            filesystem: Filesystem::default(),
+            mount: Mount::default(),
+            escrow: Escrow::default(),
+        }
+    }
+}
+
+impl Default for Disks {
+    fn default() -> Self {
+        Disks {
+            model: DEFAULT_MODEL.into(),
+            min_disks: 1,
+        }
+    }
+}
+
+impl Default for Raid {
+    fn default() -> Self {
+        Raid { chunk_kib: 256 }
+    }
+}
+
+impl Default for Luks {
+    fn default() -> Self {
+        Luks {
+            cipher: "twofish-xts-plain64".into(),
+            key_bits: 512,
+            sector_size: 4096,
+            discards: false,
+            workqueues: false,
+        }
+    }
+}
+
+impl Default for Filesystem {
+    fn default() -> Self {
+        Filesystem {
+            label: "ephemeral".into(),
+        }
+    }
+}
+
+impl Default for Mount {
+    fn default() -> Self {
+        Mount {
+            path: "/mnt/ephemeral".into(),
+            options: "noatime".into(),
+        }
+    }
+}
+
+impl Default for Escrow {
+    fn default() -> Self {
+        Escrow {
+            public_key: None,
+            path: "/var/lib/ephemera/escrow.json".into(),
+            console: true,
+        }
+    }
+}
+
+/// Command-line values that take precedence over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub model: Option<String>,
+    pub mount: Option<PathBuf>,
+    pub escrow_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a caret drawing; keep
+            // the one line that says what is wrong, plus where.
+            let line = e.span().map(|s| 1 + text[..s.start].matches('\n').count());
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(l) => Error::Usage(format!("config {}:{l}: {msg}", origin.display())),
+                None => Error::Usage(format!("config {}: {msg}", origin.display())),
+            }
+        })
+    }
+
+    /// Reads the file at `path`. A missing file at the default path means
+    /// "all defaults"; a missing file that was asked for by name is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Error::Usage(format!("config {}: not UTF-8 text", path.display()))
+                })?;
+                Config::parse(&text, path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(Error::Usage(format!(
+                "config {}: cannot read: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(m) = &o.model {
+            self.disks.model = m.clone();
+        }
+        if let Some(p) = &o.mount {
+            self.mount.path = p.clone();
+        }
+        if let Some(k) = &o.escrow_key {
+            self.escrow.public_key = Some(k.clone());
+        }
+    }
+
+    /// Checks every value that can be checked without touching a disk.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Usage(format!("config {key}: {why}")));
+        if self.disks.model.trim().is_empty() {
+            return bad("disks.model", "must not be empty".into());
+        }
+        let c = self.raid.chunk_kib;
+        if !c.is_power_of_two() || !(4..=1 << 20).contains(&c) {
+            return bad(
+                "raid.chunk_kib",
+                format!("{c} is not a power of two between 4 and 1048576"),
+            );
+        }
+        CipherSpec::parse(&self.luks.cipher)
+            .map_err(|why| Error::Usage(format!("config luks.cipher: {why}")))?;
+        if ![128, 256, 384, 512].contains(&self.luks.key_bits) {
+            return bad(
+                "luks.key_bits",
+                format!("{} is not one of 128, 256, 384, 512", self.luks.key_bits),
+            );
+        }
+        let s = self.luks.sector_size;
+        if ![512, 1024, 2048, 4096].contains(&s) {
+            return bad(
+                "luks.sector_size",
+                format!("{s} is not one of 512, 1024, 2048, 4096"),
+            );
+        }
+        let label = &self.filesystem.label;
+        if label.is_empty() || label.len() > 16 || label.contains(char::is_control) {
+            return bad(
+                "filesystem.label",
+                format!("{label:?} must be 1 to 16 bytes of printable text (an ext4 limit)"),
+            );
+        }
+        absolute("mount.path", &self.mount.path)?;
+        if self.mount.path == Path::new("/") {
+            return bad("mount.path", "must not be /".into());
+        }
+        crate::mount::MountOptions::parse(&self.mount.options)
+            .map_err(|why| Error::Usage(format!("config mount.options: {why}")))?;
+        absolute("escrow.path", &self.escrow.path)?;
+        if let Some(k) = &self.escrow.public_key {
+            absolute("escrow.public_key", k)?;
+        }
+        Ok(())
+    }
+}
+
+fn absolute(key: &str, p: &Path) -> Result<()> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "config {key}: {} is not an absolute path",
+            p.display()
+        )))
+    }
+}
+
+/// A cipher in cryptsetup notation, split the way libcryptsetup wants it and
+/// named the way the kernel crypto API knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CipherSpec {
+    /// `twofish`
+    pub cipher: String,
+    /// `xts-plain64`
+    pub mode: String,
+}
+
+impl CipherSpec {
+    pub fn parse(s: &str) -> std::result::Result<CipherSpec, String> {
+        let ok = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c))
+        };
+        match s.split_once('-') {
+            Some((cipher, mode)) if ok(cipher) && ok(mode) && !cipher.contains(':') => {
+                Ok(CipherSpec {
+                    cipher: cipher.into(),
+                    mode: mode.into(),
+                })
+            }
+            _ => Err(format!(
+                "{s:?} is not cryptsetup cipher notation (for example twofish-xts-plain64)"
+            )),
+        }
+    }
+
+    /// The kernel crypto API name dm-crypt will ask for: `xts(twofish)`.
+    pub fn kernel_name(&self) -> String {
+        let chain = self.mode.split('-').next().unwrap_or(&self.mode);
+        format!("{chain}({})", self.cipher)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config> {
+        let c = Config::parse(t, Path::new("test.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn usage_msg(t: &str) -> String {
+        match parse(t) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("expected a usage error for {t:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.luks.cipher, "twofish-xts-plain64");
+        assert_eq!(c.raid.chunk_kib, 256);
+        assert_eq!(c.mount.path, Path::new("/mnt/ephemeral"));
+        assert_eq!(c.disks.min_disks, 1);
+        assert!(c.escrow.console);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let c = parse(
+            r#"
+            on_existing = "fail"
+            [disks]
+            model = "QEMU NVMe Ctrl"
+            min_disks = 0
+            [raid]
+            chunk_kib = 512
+            [luks]
+            cipher = "aes-xts-plain64"
+            key_bits = 256
+            sector_size = 512
+            discards = true
+            workqueues = true
+            [filesystem]
+            label = "data"
+            [mount]
+            path = "/data"
+            options = "noatime,nodev"
+            [escrow]
+            public_key = "/etc/ephemera/escrow.pem"
+            path = "/root/escrow.json"
+            console = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.on_existing, OnExisting::Fail);
+        assert_eq!(c.disks.model, "QEMU NVMe Ctrl");
+        assert_eq!(c.raid.chunk_kib, 512);
+        assert_eq!(c.luks.key_bits, 256);
+        assert!(c.luks.discards && c.luks.workqueues);
+        assert_eq!(
+            c.escrow.public_key.as_deref(),
+            Some(Path::new("/etc/ephemera/escrow.pem"))
+        );
+        assert!(!c.escrow.console);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("bogus = 1", "bogus"),
+            ("[raid]\nchunk = 4", "chunk"),
+            ("[raid]\nchunk_kib = 100", "raid.chunk_kib"),
+            ("[raid]\nchunk_kib = 2", "raid.chunk_kib"),
+            ("[raid]\nchunk_kib = -4", "test.toml:2"),
+            ("[luks]\ncipher = \"twofish\"", "luks.cipher"),
+            ("[luks]\ncipher = \"a b-xts\"", "luks.cipher"),
+            ("[luks]\nkey_bits = 500", "luks.key_bits"),
+            ("[luks]\nsector_size = 1000", "luks.sector_size"),
+            ("[luks]\ndiscards = \"yes\"", "test.toml:2"),
+            ("on_existing = \"wipe\"", "test.toml:1"),
+            ("[mount]\npath = \"mnt\"", "mount.path"),
+            ("[mount]\npath = \"/\"", "mount.path"),
+            ("[mount]\noptions = \"noatime,,\"", "mount.options"),
+            ("[escrow]\npublic_key = \"key.pem\"", "escrow.public_key"),
+            ("[escrow]\npath = \"escrow.json\"", "escrow.path"),
+            (
+                "[filesystem]\nlabel = \"a-label-that-is-too-long\"",
+                "filesystem.label",
+            ),
+            ("[disks]\nmodel = \"  \"", "disks.model"),
+            ("[disks", "test.toml:1"),
+        ];
+        for (text, needle) in cases {
+            let m = usage_msg(text);
+            assert!(m.contains(needle), "{text:?}: {m:?} should name {needle}");
+            assert!(
+                !m.contains('\n'),
+                "{text:?}: message is not one line: {m:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::default();
+        c.apply(&Overrides {
+            model: Some("QEMU NVMe Ctrl".into()),
+            mount: Some("/data".into()),
+            escrow_key: Some("/k.pem".into()),
+        });
+        assert_eq!(c.disks.model, "QEMU NVMe Ctrl");
+        assert_eq!(c.mount.path, Path::new("/data"));
+        assert_eq!(c.escrow.public_key.as_deref(), Some(Path::new("/k.pem")));
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_named_file_is_error() {
+        let p = Path::new("/nonexistent/ephemera.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        assert!(matches!(Config::load(p, true), Err(Error::Usage(_))));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Config::load(dir.path(), true),
+            Err(Error::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn cipher_names() {
+        let c = CipherSpec::parse("twofish-xts-plain64").unwrap();
+        assert_eq!(
+            (c.cipher.as_str(), c.mode.as_str()),
+            ("twofish", "xts-plain64")
+        );
+        assert_eq!(c.kernel_name(), "xts(twofish)");
+        let c = CipherSpec::parse("aes-cbc-essiv:sha256").unwrap();
+        assert_eq!(c.kernel_name(), "cbc(aes)");
+    }
+}

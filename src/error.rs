@@ -1,0 +1,65 @@
+//! Errors by layer, each mapped to one documented exit code.
+//!
+//! The exit codes are part of ephemera's contract (README, "Exit codes"):
+//! scripts and the systemd unit tell "fix your input" from "refused to touch
+//! a disk" from "something failed while running".
+
+use std::path::{Path, PathBuf};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// A step failed while running; what this run made has been rolled back.
+pub const EXIT_FAILED: u8 = 1;
+/// Bad input: command line, config file, key file. Nothing was touched.
+pub const EXIT_USAGE: u8 = 2;
+/// Refused for safety: a disk is not ours to write, or the disks cannot make
+/// the volume asked for. Nothing was touched.
+pub const EXIT_REFUSED: u8 = 3;
+/// Another ephemera run held the lock for longer than the wait bound.
+pub const EXIT_BUSY: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input (config, command line, key files).
+    #[error("{0}")]
+    Usage(String),
+    /// A safety refusal: names the disk and what was found on it.
+    #[error("{0}")]
+    Refused(String),
+    /// Another run holds the lock.
+    #[error("{0}")]
+    Busy(String),
+    /// An I/O error with the file or device it concerned.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other failure while applying the plan.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Refused(_) => EXIT_REFUSED,
+            Error::Busy(_) => EXIT_BUSY,
+            Error::Io { .. } | Error::Failed(_) => EXIT_FAILED,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done and the path it concerned.
+    pub fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,54 @@
+//! Where the system is read from. Every sysfs, procfs and /dev path goes
+//! through a `Host`, so tests point it at a fixture tree instead of `/`.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    root: PathBuf,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host::new("/")
+    }
+}
+
+impl Host {
+    pub fn new(root: impl Into<PathBuf>) -> Host {
+        Host { root: root.into() }
+    }
+
+    /// `rel` below the root (`rel` is given without a leading slash).
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn sys_block(&self) -> PathBuf {
+        self.path("sys/block")
+    }
+
+    /// The device node of a kernel block device name (devtmpfs names).
+    pub fn dev(&self, name: &str) -> PathBuf {
+        self.path("dev").join(name)
+    }
+
+    /// Reads a sysfs-like attribute, trimmed; `None` when absent or unreadable.
+    pub fn attr(&self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Names of the entries of a directory, sorted; empty when absent.
+    pub fn entries(&self, dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,183 @@
+//! LUKS2 through libcryptsetup: format with zero keyslots, activate by
+//! volume key (kept in the kernel keyring, not in the dm table), read the
+//! header back for `status`, close, and erase the header.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate};
+use libcryptsetup_rs::consts::vals::{CryptLogLevel, EncryptionFormat, KeyslotInfo};
+use libcryptsetup_rs::{CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, Either};
+use serde::Serialize;
+
+use crate::discover::DM_NAME;
+use crate::error::{Error, Result};
+use crate::key::VolumeKey;
+use crate::plan::LuksPlan;
+use crate::probe::{LUKS_LABEL, LUKS_SUBSYSTEM};
+
+fn lib_err(what: String) -> impl FnOnce(libcryptsetup_rs::LibcryptErr) -> Error {
+    move |e| Error::Failed(format!("{what}: {e}"))
+}
+
+fn forward_log(level: CryptLogLevel, msg: &str, _: Option<&mut ()>) {
+    match level {
+        CryptLogLevel::Error => tracing::error!(target: "libcryptsetup", "{msg}"),
+        CryptLogLevel::Normal => tracing::info!(target: "libcryptsetup", "{msg}"),
+        _ => tracing::debug!(target: "libcryptsetup", "{msg}"),
+    }
+}
+libcryptsetup_rs::c_logging_callback!(log_callback, (), forward_log);
+
+/// Sends libcryptsetup's own messages into ephemera's log.
+pub fn forward_logs() {
+    libcryptsetup_rs::set_log_callback::<()>(Some(log_callback), None);
+}
+
+fn activation_flags(p: &LuksPlan) -> CryptActivate {
+    let mut f = CryptActivate::empty();
+    if p.discards {
+        f |= CryptActivate::ALLOW_DISCARDS;
+    }
+    if !p.workqueues {
+        f |= CryptActivate::NO_READ_WORKQUEUE | CryptActivate::NO_WRITE_WORKQUEUE;
+    }
+    f
+}
+
+/// Formats `dev` and returns the new LUKS UUID. No keyslot is made: the
+/// only copies of the key are the caller's and, after `open`, the kernel's.
+pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<String> {
+    let d = dev.display();
+    let mut cd = CryptInit::init(dev).map_err(lib_err(format!("opening {d} for LUKS2")))?;
+    let params = CryptParamsLuks2 {
+        pbkdf: None,
+        integrity: None,
+        integrity_params: None,
+        data_alignment: 0,
+        data_device: None,
+        sector_size: p.sector_size,
+        label: Some(LUKS_LABEL.into()),
+        subsystem: Some(LUKS_SUBSYSTEM.into()),
+    };
+    let mut params_ref: CryptParamsLuks2Ref<'_> = (&params)
+        .try_into()
+        .map_err(lib_err("LUKS2 parameters".into()))?;
+    cd.context_handle()
+        .format(
+            EncryptionFormat::Luks2,
+            (&p.cipher, &p.mode),
+            None,
+            Either::Left(key.as_bytes()),
+            Some(&mut params_ref),
+        )
+        .map_err(lib_err(format!(
+            "formatting LUKS2 ({}-{}, {}-bit key, {}-byte sectors) on {d}",
+            p.cipher, p.mode, p.key_bits, p.sector_size
+        )))?;
+    let uuid = cd
+        .status_handle()
+        .get_uuid()
+        .map_err(lib_err(format!("reading the LUKS UUID of {d}")))?;
+    Ok(uuid.to_string())
+}
+
+/// Opens the LUKS2 volume on `dev` as `/dev/mapper/ephemera` with `key`,
+/// which libcryptsetup checks against the header's digest.
+pub fn open(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<()> {
+    let d = dev.display();
+    let mut cd = load(dev)?;
+    // The key goes to the kernel keyring, so the dm table shows a key
+    // reference, not the key.
+    cd.context_handle()
+        .volume_key_keyring(true)
+        .map_err(lib_err(
+            "enabling the kernel keyring for the volume key".into(),
+        ))?;
+    cd.activate_handle()
+        .activate_by_volume_key(Some(DM_NAME), Some(key.as_bytes()), activation_flags(p))
+        .map_err(lib_err(format!("opening {d} as /dev/mapper/{DM_NAME}")))?;
+    Ok(())
+}
+
+fn load(dev: &Path) -> Result<CryptDevice> {
+    let d = dev.display();
+    let mut cd = CryptInit::init(dev).map_err(lib_err(format!("opening {d}")))?;
+    cd.context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(lib_err(format!("reading the LUKS2 header on {d}")))?;
+    Ok(cd)
+}
+
+pub fn close() -> Result<()> {
+    let mut cd = CryptInit::init_by_name_and_header(DM_NAME, None)
+        .map_err(lib_err(format!("finding /dev/mapper/{DM_NAME}")))?;
+    cd.activate_handle()
+        .deactivate(DM_NAME, CryptDeactivate::empty())
+        .map_err(lib_err(format!("closing /dev/mapper/{DM_NAME}")))
+}
+
+/// What `status` reports of the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LuksInfo {
+    pub uuid: String,
+    pub cipher: String,
+    pub key_bits: u32,
+    pub sector_size: u32,
+    pub keyslots: u32,
+    /// Header size: the data starts here, in bytes.
+    #[serde(skip)]
+    pub data_offset: u64,
+}
+
+pub fn info(dev: &Path) -> Result<LuksInfo> {
+    let mut cd = load(dev)?;
+    let mut st = cd.status_handle();
+    let cipher = format!(
+        "{}-{}",
+        st.get_cipher()
+            .map_err(lib_err("reading the cipher".into()))?,
+        st.get_cipher_mode()
+            .map_err(lib_err("reading the cipher mode".into()))?
+    );
+    let uuid = st.get_uuid().map_err(lib_err("reading the UUID".into()))?;
+    let key_bits = st.get_volume_key_size() as u32 * 8;
+    let data_offset = st.get_data_offset() * 512;
+    let sector_size = libcryptsetup_rs::get_sector_size(Some(&mut cd)) as u32;
+    let mut keyslots = 0;
+    for slot in 0..32 {
+        if let Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast | KeyslotInfo::Unbound) =
+            cd.keyslot_handle().status(slot)
+        {
+            keyslots += 1;
+        }
+    }
+    Ok(LuksInfo {
+        uuid: uuid.to_string(),
+        cipher,
+        key_bits,
+        sector_size,
+        keyslots,
+        data_offset,
+    })
+}
+
+/// Overwrites the LUKS2 header area (both header copies) on `dev` with
+/// zeros. With the header gone and no key anywhere, the data is shredded.
+pub fn erase_header(dev: &Path, header_bytes: u64) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(dev)
+        .map_err(Error::io("opening for header erase", dev))?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = header_bytes;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])
+            .map_err(Error::io("erasing the LUKS header on", dev))?;
+        left -= n as u64;
+    }
+    f.sync_all().map_err(Error::io("syncing", dev))
+}

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# Build the pieces of the QEMU test guest into a cache folder:
+#   vmlinuz, modules/ (Debian 12 cloud kernel, unpacked, depmod'ed),
+#   base.cpio.gz      (busybox initramfs + storage tools + kernel modules + /init),
+#   ephemera.cpio.gz  (only with `add-binary`: extra binaries + libs that base lacks).
+# Linux unpacks concatenated gzip'd cpio archives as one initramfs; run-guest.sh
+# boots base + ephemera + a per-run scenario archive.
+#
+# usage: build-guest.sh                   build/refresh kernel and base (idempotent)
+#        build-guest.sh add-binary BIN... also write ephemera.cpio.gz with each BIN
+#                                         as /usr/sbin/<basename BIN>
+# env:   EPHEMERA_VM_CACHE       cache folder (default <repo>/target/vm)
+#        EPHEMERA_VM_KERNEL_PKG  kernel package (default: what linux-image-cloud-amd64
+#                                depends on in the apt lists)
+# Needs root on Debian 12: installs missing host packages with apt-get.
+set -euo pipefail
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export LC_ALL=C
+
+script=$(readlink -f "${BASH_SOURCE[0]}")
+repo=$(cd "$(dirname "$script")/../.." && pwd)
+cache=${EPHEMERA_VM_CACHE:-$repo/target/vm}
+
+log() { echo "build-guest: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Host commands this script copies into the guest or uses itself, with their packages.
+host_tools=(
+  busybox:busybox-static cpio:cpio gzip:gzip kmod:kmod depmod:kmod
+  cryptsetup:cryptsetup-bin mdadm:mdadm dmsetup:dmsetup
+  blkid:util-linux wipefs:util-linux mkswap:util-linux findmnt:util-linux lsblk:util-linux
+  sfdisk:fdisk mke2fs:e2fsprogs dumpe2fs:e2fsprogs e2fsck:e2fsprogs
+  mkfs.xfs:xfsprogs openssl:openssl jq:jq ldd:libc-bin sha256sum:coreutils
+  qemu-system-x86_64:qemu-system-x86
+)
+
+apt_updated=
+apt_update_once() {
+  [[ -n $apt_updated ]] && return
+  log "apt-get update"
+  apt-get update -qq >&2
+  apt_updated=1
+}
+
+ensure_host_tools() {
+  local entry missing=()
+  for entry in "${host_tools[@]}"; do
+    command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
+  done
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || die "missing host packages (${missing[*]}); run as root to install them"
+  apt_update_once
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# The kernel package to boot: the current Debian 12 cloud kernel unless overridden.
+kernel_pkg() {
+  local pkg=${EPHEMERA_VM_KERNEL_PKG:-}
+  if [[ -z $pkg ]]; then
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+      awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+    if [[ -z $pkg ]]; then
+      apt_update_once # apt lists missing or stale on a fresh machine
+      pkg=$(apt-cache depends linux-image-cloud-amd64 |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+    fi
+  fi
+  [[ -n $pkg ]] || die "cannot find the cloud kernel package (apt-cache depends linux-image-cloud-amd64)"
+  echo "$pkg"
+}
+
+# Unpack vmlinuz + modules without installing the kernel on the host.
+build_kernel() {
+  local pkg=$1 kver=${1#linux-image-} version stamp tmp
+  version=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '/^Version:/ { print $2; exit }')
+  stamp="$pkg $version"
+  if [[ -f $cache/vmlinuz && -f $cache/kernel.stamp && $(cat "$cache/kernel.stamp") == "$stamp" ]]; then
+    return
+  fi
+  log "fetching $pkg $version"
+  tmp=$(mktemp -d "$cache/kernel.tmp.XXXXXX")
+  # Sandbox user root: _apt cannot write into root's temp folders.
+  (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2)
+  dpkg -x "$tmp"/*.deb "$tmp/x"
+  [[ -d $tmp/x/lib/modules/$kver ]] || die "no lib/modules/$kver in $pkg"
+  depmod -b "$tmp/x" "$kver"
+  rm -rf "$cache/modules" "$cache/vmlinuz"
+  mkdir -p "$cache/modules/lib"
+  mv "$tmp/x/lib/modules" "$cache/modules/lib/"
+  mv "$tmp/x/boot/vmlinuz-$kver" "$cache/vmlinuz"
+  rm -rf "$tmp"
+  echo "$kver" >"$cache/kernel-version"
+  echo "$stamp" >"$cache/kernel.stamp"
+}
+
+# Copy a host file into the guest tree at the same absolute path. Symlinks are
+# recreated as symlinks and their targets copied too (libfoo.so.1 -> libfoo.so.1.2.3,
+# /lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/...). The guest tree has
+# merged /usr (lib -> usr/lib, ...), so /lib/x and /usr/lib/x land in one place.
+copy_host_file() {
+  local root=$1 path=$2 link target
+  [[ -e $root$path || -L $root$path ]] && return
+  mkdir -p "$root$(dirname "$path")"
+  if [[ -L $path ]]; then
+    link=$(readlink "$path")
+    ln -s "$link" "$root$path"
+    case $link in
+      /*) target=$link ;;
+      *) target=$(dirname "$path")/$link ;;
+    esac
+    copy_host_file "$root" "$target"
+  else
+    cp "$path" "$root$path"
+  fi
+}
+
+# Libraries ldd names for a binary (with the ELF interpreter); none for static ones.
+elf_libs() {
+  local out
+  if ! out=$(ldd "$1" 2>&1); then
+    [[ $out == *"not a dynamic executable"* ]] && return 0
+    die "ldd $1: $out"
+  fi
+  [[ $out != *"not found"* ]] || die "ldd $1: missing libraries: $out"
+  awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$out"
+}
+
+# Copy a binary and its libraries, skipping what already exists in the guest tree
+# (or in $skip_root, the base tree, when packing the extra archive).
+copy_binary() {
+  local root=$1 bin=$2 dest=$3 skip_root=${4:-} lib
+  mkdir -p "$root$(dirname "$dest")"
+  cp -L "$bin" "$root$dest"
+  chmod 0755 "$root$dest"
+  while read -r lib; do
+    [[ -n $skip_root && (-e $skip_root$lib || -L $skip_root$lib) ]] && continue
+    copy_host_file "$root" "$lib"
+  done < <(elf_libs "$bin")
+}
+
+pack_cpio() { # pack_cpio DIR OUT
+  (cd "$1" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0) | gzip -6 >"$2.tmp"
+  mv "$2.tmp" "$2"
+}
+
+write_init() {
+  cat >"$1" <<'EOF'
+#!/bin/sh
+# PID 1 of the ephemera test guest: set up the basics, run /scenario/run.sh,
+# report its exit code on the serial console and power off (QEMU then exits).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+exec </dev/console >/dev/console 2>&1
+ln -sf /proc/self/mounts /etc/mtab
+echo 1 >/proc/sys/kernel/sysrq
+hostname ephemera-vm
+echo EPHEMERA-VM-BOOTED
+if [ -f /scenario/run.sh ]; then
+  cd /scenario && sh /scenario/run.sh </dev/null
+  rc=$?
+  cd /
+  echo "EPHEMERA-VM-EXIT $rc"
+else
+  echo "EPHEMERA-VM: /scenario/run.sh is missing"
+fi
+sync
+echo o >/proc/sysrq-trigger
+# Power-off is asynchronous; never let PID 1 exit (that would panic).
+while :; do sleep 1; done
+EOF
+  chmod 0755 "$1"
+}
+
+# Module folders the guest needs: md/raid0, dm-crypt, ciphers (generic + x86), and
+# local file systems (ext4 is built in; xfs/btrfs/vfat are modules, handy as foreign
+# signatures) with their helpers. Network file systems etc. only cost boot time.
+module_dirs=(kernel/crypto kernel/arch/x86/crypto kernel/lib kernel/block
+  kernel/fs/xfs
+  kernel/drivers/md kernel/drivers/block kernel/drivers/nvme kernel/drivers/char)
+
+build_base() {
+  local kver inputs root tool path
+  kver=$(cat "$cache/kernel-version")
+  # Inputs: this script, the kernel, and the versions of the host packages copied in.
+  inputs=$( {
+    sha256sum "$script"
+    cat "$cache/kernel.stamp"
+    dpkg-query -W -f='${Package} ${Version}\n' busybox-static busybox kmod cryptsetup-bin \
+      libcryptsetup12 mdadm dmsetup util-linux fdisk e2fsprogs xfsprogs openssl jq libc6 \
+      2>/dev/null || true
+  } | sha256sum | cut -d' ' -f1)
+  if [[ -f $cache/base.cpio.gz && -f $cache/base.stamp && $(cat "$cache/base.stamp") == "$inputs" ]]; then
+    return
+  fi
+  log "building base.cpio.gz for $kver"
+  root=$cache/base-root
+  rm -rf "$root"
+  mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,proc,sys,dev,run,tmp,mnt,root,var,scenario}
+  ln -s usr/bin "$root/bin"
+  ln -s usr/sbin "$root/sbin"
+  ln -s usr/lib "$root/lib"
+  ln -s usr/lib64 "$root/lib64"
+  ln -s ../run "$root/var/run"
+  # The kernel opens /dev/console for PID 1 before /init can mount devtmpfs.
+  mknod -m 0600 "$root/dev/console" c 5 1
+
+  # Real tools, at their host paths, with their libraries.
+  for tool in cryptsetup mdadm dmsetup blkid wipefs mkswap findmnt lsblk sfdisk \
+    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod; do
+    path=$(command -v "$tool")
+    copy_binary "$root" "$path" "$(readlink -f "$path")"
+  done
+  # mke2fs picks the fs type from its name; kmod acts by name too. The kernel
+  # runs /sbin/modprobe to load ciphers (twofish, xts, ecb): busybox's is not enough
+  # for the real modprobe semantics, so use kmod's.
+  for tool in mkfs.ext4 mkfs.ext3 mkfs.ext2; do ln -s mke2fs "$root/usr/sbin/$tool"; done
+  ln -s e2fsck "$root/usr/sbin/fsck.ext4"
+  for tool in modprobe insmod rmmod lsmod modinfo depmod; do ln -s ../bin/kmod "$root/usr/sbin/$tool"; done
+  cp /etc/mke2fs.conf "$root/etc/"
+
+  # Busybox for everything else (sh, mount, grep, dd, timeout, sha256sum...).
+  path=$(command -v busybox)
+  copy_binary "$root" "$path" /usr/bin/busybox
+  while read -r tool; do
+    tool=/${tool#/}
+    [[ -e $root$tool || -L $root$tool ]] && continue
+    mkdir -p "$root$(dirname "$tool")"
+    ln -s /usr/bin/busybox "$root$tool"
+  done < <("$root/usr/bin/busybox" --list-full)
+
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+  echo 'root:x:0:' >"$root/etc/group"
+  : >"$root/etc/fstab"
+  write_init "$root/init"
+
+  # Kernel modules: the folders above, the builtin lists, and a fresh depmod.
+  mkdir -p "$root/lib/modules/$kver"
+  cp "$cache/modules/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$root/lib/modules/$kver/"
+  for path in "${module_dirs[@]}"; do
+    [[ -d $cache/modules/lib/modules/$kver/$path ]] || continue
+    mkdir -p "$root/lib/modules/$kver/$(dirname "$path")"
+    cp -a "$cache/modules/lib/modules/$kver/$path" "$root/lib/modules/$kver/$path"
+  done
+  depmod -b "$root" "$kver"
+  for path in dm-crypt raid0 md-mod twofish_generic xts ecb xfs; do
+    modprobe -d "$root" -S "$kver" --show-depends "$path" >/dev/null ||
+      die "module $path missing from the guest tree"
+  done
+
+  pack_cpio "$root" "$cache/base.cpio.gz"
+  echo "$inputs" >"$cache/base.stamp"
+  log "base.cpio.gz: $(du -h "$cache/base.cpio.gz" | cut -f1)"
+}
+
+add_binaries() {
+  local root=$cache/extra-root bin
+  rm -rf "$root"
+  mkdir -p "$root"
+  for bin in "$@"; do
+    [[ -f $bin && -x $bin ]] || die "not an executable file: $bin"
+    copy_binary "$root" "$bin" "/usr/sbin/$(basename "$bin")" "$cache/base-root"
+  done
+  # Directories that base has as symlinks (lib -> usr/lib) must not become real
+  # directories in this archive, or they would shadow base's symlinks.
+  for bin in bin sbin lib lib64; do
+    if [[ -d $root/$bin && ! -L $root/$bin ]]; then
+      mkdir -p "$root/usr/$bin"
+      cp -a "$root/$bin/." "$root/usr/$bin/"
+      rm -rf "${root:?}/$bin"
+    fi
+  done
+  pack_cpio "$root" "$cache/ephemera.cpio.gz"
+  log "ephemera.cpio.gz: $(du -h "$cache/ephemera.cpio.gz" | cut -f1) ($*)"
+}
+
+main() {
+  local pkg
+  ((EUID == 0)) || die "run as root (mknod, apt-get)"
+  mkdir -p "$cache"
+  ensure_host_tools
+  pkg=$(kernel_pkg)
+  build_kernel "$pkg"
+  build_base
+  case ${1:-} in
+    "") ;;
+    add-binary)
+      shift
+      (($#)) || die "usage: $0 add-binary BIN..."
+      add_binaries "$@"
+      ;;
+    *) die "usage: $0 [add-binary BIN...]" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Boot one test VM (QEMU, TCG) on the guest that build-guest.sh made, run a
+# scenario in it and exit with the scenario's exit code.
+#
+# usage: run-guest.sh --scenario DIR --disk IMG:SERIAL [--disk IMG:SERIAL ...]
+#                     [--log FILE] [--timeout SECS] [--mem MB] [--monitor SOCKET] [--show]
+#   --scenario DIR   packed into the initramfs as /scenario; DIR/run.sh is run by sh
+#   --disk IMG:SERIAL  existing raw image, one emulated NVMe controller each, in order
+#                    (the guest usually names them nvme0n1, nvme1n1, ...: match by serial)
+#   --log FILE       serial console log (default: a temp file, kept only on failure)
+#   --timeout SECS   bound on the whole run (default 600); exit 124 when hit
+#   --mem MB         guest memory (default 1024)
+#   --monitor SOCKET QEMU HMP monitor on a unix socket (device_del, system_powerdown...)
+#   --show           also copy the serial console to stdout as it comes
+# exit: the scenario's exit code (EPHEMERA-VM-EXIT marker), 124 on timeout,
+#       125 when the guest died without the marker (panic, crash), 2 on usage errors.
+# env:  EPHEMERA_VM_CACHE (as build-guest.sh), EPHEMERA_VM_CPU (default max),
+#       EPHEMERA_VM_SMP (default 1), EPHEMERA_VM_APPEND (extra kernel arguments).
+set -euo pipefail
+
+export LC_ALL=C
+script=$(readlink -f "${BASH_SOURCE[0]}")
+repo=$(cd "$(dirname "$script")/../.." && pwd)
+cache=${EPHEMERA_VM_CACHE:-$repo/target/vm}
+
+usage() {
+  sed -n '4,12p' "$script" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+die() { echo "run-guest: $*" >&2; exit 2; }
+
+scenario='' log='' timeout=600 mem=1024 monitor='' show=''
+disks=()
+while (($#)); do
+  case $1 in
+    --scenario) scenario=${2:?}; shift 2 ;;
+    --disk) disks+=("${2:?}"); shift 2 ;;
+    --log) log=${2:?}; shift 2 ;;
+    --timeout) timeout=${2:?}; shift 2 ;;
+    --mem) mem=${2:?}; shift 2 ;;
+    --monitor) monitor=${2:?}; shift 2 ;;
+    --show) show=1; shift ;;
+    -h | --help) usage ;;
+    *) echo "run-guest: unknown argument: $1" >&2; usage ;;
+  esac
+done
+[[ -n $scenario ]] || usage
+[[ -f $scenario/run.sh ]] || die "$scenario/run.sh not found"
+[[ $timeout =~ ^[0-9]+$ && $mem =~ ^[0-9]+$ ]] || die "--timeout and --mem take numbers"
+[[ -f $cache/vmlinuz && -f $cache/base.cpio.gz ]] || die "no guest in $cache: run tests/vm/build-guest.sh"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run tests/vm/build-guest.sh (installs it)"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ephemera-vm.XXXXXX")
+keep_log='' qpid=''
+if [[ -z $log ]]; then
+  log=$tmp/serial.log
+fi
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  # On an interrupt, stop QEMU too (timeout forwards the signal to it).
+  [[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
+  if [[ -n $keep_log && $log == "$tmp/serial.log" ]]; then
+    cp "$log" "$tmp.log" && echo "run-guest: serial log kept in $tmp.log" >&2
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Scenario archive: DIR's contents under /scenario. Linux unpacks concatenated
+# gzip'd cpio archives in order, so base + ephemera (if built) + scenario is one initramfs.
+mkdir -p "$tmp/scen/scenario"
+cp -a "$scenario/." "$tmp/scen/scenario/"
+(cd "$tmp/scen" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0) | gzip -1 >"$tmp/scenario.cpio.gz"
+initrds=("$cache/base.cpio.gz")
+[[ -f $cache/ephemera.cpio.gz ]] && initrds+=("$cache/ephemera.cpio.gz")
+cat "${initrds[@]}" "$tmp/scenario.cpio.gz" >"$tmp/initrd"
+
+# -nodefaults: no NIC, VGA, floppy or CD-ROM to emulate; only what we add.
+# cache=writeback: guest flushes reach the host file; after the guest's sync and
+# QEMU's exit the data is in the image. discard=unmap keeps sparse images sparse.
+qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
+  -accel tcg -cpu "${EPHEMERA_VM_CPU:-max}" -smp "${EPHEMERA_VM_SMP:-1}" -m "$mem"
+  -kernel "$cache/vmlinuz" -initrd "$tmp/initrd"
+  -append "console=ttyS0 panic=-1 rdinit=/init loglevel=5 ${EPHEMERA_VM_APPEND:-}"
+  -serial "file:$log")
+n=0
+for disk in "${disks[@]}"; do
+  img=${disk%:*} serial=${disk##*:}
+  [[ $disk == *:* && -n $serial ]] || die "--disk takes IMG:SERIAL, got $disk"
+  [[ -f $img ]] || die "disk image not found: $img"
+  qemu+=(-drive "file=$img,if=none,id=n$n,format=raw,cache=writeback,discard=unmap"
+    -device "nvme,drive=n$n,serial=$serial")
+  n=$((n + 1))
+done
+[[ -z $monitor ]] || qemu+=(-monitor "unix:$monitor,server=on,wait=off")
+
+: >"$log"
+start=$SECONDS
+# timeout sends SIGTERM (QEMU exits cleanly), then SIGKILL 10 s later if needed.
+timeout -k 10 "$timeout" "${qemu[@]}" </dev/null >"$tmp/qemu.out" 2>&1 &
+qpid=$!
+tailpid=
+if [[ -n $show ]]; then
+  tail -n +1 -f --pid="$qpid" "$log" &
+  tailpid=$!
+fi
+qrc=0
+wait "$qpid" || qrc=$?
+qpid=
+[[ -z $tailpid ]] || wait "$tailpid" || true
+
+if ((qrc == 124)); then
+  keep_log=1
+  echo "run-guest: timeout after ${timeout}s, QEMU killed (log: $log)" >&2
+  tail -n 30 "$log" >&2
+  exit 124
+fi
+if ((qrc != 0)); then
+  echo "run-guest: qemu exited with $qrc:" >&2
+  cat "$tmp/qemu.out" >&2
+fi
+rc=$(tr -d '\r' <"$log" | sed -n 's/.*EPHEMERA-VM-EXIT \([0-9]\{1,3\}\)$/\1/p' | tail -n 1)
+if [[ -z $rc ]]; then
+  keep_log=1
+  echo "run-guest: no EPHEMERA-VM-EXIT marker after $((SECONDS - start))s (guest crashed?); last lines of $log:" >&2
+  tail -n 30 "$log" >&2
+  exit 125
+fi
+echo "run-guest: scenario exit $rc after $((SECONDS - start))s" >&2
+exit "$rc"
