@@ -138,11 +138,13 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
                     mount: m.path.clone(),
                 })
             }
-            Some(m) => return Err(Error::Refused(format!(
+            Some(m) => {
+                return Err(Error::Refused(format!(
                 "ephemera's volume {} is already mounted at {}, not at mount.path {mount_path}; \
                      run `ephemera teardown` first to make a new one",
                 dm.kname, m.path
-            ))),
+            )))
+            }
             None => {}
         }
     }
@@ -173,11 +175,11 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
         match &c.content {
             Content::Blank => {}
             Content::Ephemera { luks_uuid } => {
-                existing.push(format!("{} (LUKS UUID {luks_uuid})", c.disk.name));
+                existing.push(format!("/dev/{} (LUKS UUID {luks_uuid})", c.disk.name));
                 wipe.push(c.disk.name.clone());
             }
             Content::Foreign { found } => {
-                foreign.push(format!("{} holds {}", c.disk.name, found.join(", ")));
+                foreign.push(format!("/dev/{} holds {}", c.disk.name, found.join(", ")));
                 wipe.push(c.disk.name.clone());
             }
         }
@@ -224,7 +226,10 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
         });
     }
     if members.len() < min {
-        let seen: Vec<String> = candidates.iter().map(|c| c.disk.name.clone()).collect();
+        let seen: Vec<String> = candidates
+            .iter()
+            .map(|c| format!("/dev/{}", c.disk.name))
+            .collect();
         let mut msg = format!(
             "found {} usable disk(s) with model {:?}, disks.min_disks is {min}",
             members.len(),
@@ -234,7 +239,7 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
             msg += &format!(" (matched: {})", seen.join(", "));
         }
         for e in &excluded {
-            msg += &format!("; {} skipped: {}", e.device, e.reason);
+            msg += &format!("; /dev/{} skipped: {}", e.device, e.reason);
         }
         return Err(Error::Refused(msg));
     }
@@ -244,7 +249,7 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
     {
         let sizes: Vec<String> = members
             .iter()
-            .map(|m| format!("{} {} bytes", m.name, m.size_bytes))
+            .map(|m| format!("/dev/{} {} bytes", m.name, m.size_bytes))
             .collect();
         return Err(Error::Refused(format!(
             "refusing to stripe disks of unequal size ({}): md RAID0 would need a multi-zone layout",
@@ -307,7 +312,7 @@ impl Plan {
             Plan::Provision(p) => {
                 let mut s = String::new();
                 for e in &p.excluded {
-                    s += &format!("skip {}: {}\n", e.device, e.reason);
+                    s += &format!("skip /dev/{}: {}\n", e.device, e.reason);
                 }
                 for w in &p.warnings {
                     s += &format!("warning: {w}\n");

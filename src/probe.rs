@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use libblkid_rs::{BlkidProbe, BlkidProbeRet, BlkidSublks, BlkidSublksFlags};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -17,7 +17,8 @@ pub const LUKS_LABEL: &str = "ephemera";
 pub const LUKS_SUBSYSTEM: &str = "ephemera";
 
 /// One signature libblkid found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Signature {
     /// `TYPE` (filesystem, raid, crypto) or `PTTYPE` (partition table).
     pub kind: String,

@@ -112,7 +112,7 @@ qpid=
 
 if ((qrc == 124)); then
   keep_log=1
-  echo "run-guest: timeout after ${timeout}s, QEMU killed (log: $log)" >&2
+  echo "run-guest: timeout after ${timeout}s, QEMU killed; last lines of the serial log:" >&2
   tail -n 30 "$log" >&2
   exit 124
 fi
@@ -123,7 +123,7 @@ fi
 rc=$(tr -d '\r' <"$log" | sed -n 's/.*EPHEMERA-VM-EXIT \([0-9]\{1,3\}\)$/\1/p' | tail -n 1)
 if [[ -z $rc ]]; then
   keep_log=1
-  echo "run-guest: no EPHEMERA-VM-EXIT marker after $((SECONDS - start))s (guest crashed?); last lines of $log:" >&2
+  echo "run-guest: no EPHEMERA-VM-EXIT marker after $((SECONDS - start))s (guest crashed?); last lines of the serial log:" >&2
   tail -n 30 "$log" >&2
   exit 125
 fi

@@ -1,0 +1,99 @@
+//! Fixture trees: sysfs and procfs as real EC2 instance types show them,
+//! run through discovery and planning, compared with the expected plan.
+//! Each case is a folder under tests/fixtures: `root/` (the tree),
+//! `probe.json` (what libblkid and an exclusive open would report per
+//! disk), `config.toml` (optional) and `expected.txt`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ephemera::apply::survey;
+use ephemera::config::Config;
+use ephemera::discover::discover;
+use ephemera::error::Result;
+use ephemera::host::Host;
+use ephemera::plan::plan;
+use ephemera::probe::{Probe, Signature};
+
+#[derive(Default, serde::Deserialize)]
+struct FakeProbe {
+    #[serde(default)]
+    signatures: BTreeMap<String, Vec<Signature>>,
+    #[serde(default)]
+    busy: Vec<String>,
+}
+
+fn name(dev: &Path) -> String {
+    dev.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+impl Probe for FakeProbe {
+    fn signatures(&self, dev: &Path) -> Result<Vec<Signature>> {
+        Ok(self.signatures.get(&name(dev)).cloned().unwrap_or_default())
+    }
+    fn busy(&self, dev: &Path) -> Result<bool> {
+        Ok(self.busy.contains(&name(dev)))
+    }
+}
+
+fn run_case(dir: &Path) -> String {
+    let probe: FakeProbe = match std::fs::read_to_string(dir.join("probe.json")) {
+        Ok(t) => serde_json::from_str(&t).unwrap(),
+        Err(_) => FakeProbe::default(),
+    };
+    let cfg_path = dir.join("config.toml");
+    let cfg = if cfg_path.exists() {
+        Config::load(&cfg_path, true).unwrap()
+    } else {
+        Config::default()
+    };
+    cfg.validate().unwrap();
+    let host = Host::new(dir.join("root"));
+    let inv = discover(&host);
+    let result = survey(&host, &inv, &cfg, &probe).and_then(|c| plan(&inv, &c, &cfg, false));
+    match result {
+        Ok(p) => p.describe(),
+        Err(e) => format!("error (exit {}): {e}\n", e.exit_code()),
+    }
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("root").is_dir())
+            .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn plans_match_expected() {
+    let cases = cases();
+    assert!(cases.len() >= 10, "fixture cases missing: {cases:?}");
+    let mut failures = Vec::new();
+    for dir in &cases {
+        let got = run_case(dir);
+        let expected_path = dir.join("expected.txt");
+        if std::env::var_os("EPHEMERA_BLESS").is_some() {
+            std::fs::write(&expected_path, &got).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != expected {
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- got\n{got}",
+                dir.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_root_disk_is_never_a_member() {
+    for dir in cases() {
+        let out = run_case(&dir);
+        assert!(!out.contains("/dev/nvme0n1 ("), "{}: {out}", dir.display());
+    }
+}
