@@ -99,6 +99,9 @@ pub fn make_plan(
     for c in &candidates {
         tracing::debug!(device = %c.disk.name, serial = %c.disk.serial, content = ?c.content, busy = c.busy, "candidate");
     }
+    for e in plan::excluded(&inv, &candidates) {
+        tracing::warn!(device = %e.device, "skipping /dev/{}: {}", e.device, e.reason);
+    }
     let p = plan::plan(&inv, &candidates, cfg, force)?;
     Ok((inv, p))
 }
@@ -164,6 +167,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         None => None,
     };
     let spec = crate::config::CipherSpec::parse(&cfg.luks.cipher).map_err(Error::Usage)?;
+    crate::cipher::check(&spec, cfg.luks.key_bits)?;
     let _lock = lock(host)?;
     let (inv, p) = make_plan(host, cfg, probe, force)?;
     let p = match p {
@@ -177,9 +181,6 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         }
         Plan::Provision(p) => p,
     };
-    for e in &p.excluded {
-        tracing::warn!(device = %e.device, "skipping /dev/{}: {}", e.device, e.reason);
-    }
     for w in &p.warnings {
         tracing::warn!("{w}");
     }
@@ -188,7 +189,6 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         mods.extend(["md_mod", "raid0"]);
     }
     modules::ensure(host, &mods)?;
-    crate::cipher::check(&spec, cfg.luks.key_bits)?;
     cleanup(host, &inv, &p)?;
 
     let mut made = Made::default();

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate};
 use libcryptsetup_rs::consts::vals::{CryptLogLevel, EncryptionFormat, KeyslotInfo};
-use libcryptsetup_rs::{CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, Either};
+use libcryptsetup_rs::{
+    CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, Either, TokenInput,
+};
 use serde::Serialize;
 
 use crate::discover::DM_NAME;
@@ -16,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::key::VolumeKey;
 use crate::plan::LuksPlan;
 use crate::probe::{LUKS_LABEL, LUKS_SUBSYSTEM};
+
+/// The LUKS2 token type that records ephemera's volume parameters.
+pub const TOKEN_TYPE: &str = "ephemera";
 
 fn lib_err(what: String) -> impl FnOnce(libcryptsetup_rs::LibcryptErr) -> Error {
     move |e| Error::Failed(format!("{what}: {e}"))
@@ -76,6 +81,12 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<String> {
             "formatting LUKS2 ({}-{}, {}-bit key, {}-byte sectors) on {d}",
             p.cipher, p.mode, p.key_bits, p.sector_size
         )))?;
+    // LUKS2 keeps the key size only in keyslots, and there are none: a
+    // token records it, for `status` and for ops reading `luksDump`.
+    let token = serde_json::json!({"type": TOKEN_TYPE, "keyslots": [], "key_bits": p.key_bits});
+    cd.token_handle()
+        .json_set(TokenInput::AddToken(&token))
+        .map_err(lib_err(format!("writing the {TOKEN_TYPE} token on {d}")))?;
     let uuid = cd
         .status_handle()
         .get_uuid()
@@ -142,9 +153,13 @@ pub fn info(dev: &Path) -> Result<LuksInfo> {
             .map_err(lib_err("reading the cipher mode".into()))?
     );
     let uuid = st.get_uuid().map_err(lib_err("reading the UUID".into()))?;
-    let key_bits = st.get_volume_key_size() as u32 * 8;
     let data_offset = st.get_data_offset() * 512;
     let sector_size = libcryptsetup_rs::get_sector_size(Some(&mut cd)) as u32;
+    let key_bits = (0..32)
+        .filter_map(|t| cd.token_handle().json_get(t).ok())
+        .find(|j| j["type"] == TOKEN_TYPE)
+        .and_then(|j| j["key_bits"].as_u64())
+        .unwrap_or(0) as u32;
     let mut keyslots = 0;
     for slot in 0..32 {
         if let Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast | KeyslotInfo::Unbound) =

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new(level))
         .with_target(false)
+        // journald and the serial console take plain text.
+        .with_ansi(false)
         .without_time()
         .init();
     match run(cli) {

@@ -128,6 +128,27 @@ fn exclusion(c: &Candidate, ours: &[String]) -> Option<String> {
     }
 }
 
+/// The disks that matched the model but are in use, with the reason.
+pub fn excluded(inv: &Inventory, candidates: &[Candidate]) -> Vec<Excluded> {
+    // Our own stack from an unfinished run in this boot may hold disks.
+    let mut ours: Vec<String> = Vec::new();
+    if inv.md.is_some() {
+        ours.push(MD_NAME.to_string());
+    }
+    if let Some(dm) = &inv.dm {
+        ours.push(dm.kname.clone());
+    }
+    candidates
+        .iter()
+        .filter_map(|c| {
+            exclusion(c, &ours).map(|reason| Excluded {
+                device: c.disk.name.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
 pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool) -> Result<Plan> {
     let mount_path = cfg.mount.path.to_string_lossy().into_owned();
     if let Some(dm) = &inv.dm {
@@ -149,27 +170,14 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
         }
     }
 
-    // Our own stack from an unfinished run in this boot may hold disks.
-    let mut ours: Vec<String> = Vec::new();
-    if inv.md.is_some() {
-        ours.push(MD_NAME.to_string());
-    }
-    if let Some(dm) = &inv.dm {
-        ours.push(dm.kname.clone());
-    }
-
-    let mut excluded = Vec::new();
+    let excluded = excluded(inv, candidates);
     let mut warnings = Vec::new();
     let mut members = Vec::new();
     let mut wipe = Vec::new();
     let mut foreign = Vec::new();
     let mut existing = Vec::new();
     for c in candidates {
-        if let Some(reason) = exclusion(c, &ours) {
-            excluded.push(Excluded {
-                device: c.disk.name.clone(),
-                reason,
-            });
+        if excluded.iter().any(|e| e.device == c.disk.name) {
             continue;
         }
         match &c.content {

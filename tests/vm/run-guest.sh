@@ -10,7 +10,8 @@
 #   --log FILE       serial console log (default: a temp file, kept only on failure)
 #   --timeout SECS   bound on the whole run (default 600); exit 124 when hit
 #   --mem MB         guest memory (default 1024)
-#   --monitor SOCKET QEMU HMP monitor on a unix socket (device_del, system_powerdown...)
+#   --monitor SOCKET QEMU HMP monitor on a unix socket (system_powerdown, device_del
+#                    nvmeN: the Nth --disk's controller has id nvmeN, from nvme0)
 #   --show           also copy the serial console to stdout as it comes
 # exit: the scenario's exit code (EPHEMERA-VM-EXIT marker), 124 on timeout,
 #       125 when the guest died without the marker (panic, crash), 2 on usage errors.
@@ -24,7 +25,7 @@ repo=$(cd "$(dirname "$script")/../.." && pwd)
 cache=${EPHEMERA_VM_CACHE:-$repo/target/vm}
 
 usage() {
-  sed -n '4,12p' "$script" | sed 's/^# \{0,1\}//' >&2
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$script" >&2
   exit 2
 }
 die() { echo "run-guest: $*" >&2; exit 2; }
@@ -89,8 +90,9 @@ for disk in "${disks[@]}"; do
   img=${disk%:*} serial=${disk##*:}
   [[ $disk == *:* && -n $serial ]] || die "--disk takes IMG:SERIAL, got $disk"
   [[ -f $img ]] || die "disk image not found: $img"
-  qemu+=(-drive "file=$img,if=none,id=n$n,format=raw,cache=writeback,discard=unmap"
-    -device "nvme,drive=n$n,serial=$serial")
+  # QEMU option values escape commas by doubling them.
+  qemu+=(-drive "file=${img//,/,,},if=none,id=n$n,format=raw,cache=writeback,discard=unmap"
+    -device "nvme,id=nvme$n,drive=n$n,serial=$serial")
   n=$((n + 1))
 done
 [[ -z $monitor ]] || qemu+=(-monitor "unix:$monitor,server=on,wait=off")

@@ -1,0 +1,58 @@
+# Shared by the guest scenarios (busybox sh). Each check prints a TAP-like
+# "ok - ..." or "not ok - ..." line; `finish` prints the totals the host
+# test reads and fails the scenario if any check failed.
+passes=0
+fails=0
+cfg=/scenario/config.toml
+mnt=/mnt/ephemeral
+
+pass() { passes=$((passes + 1)); echo "ok - $1"; }
+fail() { fails=$((fails + 1)); echo "not ok - $1"; }
+
+# check DESCRIPTION COMMAND...: passes when COMMAND exits 0.
+check() {
+  local desc=$1
+  shift
+  if "$@" >/tmp/check.out 2>&1; then pass "$desc"; else fail "$desc" && sed 's/^/    /' /tmp/check.out; fi
+}
+
+# check_eq DESCRIPTION GOT WANT
+check_eq() {
+  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
+}
+
+# check_ne DESCRIPTION GOT UNWANTED: GOT must be set and differ.
+check_ne() {
+  if [ -n "$2" ] && [ "$2" != "$3" ]; then pass "$1"; else fail "$1: got '$2', not wanted '$3'"; fi
+}
+
+# The device node of the NVMe disk with serial $1 (the kernel may name
+# controllers in any order).
+dev_of() {
+  local d
+  for d in /sys/block/nvme*n1; do
+    if [ "$(tr -d ' ' <"$d/device/serial")" = "$1" ]; then
+      echo "/dev/${d##*/}"
+      return 0
+    fi
+  done
+  echo "no NVMe disk with serial $1" >&2
+  return 1
+}
+
+# run_ephemera ARGS...: runs ephemera, keeps its stderr in /tmp/eph.err
+# (and on the console), sets $rc.
+run_ephemera() {
+  echo "+ ephemera $*"
+  ephemera "$@" 2>/tmp/eph.err
+  rc=$?
+  cat /tmp/eph.err
+}
+
+# sha256 of a whole block device.
+dev_sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+finish() {
+  echo "EPHEMERA-CHECKS passed=$passes failed=$fails"
+  [ "$fails" -eq 0 ]
+}
