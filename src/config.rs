@@ -438,6 +438,14 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_the_defaults() {
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml"));
+        let c = Config::load(p, true).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
     fn cipher_names() {
         let c = CipherSpec::parse("twofish-xts-plain64").unwrap();
         assert_eq!(

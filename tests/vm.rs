@@ -163,6 +163,15 @@ fn between<'a>(log: &'a str, begin: &str, end: &str) -> &'a str {
     log[start..start + len].trim()
 }
 
+/// The shell block of the README's escrow recovery runbook.
+fn readme_runbook() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Escrow recovery runbook")
+        .expect("runbook section")..];
+    between(section, "```sh", "```").to_string()
+}
+
 #[test]
 #[ignore = "boots QEMU VMs; run by `make test`"]
 fn three_disks_escrow_recover_next_boot_teardown() {
@@ -205,7 +214,9 @@ fn three_disks_escrow_recover_next_boot_teardown() {
                 ("config.toml", cfg),
                 ("escrow.pub.pem", pk),
                 ("escrow.json", envelope.as_bytes().to_vec()),
-                ("priv.pem", sk),
+                ("priv.pem", sk.clone()),
+                ("escrow.key.pem", sk),
+                ("runbook.sh", readme_runbook().into_bytes()),
                 ("data.sha256", sha.into_bytes()),
             ],
             disks,
