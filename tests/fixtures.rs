@@ -37,6 +37,10 @@ impl Probe for FakeProbe {
 }
 
 fn run_case(dir: &Path) -> String {
+    run_case_with(dir, false)
+}
+
+fn run_case_with(dir: &Path, force: bool) -> String {
     let probe: FakeProbe = match std::fs::read_to_string(dir.join("probe.json")) {
         Ok(t) => serde_json::from_str(&t).unwrap(),
         Err(_) => FakeProbe::default(),
@@ -50,7 +54,7 @@ fn run_case(dir: &Path) -> String {
     cfg.validate().unwrap();
     let host = Host::new(dir.join("root"));
     let inv = discover(&host);
-    let result = survey(&host, &inv, &cfg, &probe).and_then(|c| plan(&inv, &c, &cfg, false));
+    let result = survey(&host, &inv, &cfg, &probe).and_then(|c| plan(&inv, &c, &cfg, force));
     match result {
         Ok(p) => p.describe(),
         Err(e) => format!("error (exit {}): {e}\n", e.exit_code()),
@@ -96,4 +100,28 @@ fn the_root_disk_is_never_a_member() {
         let out = run_case(&dir);
         assert!(!out.contains("/dev/nvme0n1 ("), "{}: {out}", dir.display());
     }
+}
+
+#[test]
+fn force_overwrites_foreign_disks_but_not_disks_in_use() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = run_case_with(&fixtures.join("foreign-signature"), true);
+    assert!(
+        out.contains(
+            "warning: /dev/nvme2n1 holds ext4 (label \"data\"): overwriting it because of --force"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("erase the old signatures on /dev/nvme2n1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("build RAID0 /dev/md_ephemera over /dev/nvme1n1"),
+        "{out}"
+    );
+    // --force never reaches a disk that is in use.
+    let out = run_case_with(&fixtures.join("in-use"), true);
+    assert_eq!(out, run_case(&fixtures.join("in-use")));
+    assert!(out.contains("use the single disk /dev/nvme5n1"), "{out}");
 }

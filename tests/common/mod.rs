@@ -1,0 +1,181 @@
+//! The VM harness shared by the real-kernel test files: builds the guest
+//! once per test process, boots scenarios from tests/vm/scenarios with
+//! emulated NVMe disks, and returns the serial log.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+pub const MIB: u64 = 1 << 20;
+/// A bound against hangs, far above a normal run; never the assertion.
+const BOOT_TIMEOUT_S: &str = "1500";
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn run(cmd: &mut Command) {
+    let st = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(st.success(), "{cmd:?}: {st}");
+}
+
+/// Builds the guest (cached) and packs the ephemera binary this test run
+/// was built with, once per test process.
+pub fn guest() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let build = repo().join("tests/vm/build-guest.sh");
+        run(&mut Command::new(&build));
+        run(Command::new(&build)
+            .arg("add-binary")
+            .arg(env!("CARGO_BIN_EXE_ephemera")));
+    });
+}
+
+/// A clean work folder for one test, kept after a failure for inspection.
+pub fn workdir(name: &str) -> PathBuf {
+    let d = repo().join("target/vm-tests").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A sparse raw image.
+pub fn image(dir: &Path, name: &str, bytes: u64) -> PathBuf {
+    let p = dir.join(format!("{name}.img"));
+    std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
+    p
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub struct Scenario<'a> {
+    pub name: &'a str,
+    pub script: &'a str,
+    pub files: Vec<(&'a str, Vec<u8>)>,
+    pub disks: Vec<(PathBuf, &'a str)>,
+}
+
+/// Boots one VM on the scenario, with `extra` arguments for run-guest.sh
+/// (for example `--monitor SOCKET`); returns its exit status and serial log.
+pub fn boot_raw(
+    dir: &Path,
+    s: Scenario<'_>,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String, PathBuf) {
+    guest();
+    let sdir = dir.join(format!("{}-scenario", s.name));
+    let _ = std::fs::remove_dir_all(&sdir);
+    std::fs::create_dir_all(&sdir).unwrap();
+    let scen = repo().join("tests/vm/scenarios");
+    std::fs::copy(scen.join("lib.sh"), sdir.join("lib.sh")).unwrap();
+    std::fs::copy(scen.join(s.script), sdir.join("run.sh")).unwrap();
+    for (name, content) in &s.files {
+        std::fs::write(sdir.join(name), content).unwrap();
+    }
+    let log = dir.join(format!("{}.log", s.name));
+    let mut cmd = Command::new(repo().join("tests/vm/run-guest.sh"));
+    cmd.arg("--scenario")
+        .arg(&sdir)
+        .arg("--log")
+        .arg(&log)
+        .arg("--timeout")
+        .arg(BOOT_TIMEOUT_S)
+        .args(extra);
+    for (img, serial) in &s.disks {
+        cmd.arg("--disk").arg(format!("{}:{serial}", img.display()));
+    }
+    let status = cmd.status().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    (status, text, log)
+}
+
+/// Boots one VM on the scenario; returns the serial log. Panics, with the
+/// log's tail, unless the guest ran its checks and all passed.
+pub fn boot(dir: &Path, s: Scenario<'_>) -> String {
+    let name = s.name.to_string();
+    let (status, text, log) = boot_raw(dir, s, &[]);
+    let tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(80)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("not ok - "))
+        .collect();
+    assert!(
+        status.success() && failed.is_empty() && text.contains(" failed=0"),
+        "{name}: guest exit {status}, failed checks {failed:?}; log {}:\n{}",
+        log.display(),
+        tail.join("\n")
+    );
+    text
+}
+
+pub fn config(extra: &str) -> Vec<u8> {
+    format!("[disks]\nmodel = \"QEMU NVMe Ctrl\"\n{extra}").into_bytes()
+}
+
+/// An RSA key pair made by openssl, as ops would make it.
+pub fn keypair(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let sk = dir.join("escrow.key.pem");
+    let pk = dir.join("escrow.pub.pem");
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-quiet",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&sk));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&sk)
+        .arg("-out")
+        .arg(&pk));
+    (std::fs::read(sk).unwrap(), std::fs::read(pk).unwrap())
+}
+
+/// The text between two marker lines of the serial log.
+pub fn between<'a>(log: &'a str, begin: &str, end: &str) -> &'a str {
+    let start = log
+        .find(begin)
+        .unwrap_or_else(|| panic!("{begin} not in the log"))
+        + begin.len();
+    let len = log[start..]
+        .find(end)
+        .unwrap_or_else(|| panic!("{end} not in the log"));
+    log[start..start + len].trim()
+}
+
+/// The shell block of the README's escrow recovery runbook.
+fn readme_runbook() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Escrow recovery runbook")
+        .expect("runbook section")..];
+    between(section, "```sh", "```").to_string()
+}
