@@ -25,6 +25,9 @@ pub enum Outcome {
     NothingToDo,
 }
 
+/// How long `provision` waits for the NVMe driver to finish probing.
+const NVME_WAIT: Duration = Duration::from_secs(30);
+
 /// How long a second `provision` waits for the first to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 
@@ -33,6 +36,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(600);
 pub fn lock(host: &Host) -> Result<Flock<File>> {
     let path = host.path("run/ephemera.lock");
     let start = Instant::now();
+    let wait = LOCK_WAIT;
+    #[cfg(feature = "failpoints")]
+    let wait = crate::failpoint::lock_wait(wait);
     let mut warned = false;
     loop {
         let f = File::options()
@@ -44,11 +50,11 @@ pub fn lock(host: &Host) -> Result<Flock<File>> {
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => return Ok(l),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                if start.elapsed() > LOCK_WAIT {
+                if start.elapsed() > wait {
                     return Err(Error::Busy(format!(
                         "another ephemera run held {} for {} s; giving up",
                         path.display(),
-                        LOCK_WAIT.as_secs()
+                        wait.as_secs()
                     )));
                 }
                 if !warned {
@@ -95,6 +101,19 @@ pub fn make_plan(
     force: bool,
 ) -> Result<(Inventory, Plan)> {
     let inv = discover::discover(host);
+    for d in inv
+        .nvme
+        .iter()
+        .filter(|d| d.model.trim() != cfg.disks.model.trim())
+    {
+        tracing::info!(
+            "ignoring /dev/{} (serial {}): its model {:?} is not disks.model {:?}",
+            d.name,
+            d.serial,
+            d.model.trim(),
+            cfg.disks.model.trim()
+        );
+    }
     let candidates = survey(host, &inv, cfg, probe)?;
     for c in &candidates {
         tracing::debug!(device = %c.disk.name, serial = %c.disk.serial, content = ?c.content, busy = c.busy, "candidate");
@@ -169,6 +188,15 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
     let spec = crate::config::CipherSpec::parse(&cfg.luks.cipher).map_err(Error::Usage)?;
     crate::cipher::check(&spec, cfg.luks.key_bits)?;
     let _lock = lock(host)?;
+    crate::failpoint!("after-lock");
+    let pending = discover::wait_for_nvme(host, NVME_WAIT);
+    if !pending.is_empty() {
+        tracing::warn!(
+            "NVMe controllers still not ready after {} s, going on without them: {}",
+            NVME_WAIT.as_secs(),
+            pending.join("; ")
+        );
+    }
     let (inv, p) = make_plan(host, cfg, probe, force)?;
     let p = match p {
         Plan::AlreadyProvisioned { device, mount } => {
@@ -233,12 +261,14 @@ fn apply(
             .map(drop)
         })?;
     }
+    crate::failpoint!("after-wipe");
     let base = match &p.raid {
         Some(r) => {
             let dev = step("build RAID0", &host.dev(&r.name), || {
                 md::build_raid0(host, &r.name, &members, r.chunk_kib)
             })?;
             made.md = true;
+            crate::failpoint!("after-md-build");
             dev
         }
         None => members[0].clone(),
@@ -247,9 +277,11 @@ fn apply(
     let key = VolumeKey::generate(p.luks.key_bits)?;
     made.luks_on = Some(base.clone());
     let uuid = step("format LUKS2", &base, || luks::format(&base, &p.luks, &key))?;
+    crate::failpoint!("after-luks-format");
     let mapped = host.path("dev/mapper").join(DM_NAME);
     step("open LUKS2", &mapped, || luks::open(&base, &p.luks, &key))?;
     made.dm = true;
+    crate::failpoint!("after-luks-open");
 
     if let (Some(e), Some(pk)) = (&p.escrow, escrow_key) {
         let env = escrow::seal(
@@ -270,6 +302,7 @@ fn apply(
         step("write escrow envelope", &e.path, || {
             escrow::write(&env, &e.path)
         })?;
+        crate::failpoint!("after-escrow-write");
         if e.console {
             write_console(host, &escrow::console_text(&env)?);
         }
@@ -278,10 +311,12 @@ fn apply(
     tracing::info!("volume key forgotten: it is only in the kernel now");
 
     step("make ext4", &mapped, || mount::mkfs(&mapped, &p.mkfs))?;
+    crate::failpoint!("after-mkfs");
     step("mount", &p.mount.path, || {
         mount::mount(&mapped, &p.mount.path, &p.mount.options)
     })?;
     made.mounted = Some(p.mount.path.clone());
+    crate::failpoint!("after-mount");
     tracing::info!(luks_uuid = %uuid, "provisioned {} at {}", mapped.display(), p.mount.path.display());
     Ok(Outcome::Created {
         luks_uuid: uuid,

@@ -9,7 +9,7 @@ use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::probe::Blkid;
-use crate::{key, luks, ops};
+use crate::{guard, key, luks, ops};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +66,23 @@ pub enum Command {
     },
     /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
     Teardown,
+    /// The reboot guard (run by ephemera-guard.service).
+    Guard {
+        #[command(subcommand)]
+        action: GuardAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuardAction {
+    /// Break glass: stop the guard so that reboot and shutdown work normally.
+    Release,
+    /// Refuse reboot and sleep targets while the volume is mounted (ExecStartPre).
+    On,
+    /// Wait while the volume is mounted (the guard unit's main process).
+    Hold,
+    /// Remove the refusals (ExecStopPost).
+    Off,
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
@@ -128,6 +145,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let mount_at = cfg.mount.path.clone();
             ops::recover(&host, &cfg, &escrow, &private_key, &mount_at)?;
         }
+        Command::Guard { action } => match action {
+            GuardAction::Release => guard::release(&host)?,
+            GuardAction::On => guard::on(&host)?,
+            GuardAction::Hold => guard::hold(&host)?,
+            GuardAction::Off => guard::off(&host)?,
+        },
         Command::Teardown => {
             for line in ops::teardown(&host, &cfg, &Blkid)? {
                 tracing::info!("{line}");

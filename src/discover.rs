@@ -261,9 +261,84 @@ fn read_dm(host: &Host, mounts: &[MountEntry]) -> Option<DmVolume> {
         })
 }
 
+/// NVMe controllers on the PCI bus that are not ready yet: not bound to a
+/// driver, not `live`, or without a namespace. At boot the nvme driver
+/// probes asynchronously; provisioning before it is done would miss disks.
+pub fn nvme_pending(host: &Host) -> Vec<String> {
+    const NVME_CLASS: &str = "0x010802";
+    let pci = host.path("sys/bus/pci/devices");
+    let mut pending = Vec::new();
+    for dev in host.entries(&pci) {
+        let dir = pci.join(&dev);
+        if host.attr(&dir.join("class")).as_deref() != Some(NVME_CLASS) {
+            continue;
+        }
+        if !dir.join("driver").exists() {
+            pending.push(format!("{dev} (no driver bound yet)"));
+            continue;
+        }
+        let ctrls = host.entries(&dir.join("nvme"));
+        if ctrls.is_empty() {
+            pending.push(format!("{dev} (no controller yet)"));
+        }
+        for c in ctrls {
+            let cdir = dir.join("nvme").join(&c);
+            let state = host.attr(&cdir.join("state")).unwrap_or_default();
+            let has_ns = host.entries(&cdir).iter().any(|e| {
+                e.strip_prefix(c.as_str())
+                    .is_some_and(|rest| rest.starts_with('n') || rest.starts_with('c'))
+            });
+            if state != "live" || !has_ns {
+                pending.push(format!(
+                    "{c} at {dev} (state {state:?}, namespaces: {has_ns})"
+                ));
+            }
+        }
+    }
+    pending
+}
+
+/// Waits until `nvme_pending` is empty, bounded by `bound`. Returns what
+/// was still pending when the bound ran out (empty when all are ready).
+pub fn wait_for_nvme(host: &Host, bound: std::time::Duration) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let pending = nvme_pending(host);
+        if pending.is_empty() || start.elapsed() >= bound {
+            return pending;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nvme_readiness_from_pci() {
+        let t = tempfile::tempdir().unwrap();
+        let host = Host::new(t.path());
+        let pci = t.path().join("sys/bus/pci/devices");
+        let ctrl = |dev: &str, class: &str| {
+            let d = pci.join(dev);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("class"), format!("{class}\n")).unwrap();
+            d
+        };
+        ctrl("0000:00:03.0", "0x020000"); // a network card: ignored
+        let d = ctrl("0000:00:04.0", "0x010802");
+        assert_eq!(nvme_pending(&host).len(), 1, "no driver yet");
+        std::fs::create_dir_all(d.join("driver")).unwrap();
+        std::fs::create_dir_all(d.join("nvme/nvme0")).unwrap();
+        std::fs::write(d.join("nvme/nvme0/state"), "resetting\n").unwrap();
+        assert!(nvme_pending(&host)[0].contains("resetting"));
+        std::fs::write(d.join("nvme/nvme0/state"), "live\n").unwrap();
+        assert!(nvme_pending(&host)[0].contains("namespaces: false"));
+        std::fs::create_dir_all(d.join("nvme/nvme0/nvme0c0n1")).unwrap();
+        assert!(nvme_pending(&host).is_empty());
+        assert!(wait_for_nvme(&host, std::time::Duration::ZERO).is_empty());
+    }
 
     #[test]
     fn namespace_names() {

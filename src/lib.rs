@@ -12,6 +12,8 @@ pub mod config;
 pub mod discover;
 pub mod error;
 pub mod escrow;
+pub mod failpoint;
+pub mod guard;
 pub mod host;
 pub mod key;
 pub mod luks;

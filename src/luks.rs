@@ -6,12 +6,13 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate};
+use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf};
 use libcryptsetup_rs::consts::vals::{
-    CryptLogLevel, EncryptionFormat, KeyslotInfo, KeyslotsSize, MetadataSize,
+    CryptKdf, CryptLogLevel, EncryptionFormat, KeyslotInfo, KeyslotsSize, MetadataSize,
 };
 use libcryptsetup_rs::{
-    CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, Either, TokenInput,
+    CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either,
+    TokenInput,
 };
 use serde::Serialize;
 
@@ -65,8 +66,25 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<String> {
     cd.settings_handle()
         .set_metadata_size(MetadataSize::Kb16, keyslots)
         .map_err(lib_err(format!("setting the LUKS2 metadata size on {d}")))?;
+    // The header keeps a PBKDF2 digest of the volume key, so that open can
+    // refuse a wrong key. The key is random (128 bits or more), so iterations
+    // add nothing against guessing it. By default libcryptsetup benchmarks
+    // PBKDF2 first to size the digest at 125 ms (seconds under emulation,
+    // most of format's time), and every open pays the 125 ms again.
+    // NO_BENCHMARK takes libcryptsetup's minimum, 1000 iterations, as
+    // `cryptsetup --pbkdf-force-iterations 1000` would. No keyslot uses this
+    // PBKDF: there are none.
+    let pbkdf = CryptPbkdfType {
+        type_: CryptKdf::Pbkdf2,
+        hash: Some("sha256".into()),
+        time_ms: 0,
+        iterations: 1000,
+        max_memory_kb: 0,
+        parallel_threads: 0,
+        flags: CryptPbkdf::NO_BENCHMARK,
+    };
     let params = CryptParamsLuks2 {
-        pbkdf: None,
+        pbkdf: Some(pbkdf),
         integrity: None,
         integrity_params: None,
         data_alignment: 0,

@@ -22,6 +22,8 @@ pub struct Status {
     pub raid: Option<RaidStatus>,
     pub luks: Option<LuksInfo>,
     pub mount: Option<MountStatus>,
+    /// The reboot guard is on.
+    pub guard: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +94,7 @@ pub fn status(host: &Host) -> Result<Status> {
         raid,
         luks,
         mount,
+        guard: crate::guard::is_on(host),
     })
 }
 
@@ -119,6 +122,11 @@ impl Status {
                 m.path, m.fstype
             );
         }
+        s += if self.guard {
+            "guard: on (reboot, halt, suspend, hibernate refused; `ephemera guard release` to allow)\n"
+        } else {
+            "guard: off\n"
+        };
         s
     }
 }

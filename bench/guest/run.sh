@@ -1,0 +1,181 @@
+# ephemera bench, guest side (busybox sh, PID 1's child in the test VM).
+# Reads /scenario/params.sh:
+#   MODE=provision   RUNS, NAIVE_RUNS (<= RUNS), PIPELINES ("ephemera naive floor"), SERIALS
+#   MODE=throughput  REPS, MIB, SERIALS
+# and prints one "BENCH-RESULT {json}" line per measurement, which the host
+# (bench/bench.sh) collects. Before each timed provision run everything is
+# torn down and every signature wiped, so each run starts from blank disks.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+cd /scenario || exit 1
+. ./params.sh
+. ./steps.sh
+bench_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+MNT=/mnt/bench
+
+say() { echo "bench: $*"; }
+die() { echo "bench: error: $*"; exit 1; }
+
+dev_of() {
+  for d in /sys/block/nvme*n1; do
+    if [ "$(tr -d ' ' <"$d/device/serial")" = "$1" ]; then echo "/dev/${d##*/}"; return 0; fi
+  done
+  return 1
+}
+DEVS=
+for s in $SERIALS; do
+  d=$(dev_of "$s") || die "no NVMe disk with serial $s"
+  DEVS="$DEVS $d"
+done
+DEVS=${DEVS# }
+say "clock: /proc/uptime; disks: $DEVS; cpus: $(grep -c ^processor /proc/cpuinfo)"
+say "cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
+say "kernel: $(uname -r); mem: $(sed -n 's/^MemTotal: *//p' /proc/meminfo)"
+say "versions: $(cryptsetup --version); $(mdadm --version 2>&1); $(dumpe2fs -V 2>&1 | head -n 1)"
+
+teardown() {
+  if grep -q " $MNT " /proc/mounts; then umount "$MNT" || die "umount $MNT"; fi
+  for n in ephemera naive floor; do
+    [ -e /dev/mapper/$n ] || continue
+    cryptsetup close $n 2>/dev/null || dmsetup remove $n || die "closing $n"
+  done
+  for md in /sys/block/md*; do
+    [ -e "$md" ] || continue
+    mdadm --stop "/dev/${md##*/}" >/dev/null 2>&1 || mdadm --stop "/dev/md/${md##*/}" >/dev/null 2>&1 ||
+      die "stopping ${md##*/}"
+  done
+  # md deletes a stopped array asynchronously; wait for it to go.
+  i=0
+  while ls -d /sys/block/md* >/dev/null 2>&1 && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done
+  ls -d /sys/block/md* >/dev/null 2>&1 && die "md arrays still present: $(ls -d /sys/block/md*)"
+  rm -rf /dev/md
+  for d in $DEVS; do
+    wipefs -a -q "$d" || die "wipefs $d"
+    [ -z "$(blkid -p "$d" 2>/dev/null)" ] || die "signature left on $d: $(blkid -p "$d")"
+  done
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+}
+
+# Checks the result: an ext4 on a dm-crypt mapping mounted at $MNT.
+check_mounted() {
+  line=$(grep " $MNT " /proc/mounts) || return 1
+  set -- $line
+  [ "$3" = ext4 ] || return 1
+  case $1 in /dev/mapper/* | /dev/dm-*) ;; *) return 1 ;; esac
+  dmsetup table "${1#/dev/mapper/}" 2>/dev/null | grep -q ' crypt '
+}
+
+cat >/run/ephemera.toml <<CFG
+[disks]
+model = "QEMU NVMe Ctrl"
+[mount]
+path = "$MNT"
+CFG
+
+# run_pipeline NAME: one timed run from process start to mounted.
+run_pipeline() {
+  p=$1
+  case $p in
+    ephemera) set -- ephemera provision --config /run/ephemera.toml ;;
+    naive) set -- sh ./naive.sh "$MNT" $DEVS ;;
+    floor) set -- sh ./floor.sh "$MNT" $DEVS ;;
+    *) die "unknown pipeline $p" ;;
+  esac
+  read -r t0 idle </proc/uptime
+  BENCH_STEP=1 "$@" >/tmp/out 2>/tmp/err
+  rc=$?
+  read -r t1 idle </proc/uptime
+  secs=$(bench_elapsed "$t0" "$t1")
+  sed 's/^/    /' /tmp/err
+  [ $rc -eq 0 ] || die "$p exited $rc"
+  check_mounted || die "$p: no ext4 on dm-crypt at $MNT"
+  # Per-step seconds: STEP lines from the scripts, "done step=... ms=" from ephemera.
+  steps=$( {
+    awk '$1 == "STEP" && NF == 4 { printf "\"%s\":%.3f\n", $2, $4 - $3 }' /tmp/err
+    sed -n 's/.* done step="\([^"]*\)" .* ms=\([0-9]*\).*/\1 \2/p' /tmp/err |
+      awk '{ ms = $NF; $NF = ""; sub(/ $/, ""); printf "\"%s\":%.3f\n", $0, ms / 1000 }'
+  } | paste -sd, -)
+  echo "BENCH-RESULT {\"kind\":\"provision\",\"pipeline\":\"$p\",\"run\":$run,\"seconds\":$secs,\"steps\":{$steps}}"
+}
+
+provision_mode() {
+  # Warm-up, untimed: loads md, dm-crypt and the cipher modules once, so the
+  # first timed run does not pay for them.
+  teardown
+  sh ./floor.sh "$MNT" $DEVS || die "warm-up floor run failed"
+  run=1
+  while [ $run -le "$RUNS" ]; do
+    for p in $PIPELINES; do
+      # The naive pipeline is slow (Argon2 under emulation): NAIVE_RUNS may cap it.
+      [ "$p" = naive ] && [ $run -gt "${NAIVE_RUNS:-$RUNS}" ] && continue
+      teardown
+      say "run $run $p"
+      run_pipeline "$p"
+    done
+    run=$((run + 1))
+  done
+  teardown
+}
+
+# dd_rate WHAT DD-ARGS...: MB/s (10^6) of one direct-I/O dd of $MIB MiB.
+dd_rate() {
+  t0=$(bench_now)
+  dd "$@" bs=1M count="$MIB" 2>/tmp/dd.err || { cat /tmp/dd.err; die "dd $*"; }
+  t1=$(bench_now)
+  awk -v a="$t0" -v b="$t1" -v m="$MIB" 'BEGIN { printf "%.2f", m * 1.048576 / (b - a) }'
+}
+
+throughput_mode() {
+  teardown
+  set -- $DEVS
+  if [ $# -gt 1 ]; then
+    mdadm --build /dev/md/tp --level=0 --raid-devices=$# --chunk=256 "$@" || die "mdadm --build"
+    base=/dev/md/tp
+  else
+    base=$1
+  fi
+  sectors=$(blockdev --getsz "$base")
+  head -c 64 /dev/urandom | hexdump -ve '1/1 "%02x"' >/run/tp.key
+  rep=1
+  while [ $rep -le "$REPS" ]; do
+    for cfg in raw \
+      twofish-xts-plain64:4096:off aes-xts-plain64:4096:off \
+      twofish-xts-plain64:512:off aes-xts-plain64:512:off \
+      twofish-xts-plain64:4096:on aes-xts-plain64:4096:on; do
+      if [ $cfg = raw ]; then
+        dev=$base cipher=none ss=0 wq=none
+      else
+        cipher=${cfg%%:*} rest=${cfg#*:} ss=${rest%%:*} wq=${rest#*:}
+        opts=
+        [ "$wq" = off ] && opts="no_read_workqueue no_write_workqueue"
+        [ "$ss" != 512 ] && opts="$opts sector_size:$ss"
+        opts=${opts# }
+        # shellcheck disable=SC2086
+        nopt=$(echo $opts | wc -w)
+        table="0 $sectors crypt $cipher $(cat /run/tp.key) 0 $base 0"
+        [ "$nopt" -gt 0 ] && table="$table $nopt $opts"
+        dmsetup create tp --table "$table" || die "dmsetup create ($cfg)"
+        [ -e /dev/mapper/tp ] || dmsetup mknodes tp
+        dev=/dev/mapper/tp
+      fi
+      sync
+      echo 3 >/proc/sys/vm/drop_caches
+      w=$(dd_rate if=/dev/zero of="$dev" oflag=direct)
+      echo 3 >/proc/sys/vm/drop_caches
+      r=$(dd_rate if="$dev" of=/dev/null iflag=direct)
+      [ $cfg = raw ] || dmsetup remove tp || die "dmsetup remove"
+      echo "BENCH-RESULT {\"kind\":\"throughput\",\"config\":\"$cfg\",\"cipher\":\"$cipher\",\"sector_size\":$ss,\"workqueues\":\"$wq\",\"rep\":$rep,\"mib\":$MIB,\"write_mbs\":$w,\"read_mbs\":$r}"
+    done
+    rep=$((rep + 1))
+  done
+  rm -f /run/tp.key
+  teardown
+}
+
+case $MODE in
+  provision) provision_mode ;;
+  throughput) throughput_mode ;;
+  *) die "unknown MODE $MODE" ;;
+esac
+echo "bench: done"
+exit 0

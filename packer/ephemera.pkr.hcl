@@ -1,0 +1,84 @@
+# Bakes an AMI with ephemera installed: the instances started from it
+# encrypt their instance-store disks at first boot (ephemera.service), with
+# the config and escrow key given in user-data (cloud-init/).
+#
+#   make deb
+#   packer init packer/ && packer build packer/
+#
+# Base images (set these variables):
+#   Debian 12:  source_ami_name = "debian-12-amd64-*", source_ami_owner = "136693071363", ssh_username = "admin"
+#   Debian 13:  source_ami_name = "debian-13-amd64-*", source_ami_owner = "136693071363", ssh_username = "admin"
+#   Ubuntu 24.04: source_ami_name = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
+#               source_ami_owner = "099720109477", ssh_username = "ubuntu"
+#   Amazon Linux 2023: not supported by install.sh yet (it installs a .deb;
+#               AL2023 needs an RPM).
+
+variable "region" {
+  type    = string
+  default = "eu-west-1"
+}
+
+variable "instance_type" {
+  type        = string
+  description = "Any type: the build instance needs no instance store."
+  default     = "t3.small"
+}
+
+variable "source_ami_name" {
+  type    = string
+  default = "debian-12-amd64-*"
+}
+
+variable "source_ami_owner" {
+  type    = string
+  default = "136693071363"
+}
+
+variable "ssh_username" {
+  type    = string
+  default = "admin"
+}
+
+variable "deb" {
+  type        = string
+  description = "The package made by `make deb`."
+  default     = "target/debian/ephemera.deb"
+}
+
+source "amazon-ebs" "ephemera" {
+  region        = var.region
+  instance_type = var.instance_type
+  ssh_username  = var.ssh_username
+  ami_name      = "ephemera-{{timestamp}}"
+  source_ami_filter {
+    filters = {
+      name                = var.source_ami_name
+      virtualization-type = "hvm"
+      architecture        = "x86_64"
+      root-device-type    = "ebs"
+    }
+    owners      = [var.source_ami_owner]
+    most_recent = true
+  }
+  tags = {
+    Name = "ephemera"
+  }
+}
+
+build {
+  sources = ["source.amazon-ebs.ephemera"]
+
+  provisioner "file" {
+    source      = var.deb
+    destination = "/tmp/ephemera.deb"
+  }
+
+  provisioner "file" {
+    source      = "packer/install.sh"
+    destination = "/tmp/install.sh"
+  }
+
+  provisioner "shell" {
+    inline = ["sudo bash /tmp/install.sh /tmp/ephemera.deb"]
+  }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Checks what ships around the binary, with the tools that read it:
+# - the .deb (make deb) unpacks, and systemd-analyze verifies its units;
+# - the polkit rule is valid JavaScript (node --check);
+# - every cloud-init example passes `cloud-init schema` (Debian's cloud-init);
+# - the Packer template passes `packer validate -syntax-only` (Debian's
+#   packer 1.6: it does not know the required_plugins block of
+#   plugins.pkr.hcl, so that file is not checked, and no check talks to AWS).
+# usage: check-dist.sh DEB
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+deb=${1:?usage: check-dist.sh DEB}
+
+need=()
+command -v cloud-init >/dev/null || need+=(cloud-init)
+command -v packer >/dev/null || need+=(packer)
+command -v node >/dev/null || need+=(nodejs)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if ((${#need[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+fails=0
+ok() { echo "ok - $1"; }
+bad() { echo "not ok - $1"; fails=$((fails + 1)); }
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+dpkg-deb -x "$deb" "$root"
+for f in usr/sbin/ephemera usr/lib/systemd/system/ephemera.service usr/lib/systemd/system/ephemera-guard.service \
+  usr/share/polkit-1/rules.d/50-ephemera-guard.rules usr/lib/systemd/logind.conf.d/ephemera.conf \
+  etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz; do
+  if [[ -e $root/$f ]]; then ok "deb ships /$f"; else bad "deb ships /$f"; fi
+done
+if dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q "deb-systemd-helper enable ephemera.service"; then
+  ok "postinst enables ephemera.service"
+else
+  bad "postinst enables ephemera.service"
+fi
+if "$root/usr/sbin/ephemera" --config "$root/etc/ephemera/config.toml" --model x plan >/dev/null 2>&1 ||
+  [[ $? -eq 3 ]]; then
+  ok "the shipped config parses"
+else
+  bad "the shipped config parses"
+fi
+# systemd-analyze checks the unit files against the unpacked tree.
+out=$(systemd-analyze verify --man=no --root="$root" \
+  /usr/lib/systemd/system/ephemera.service /usr/lib/systemd/system/ephemera-guard.service 2>&1 |
+  grep -v -e "systemd-inhibit is not executable" -e "Unit .* not found" || true)
+if [[ -z $out ]]; then ok "systemd-analyze verify"; else bad "systemd-analyze verify: $out"; fi
+
+cp dist/polkit/50-ephemera-guard.rules "$root/rules.js"
+if node --check "$root/rules.js"; then ok "polkit rule is valid JavaScript"; else bad "polkit rule is valid JavaScript"; fi
+
+for f in cloud-init/*.yaml; do
+  if cloud-init schema --config-file "$f" >/dev/null; then ok "cloud-init schema $f"; else bad "cloud-init schema $f"; fi
+done
+
+if packer validate -syntax-only packer/ephemera.pkr.hcl >/dev/null; then
+  ok "packer validate -syntax-only packer/ephemera.pkr.hcl"
+else
+  bad "packer validate -syntax-only packer/ephemera.pkr.hcl"
+fi
+if bash -n packer/install.sh; then ok "install.sh parses"; else bad "install.sh parses"; fi
+
+echo "dist checks: $fails failed"
+((fails == 0))

@@ -1,0 +1,258 @@
+//! The reboot guard: while the volume is mounted, a reboot, halt, kexec,
+//! suspend or hibernate would lose its data (the key does not survive), so
+//! they are refused; a power-off, which is how a cloud stop arrives (the
+//! ACPI power button), still goes through.
+//!
+//! Three layers, each for a case the others miss (see docs in README):
+//! - runtime drop-ins that set `RefuseManualStart=yes` on the reboot and
+//!   sleep targets, which systemd enforces for every caller, root included,
+//!   on every systemd version (root skips inhibitors before systemd 256);
+//! - a logind block inhibitor (`systemd-inhibit` in ephemera-guard.service),
+//!   whose reason systemctl shows to the operator;
+//! - a polkit rule that denies logind's reboot, power-off, halt, suspend and
+//!   hibernate actions to unprivileged subjects while the marker exists.
+//!
+//! `ephemera guard release` (= `systemctl stop ephemera-guard.service`)
+//! removes all three.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::cmd;
+use crate::discover::{self, DM_NAME};
+use crate::error::{Error, Result};
+use crate::host::Host;
+
+pub const UNIT: &str = "ephemera-guard.service";
+/// The marker the polkit rule tests for.
+pub const MARKER: &str = "run/ephemera/guard";
+const DROPIN: &str = "50-ephemera-guard.conf";
+
+/// Targets whose start is refused while the guard is on. Not poweroff: the
+/// cloud's stop is an ACPI power button press, which must keep working.
+pub const REFUSED_TARGETS: &[&str] = &[
+    "reboot.target",
+    "kexec.target",
+    "halt.target",
+    "sleep.target",
+    "suspend.target",
+    "hibernate.target",
+    "hybrid-sleep.target",
+    "suspend-then-hibernate.target",
+];
+
+const DROPIN_TEXT: &str = "# Written by ephemera guard on; removed by ephemera guard off.\n\
+# The encrypted volume's key is gone after a reboot, and its data with it.\n\
+# Break glass: ephemera guard release\n\
+[Unit]\nRefuseManualStart=yes\n";
+
+fn units_dir(host: &Host) -> PathBuf {
+    host.path("run/systemd/system")
+}
+
+fn dropin(host: &Host, target: &str) -> PathBuf {
+    units_dir(host).join(format!("{target}.d")).join(DROPIN)
+}
+
+pub fn is_on(host: &Host) -> bool {
+    host.path(MARKER).exists()
+}
+
+/// Is ephemera's volume mounted now?
+pub fn volume_mounted(host: &Host) -> bool {
+    discover::discover(host)
+        .dm
+        .is_some_and(|d| d.mount.is_some())
+}
+
+/// Writes the marker and the drop-ins (no reload). Returns false, writing
+/// nothing, when there is no mounted volume to guard.
+pub fn install(host: &Host) -> Result<bool> {
+    if !volume_mounted(host) {
+        return Ok(false);
+    }
+    for t in REFUSED_TARGETS {
+        let p = dropin(host, t);
+        let dir = p.parent().expect("drop-in dir");
+        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        std::fs::write(&p, DROPIN_TEXT).map_err(Error::io("writing", &p))?;
+    }
+    // Ctrl-Alt-Del starts reboot.target from inside systemd, past
+    // RefuseManualStart: mask it for the runtime.
+    let cad = units_dir(host).join("ctrl-alt-del.target");
+    let _ = std::fs::remove_file(&cad);
+    std::os::unix::fs::symlink("/dev/null", &cad).map_err(Error::io("masking", &cad))?;
+    let marker = host.path(MARKER);
+    let dir = marker.parent().expect("marker dir");
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    std::fs::write(&marker, "reboot guard on\n").map_err(Error::io("writing", &marker))?;
+    Ok(true)
+}
+
+/// Removes what `install` wrote; true when something was there.
+pub fn uninstall(host: &Host) -> Result<bool> {
+    let mut removed = false;
+    let mut rm = |p: &Path| -> Result<()> {
+        match std::fs::remove_file(p) {
+            Ok(()) => {
+                removed = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", p)(e)),
+        }
+    };
+    for t in REFUSED_TARGETS {
+        let p = dropin(host, t);
+        rm(&p)?;
+        let _ = std::fs::remove_dir(p.parent().expect("drop-in dir"));
+    }
+    let cad = units_dir(host).join("ctrl-alt-del.target");
+    if std::fs::read_link(&cad).is_ok_and(|t| t == Path::new("/dev/null")) {
+        rm(&cad)?;
+    }
+    rm(&host.path(MARKER))?;
+    Ok(removed)
+}
+
+fn daemon_reload() -> Result<()> {
+    cmd::run("reloading systemd", "systemctl", &["daemon-reload"]).map(drop)
+}
+
+/// `ephemera guard on`, the unit's ExecStartPre.
+pub fn on(host: &Host) -> Result<()> {
+    if install(host)? {
+        daemon_reload()?;
+        tracing::info!(
+            "reboot guard on: reboot, halt, suspend and hibernate are refused while /dev/mapper/{DM_NAME} is mounted; \
+             power-off (a cloud stop) still works; break glass with `ephemera guard release`"
+        );
+    } else {
+        tracing::info!("no ephemera volume is mounted; nothing to guard");
+    }
+    Ok(())
+}
+
+/// `ephemera guard off`, the unit's ExecStopPost.
+pub fn off(host: &Host) -> Result<()> {
+    if uninstall(host)? {
+        // A reload while the system shuts down is needless: the drop-ins
+        // are gone with /run anyway.
+        let state = cmd::run(
+            "asking systemd's state",
+            "systemctl",
+            &["is-system-running"],
+        )
+        .unwrap_or_else(|e| e.to_string());
+        if !state.contains("stopping") {
+            daemon_reload()?;
+        }
+        tracing::info!("reboot guard off: reboot and shutdown work normally");
+    }
+    Ok(())
+}
+
+/// `ephemera guard hold`, the unit's main process (under systemd-inhibit):
+/// returns when the volume is no longer mounted, waiting on the kernel's
+/// mount-table change notification, not on a timer.
+pub fn hold(host: &Host) -> Result<()> {
+    if !is_on(host) {
+        return Ok(());
+    }
+    let path = host.path("proc/self/mountinfo");
+    let mut f = std::fs::File::open(&path).map_err(Error::io("opening", &path))?;
+    while volume_mounted(host) {
+        // mountinfo signals POLLPRI|POLLERR when the mount table changes;
+        // reading it to the end re-arms the notification.
+        let mut sink = Vec::new();
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(Error::io("reading", &path))?;
+        f.read_to_end(&mut sink)
+            .map_err(Error::io("reading", &path))?;
+        let mut fds = [PollFd::new(
+            f.as_fd(),
+            PollFlags::POLLPRI | PollFlags::POLLERR,
+        )];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Failed(format!("waiting on {}: {e}", path.display()))),
+        }
+    }
+    tracing::info!("/dev/mapper/{DM_NAME} is no longer mounted; releasing the reboot guard");
+    Ok(())
+}
+
+/// `ephemera guard release`: the break-glass.
+pub fn release(host: &Host) -> Result<()> {
+    if cmd::find("systemctl").is_ok() && host.path("run/systemd/system").exists() {
+        cmd::run(&format!("stopping {UNIT}"), "systemctl", &["stop", UNIT])?;
+    }
+    // Also when the unit was not running (or systemd is absent).
+    off(host)?;
+    eprintln!(
+        "ephemera: reboot guard released. Reboot and shutdown work normally again; \
+         after a reboot the volume's data is gone (its key is not kept)."
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounted_tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("sys/block/dm-0/dm")).unwrap();
+        std::fs::write(r.join("sys/block/dm-0/dm/name"), "ephemera\n").unwrap();
+        std::fs::write(r.join("sys/block/dm-0/dev"), "253:0\n").unwrap();
+        std::fs::create_dir_all(r.join("proc/self")).unwrap();
+        std::fs::write(
+            r.join("proc/self/mountinfo"),
+            "40 1 253:0 / /mnt/ephemeral rw,noatime - ext4 /dev/mapper/ephemera rw\n",
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn install_and_uninstall_round_trip() {
+        let t = mounted_tree();
+        let host = Host::new(t.path());
+        assert!(!is_on(&host));
+        assert!(install(&host).unwrap());
+        assert!(is_on(&host));
+        let text = std::fs::read_to_string(dropin(&host, "reboot.target")).unwrap();
+        assert!(text.contains("RefuseManualStart=yes"));
+        assert!(text.contains("ephemera guard release"));
+        assert!(
+            !dropin(&host, "poweroff.target").exists(),
+            "power-off must stay allowed"
+        );
+        let cad = t.path().join("run/systemd/system/ctrl-alt-del.target");
+        assert_eq!(std::fs::read_link(&cad).unwrap(), Path::new("/dev/null"));
+        assert!(uninstall(&host).unwrap());
+        assert!(!is_on(&host));
+        assert!(!dropin(&host, "reboot.target").exists());
+        assert!(!cad.exists());
+        assert!(!uninstall(&host).unwrap());
+    }
+
+    #[test]
+    fn nothing_mounted_nothing_guarded() {
+        let t = tempfile::tempdir().unwrap();
+        let host = Host::new(t.path());
+        assert!(!install(&host).unwrap());
+        assert!(!t.path().join("run").exists());
+    }
+
+    #[test]
+    fn hold_returns_at_once_without_the_marker() {
+        let t = mounted_tree();
+        hold(&Host::new(t.path())).unwrap();
+    }
+}

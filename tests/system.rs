@@ -1,0 +1,390 @@
+//! Full-system tests: a Debian 12 and a Debian 13 image, built with
+//! mmdebstrap and ephemera's .deb installed by packer/install.sh
+//! (tests/system/build-image.sh), boot under QEMU like an EC2 instance: the
+//! image on an NVMe root disk, three NVMe instance-store disks, and
+//! cloud-init user-data from a NoCloud seed (tests/system/run-system.sh).
+//! The user-data is the shipped example cloud-init/data-service.yaml, with
+//! the disk model and escrow key set for QEMU, plus a test part that installs
+//! tests/system/guest/check.sh as a unit run on every boot.
+//!
+//! Boot 1 checks the volume, the root disk, the data unit's order, the escrow
+//! envelope and that reboot, halt, kexec, suspend and hibernate are refused;
+//! then it breaks the glass and reboots. Boot 2 (same disks) checks that a
+//! fresh volume was made before the data unit, then waits for the ACPI power
+//! button, which must power the system off cleanly.
+//!
+//! Checks use tools other than ephemera: systemctl, findmnt, cryptsetup,
+//! mdadm, blkid, wipefs, systemd-inhibit in the guest; the serial log and
+//! QEMU's exit on the host. They take minutes, so they are `#[ignore]`d;
+//! `make system` runs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+
+/// A bound against hangs for one boot, far above a normal run (about 2 min).
+const BOOT_TIMEOUT_S: &str = "1200";
+/// The instance-store disks: serials as EC2 shows them.
+const DATA_DISKS: [&str; 3] = ["AWS11111111", "AWS22222222", "AWS33333333"];
+/// The model the shipped examples match; QEMU's controllers report another.
+const EC2_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
+const QEMU_MODEL: &str = "QEMU NVMe Ctrl";
+const ESCROW_PATH: &str = "/var/lib/ephemera/escrow.json";
+
+/// The .deb, built once per test process with `make deb`.
+fn deb() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let t = Instant::now();
+        run(Command::new("make").arg("-C").arg(repo()).arg("deb"));
+        let dir = repo().join("target/debian");
+        let version = env!("CARGO_PKG_VERSION");
+        let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(&format!("ephemera_{version}")) && n.ends_with("_amd64.deb")
+            })
+            .collect();
+        debs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+        let deb = debs
+            .pop()
+            .expect("make deb made no target/debian/ephemera_*_amd64.deb");
+        eprintln!("system: {} in {:?}", deb.display(), t.elapsed());
+        deb
+    })
+}
+
+struct Image {
+    dir: PathBuf,
+    info: String,
+}
+
+impl Image {
+    fn fact(&self, name: &str) -> String {
+        self.info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in the image info"))
+            .trim()
+            .to_string()
+    }
+}
+
+/// The system image of SUITE (cached by build-image.sh).
+fn system_image(suite: &str) -> Image {
+    let t = Instant::now();
+    let out = Command::new(repo().join("tests/system/build-image.sh"))
+        .arg(suite)
+        .arg(deb())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-image.sh {suite}: {}",
+        out.status
+    );
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let info = std::fs::read_to_string(dir.join("info")).unwrap();
+    eprintln!(
+        "system: {suite} image {} in {:?}",
+        dir.display(),
+        t.elapsed()
+    );
+    Image { dir, info }
+}
+
+/// The shipped example user-data, adapted to QEMU: the disk model and the
+/// escrow public key are the only changes.
+fn example_user_data(name: &str, escrow_pub: &str) -> String {
+    let path = repo().join("cloud-init").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.contains(EC2_MODEL),
+        "{name} does not set the model {EC2_MODEL:?}"
+    );
+    let text = text.replace(EC2_MODEL, QEMU_MODEL);
+    replace_pem(&text, escrow_pub)
+}
+
+/// Replaces the PEM public key block in the user-data with `pem`, at the
+/// same indentation.
+fn replace_pem(text: &str, pem: &str) -> String {
+    let begin = "-----BEGIN PUBLIC KEY-----";
+    let end = "-----END PUBLIC KEY-----";
+    let Some(b) = text.find(begin) else {
+        panic!("the example user-data holds no {begin} block");
+    };
+    let e = text[b..].find(end).expect("END PUBLIC KEY") + b + end.len();
+    let line_start = text[..b].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &text[line_start..b];
+    let body: Vec<String> = pem
+        .trim()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                l.to_string()
+            } else {
+                format!("{indent}{l}")
+            }
+        })
+        .collect();
+    format!("{}{}{}", &text[..b], body.join("\n"), &text[e..])
+}
+
+/// The test's own cloud-config part: the check script, its unit and its
+/// settings; merged into the example's lists (write_files, runcmd).
+fn test_user_data(img: &Image) -> String {
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
+    let env = format!(
+        "DATA_DISKS={}\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
+         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\n",
+        DATA_DISKS.len(),
+        sample_file(),
+        img.fact("root_partuuid"),
+        img.fact("root_fs_uuid"),
+    );
+    let unit = "[Unit]\nDescription=ephemera system test checks\n\
+        After=cloud-final.service ephemera.service ephemera-guard.service sample-data.service multi-user.target\n\
+        [Service]\nType=exec\nExecStart=/usr/local/sbin/ephemera-check\n\
+        [Install]\nWantedBy=multi-user.target\n";
+    format!(
+        "#cloud-config\n\
+         merge_how:\n - name: list\n   settings: [append]\n - name: dict\n   settings: [no_replace, recurse_list]\n\
+         write_files:\n\
+         \x20 - path: /usr/local/sbin/ephemera-check\n    permissions: '0755'\n    encoding: b64\n    content: {}\n\
+         \x20 - path: /etc/ephemera-check.env\n    encoding: b64\n    content: {}\n\
+         \x20 - path: /etc/systemd/system/ephemera-check.service\n    encoding: b64\n    content: {}\n\
+         runcmd:\n\
+         \x20 - [systemctl, daemon-reload]\n\
+         \x20 - [systemctl, enable, ephemera-check.service]\n\
+         \x20 - [systemctl, start, --no-block, ephemera-check.service]\n",
+        b64(&check),
+        b64(env.as_bytes()),
+        b64(unit.as_bytes()),
+    )
+}
+
+/// Where the example's sample data unit writes (read from the example).
+fn sample_file() -> String {
+    let text = std::fs::read_to_string(repo().join("cloud-init/data-service.yaml")).unwrap();
+    let i = text
+        .find("/mnt/ephemeral/")
+        .expect("data-service.yaml writes under /mnt/ephemeral/");
+    let rest = &text[i..];
+    let n = rest
+        .find(|c: char| c.is_whitespace() || "'\";)".contains(c))
+        .unwrap_or(rest.len());
+    rest[..n].to_string()
+}
+
+/// Cloud-init's multi-part user-data: the example first, the test part merged in.
+fn multipart(parts: &[String]) -> String {
+    let boundary = "==ephemera-system-test==";
+    let mut s =
+        format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\nMIME-Version: 1.0\n\n");
+    for p in parts {
+        s += &format!(
+            "--{boundary}\nContent-Type: text/cloud-config; charset=\"us-ascii\"\nMIME-Version: 1.0\n\
+             Content-Transfer-Encoding: 7bit\n\n{p}\n"
+        );
+    }
+    s += &format!("--{boundary}--\n");
+    s
+}
+
+struct Boot {
+    log: String,
+    path: PathBuf,
+    elapsed: Duration,
+}
+
+impl Boot {
+    fn tail(&self) -> String {
+        let lines: Vec<&str> = self.log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+    fn assert_has(&self, what: &str, text: &str) {
+        assert!(
+            self.log.contains(text),
+            "{what}: {text:?} not in {}; last lines:\n{}",
+            self.path.display(),
+            self.tail()
+        );
+    }
+    /// Every FACT NAME line's value.
+    fn fact(&self, name: &str) -> String {
+        let p = format!("FACT {name} ");
+        self.log
+            .lines()
+            .find_map(|l| l.find(&p).map(|i| l[i + p.len()..].trim().to_string()))
+            .unwrap_or_else(|| panic!("FACT {name} not in {}", self.path.display()))
+    }
+    fn lines_with(&self, prefix: &str) -> Vec<String> {
+        self.log
+            .lines()
+            .filter_map(|l| l.find(prefix).map(|i| l[i..].trim_end().to_string()))
+            .collect()
+    }
+    fn assert_checks_passed(&self, boot: u32) {
+        self.assert_has(
+            "the check script ran",
+            &format!("EPH-CHECK-END boot={boot}"),
+        );
+        let failed = self.lines_with("not ok - ");
+        let passed = self.lines_with("ok - ").len() - failed.len();
+        eprintln!(
+            "system: boot {boot}: {passed} checks passed, {} failed",
+            failed.len()
+        );
+        assert!(
+            failed.is_empty(),
+            "boot {boot}: failed checks {failed:#?}; log {}",
+            self.path.display()
+        );
+    }
+}
+
+fn boot(dir: &Path, img: &Image, name: &str, extra: &[&str]) -> Boot {
+    let path = dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(repo().join("tests/system/run-system.sh"));
+    cmd.arg("--image")
+        .arg(&img.dir)
+        .arg("--root")
+        .arg(dir.join("root.qcow2"))
+        .arg("--seed")
+        .arg(dir.join("seed"))
+        .arg("--log")
+        .arg(&path)
+        .arg("--monitor")
+        .arg(dir.join(format!("{name}.monitor")))
+        .arg("--timeout")
+        .arg(BOOT_TIMEOUT_S)
+        .args(extra);
+    for serial in DATA_DISKS {
+        cmd.arg("--disk").arg(format!(
+            "{}:{serial}",
+            dir.join(format!("{serial}.img")).display()
+        ));
+    }
+    let t = Instant::now();
+    let status = cmd.status().unwrap();
+    let elapsed = t.elapsed();
+    let log = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .replace('\r', "");
+    let b = Boot { log, path, elapsed };
+    assert!(
+        status.success(),
+        "{name}: run-system.sh {status}; last lines:\n{}",
+        b.tail()
+    );
+    eprintln!("system: {name} ran {elapsed:?}");
+    b
+}
+
+fn full_boot(suite: &str) {
+    let t = Instant::now();
+    let img = system_image(suite);
+    eprintln!("system: {suite}: {}", img.info.trim().replace('\n', "; "));
+    let dir = workdir(&format!("system-{suite}"));
+    for serial in DATA_DISKS {
+        image(&dir, serial, 1024 * MIB);
+    }
+    let (_sk, pk) = keypair(&dir);
+    let pk = String::from_utf8(pk).unwrap();
+    let seed = dir.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    let user_data = multipart(&[
+        example_user_data("data-service.yaml", &pk),
+        test_user_data(&img),
+    ]);
+    std::fs::write(seed.join("user-data"), user_data).unwrap();
+    std::fs::write(
+        seed.join("meta-data"),
+        format!("instance-id: i-ephemera-{suite}\nlocal-hostname: ephemera-{suite}\n"),
+    )
+    .unwrap();
+
+    // Boot 1: first boot of the instance. The check script breaks the glass and
+    // reboots at the end; QEMU runs with -no-reboot, so the reboot ends the run.
+    let b1 = boot(&dir, &img, "boot1", &[]);
+    for r in b1.lines_with("REFUSAL ") {
+        eprintln!("system: {suite}: {r}");
+    }
+    b1.assert_checks_passed(1);
+    // The envelope on the console is the one in the file.
+    let console: serde_json::Value = serde_json::from_str(between(
+        &b1.log,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    ))
+    .expect("console envelope is JSON");
+    let file_line = b1
+        .lines_with("ESCROW-FILE ")
+        .pop()
+        .expect("ESCROW-FILE line");
+    let file: serde_json::Value =
+        serde_json::from_str(file_line.trim_start_matches("ESCROW-FILE "))
+            .expect("escrow file is JSON");
+    assert_eq!(
+        console, file,
+        "the console envelope differs from {ESCROW_PATH}"
+    );
+    assert_eq!(
+        console["members"],
+        serde_json::json!(DATA_DISKS),
+        "envelope members"
+    );
+    b1.assert_has("the reboot after break-glass went through", "EPH-REBOOTING");
+    b1.assert_has("the kernel restarted", "reboot: Restarting system");
+    let luks1 = b1.fact("luks_uuid");
+
+    // Boot 2: the same root and instance-store disks (a reboot keeps them).
+    let b2 = boot(
+        &dir,
+        &img,
+        "boot2",
+        &["--powerdown-on", "EPH-READY-FOR-POWERDOWN"],
+    );
+    b2.assert_checks_passed(2);
+    let luks2 = b2.fact("luks_uuid");
+    assert!(
+        !luks2.is_empty() && luks2 != luks1,
+        "boot 2 LUKS UUID {luks2} vs boot 1 {luks1}"
+    );
+    // The power button (an EC2 stop) powers off cleanly despite the guard.
+    b2.assert_has("the power button powered off", "reboot: Power down");
+    b2.assert_has("systemd shut down cleanly", "systemd-shutdown");
+    assert!(!b2.log.contains("Kernel panic"), "boot 2 panicked");
+    eprintln!(
+        "system: {suite}: systemd {}, kernel {}, boot 1 {:?}, boot 2 {:?}, total {:?}",
+        b1.fact("systemd_version"),
+        b1.fact("kernel"),
+        b1.elapsed,
+        b2.elapsed,
+        t.elapsed()
+    );
+}
+
+#[test]
+#[ignore = "builds Debian images and boots them in QEMU; run by `make system`"]
+fn debian12_full_boot() {
+    full_boot("bookworm");
+}
+
+#[test]
+#[ignore = "builds Debian images and boots them in QEMU; run by `make system`"]
+fn debian13_full_boot() {
+    full_boot("trixie");
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Build a bootable Debian system image with ephemera's .deb installed by the
+# same script Packer uses (packer/install.sh), for the full-boot system tests.
+#
+# usage: build-image.sh SUITE DEB
+#   SUITE  bookworm | trixie
+#   DEB    the ephemera .deb (make deb: target/debian/ephemera_<version>_amd64.deb)
+# prints: the image folder, which holds
+#   disk.img      raw GPT disk, one ext4 partition (label ephroot, fixed PARTUUID)
+#   vmlinuz, initrd.img   taken from the image's own /boot (linux-image-cloud-amd64)
+#   cmdline       the kernel arguments that boot it (root=PARTUUID=...)
+#   info          suite, kernel, systemd and package versions in the image
+# The folder is ${EPHEMERA_SYSTEM_CACHE:-<repo>/target/system}/SUITE-<hash>, the hash
+# covering this script, install.sh, the .deb and the package list: a second call
+# with the same inputs only prints the folder. Concurrent calls wait on a lock.
+# env:   EPHEMERA_SYSTEM_CACHE   cache folder
+#        EPHEMERA_INSTALL_SH     install script (default <repo>/packer/install.sh)
+#        EPHEMERA_MIRROR         Debian mirror (default http://deb.debian.org/debian)
+# Needs root on Debian 12: installs missing host packages with apt-get. Uses no
+# loop device and mounts nothing on the host (mkfs.ext4 -d, sfdisk on a file).
+set -euo pipefail
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export LC_ALL=C
+
+script=$(readlink -f "${BASH_SOURCE[0]}")
+repo=$(cd "$(dirname "$script")/../.." && pwd)
+cache=${EPHEMERA_SYSTEM_CACHE:-$repo/target/system}
+install_sh=${EPHEMERA_INSTALL_SH:-$repo/packer/install.sh}
+mirror=${EPHEMERA_MIRROR:-http://deb.debian.org/debian}
+
+log() { echo "build-image: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+(($# == 2)) || die "usage: build-image.sh SUITE DEB"
+suite=$1 deb=$(readlink -f "$2")
+case $suite in bookworm | trixie) ;; *) die "SUITE must be bookworm or trixie, got $suite" ;; esac
+[[ -f $deb ]] || die "no .deb at $2 (make deb builds it)"
+[[ -f $install_sh ]] || die "no install script at $install_sh"
+((EUID == 0)) || die "must run as root (mmdebstrap in root mode, apt-get)"
+
+# What the image holds besides minbase. polkitd is the daemon (pkexec is not
+# needed); libpam-systemd gives `ops` a logind session; cloud-init reads NoCloud.
+packages=(
+  systemd-sysv udev dbus libpam-systemd polkitd
+  cloud-init sudo kmod linux-image-cloud-amd64 initramfs-tools zstd
+  e2fsprogs cryptsetup-bin mdadm jq openssl procps util-linux
+  libcryptsetup12 libblkid1 ca-certificates
+)
+# The root file system, fixed so the kernel command line can name it.
+ROOT_PARTUUID=6f0e5b1a-3c1d-4e55-9a7e-0e9e0e9e0001
+IMG_SIZE=3G
+
+host_tools=(mmdebstrap:mmdebstrap mke2fs:e2fsprogs sfdisk:fdisk qemu-img:qemu-utils
+  qemu-system-x86_64:qemu-system-x86 mkfs.vfat:dosfstools mcopy:mtools flock:util-linux jq:jq socat:socat)
+ensure_host_tools() {
+  local entry missing=()
+  for entry in "${host_tools[@]}"; do
+    command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
+  done
+  [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
+  ((${#missing[@]})) || return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+ensure_host_tools
+
+key=$( {
+  echo "$suite"
+  printf '%s\n' "${packages[@]}"
+  sha256sum <"$script"
+  sha256sum <"$install_sh"
+  sha256sum <"$deb"
+} | sha256sum | cut -c1-16)
+out=$cache/$suite-$key
+mkdir -p "$cache"
+
+exec 9>"$cache/$suite.lock"
+flock 9
+if [[ -f $out/ok ]]; then
+  echo "$out"
+  exit 0
+fi
+
+start=$SECONDS
+rm -rf "$out" "$out.tmp"
+mkdir -p "$out.tmp"
+tree=$out.tmp/tree
+
+cloudcfg=$out.tmp/99-ephemera-test.cfg
+cat >"$cloudcfg" <<'EOF'
+# ephemera system tests: NoCloud seed only (a CIDATA volume), no network to wait for.
+datasource_list: [ NoCloud, None ]
+network: {config: disabled}
+EOF
+fstab=$out.tmp/fstab
+echo "PARTUUID=$ROOT_PARTUUID / ext4 defaults,errors=remount-ro 0 1" >"$fstab"
+
+include=$(
+  IFS=,
+  echo "${packages[*]}"
+)
+log "mmdebstrap $suite (${#packages[@]} extra packages)"
+# The customize hooks run in the finished tree before mmdebstrap cleans the apt
+# lists, so install.sh's apt-get can resolve the .deb's dependencies.
+mmdebstrap --mode=root --variant=minbase --include="$include" \
+  --aptopt='Acquire::Retries "3"' \
+  --customize-hook="copy-in $deb /tmp" \
+  --customize-hook="copy-in $install_sh /tmp" \
+  --customize-hook="chroot \"\$1\" sh /tmp/$(basename "$install_sh") /tmp/$(basename "$deb")" \
+  --customize-hook="rm -f \"\$1/tmp/$(basename "$deb")\" \"\$1/tmp/$(basename "$install_sh")\"" \
+  --customize-hook="upload $cloudcfg /etc/cloud/cloud.cfg.d/99-ephemera-test.cfg" \
+  --customize-hook="upload $fstab /etc/fstab" \
+  --customize-hook='chroot "$1" useradd -m -s /bin/bash -G sudo ops' \
+  --customize-hook='echo ephemera-test >"$1/etc/hostname"' \
+  --customize-hook='chroot "$1" systemctl mask serial-getty@ttyS0.service' \
+  --customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" systemd cloud-init polkitd ephemera linux-image-cloud-amd64 >"$1/root/versions"' \
+  "$suite" "$tree" "$mirror" >&2
+
+# The kernel and initrd the image installed, for direct kernel boot.
+vmlinuz=$(find "$tree/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)
+initrd=$(find "$tree/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -n 1)
+[[ -n $vmlinuz && -n $initrd ]] || die "no vmlinuz/initrd.img in the image's /boot"
+cp "$vmlinuz" "$out.tmp/vmlinuz"
+cp "$initrd" "$out.tmp/initrd.img"
+{
+  echo "suite $suite"
+  echo "kernel ${vmlinuz##*/vmlinuz-}"
+  cat "$tree/root/versions"
+} >"$out.tmp/info"
+
+# GPT with one partition from 1 MiB to the end; ext4 written at that offset
+# straight from the tree (mke2fs -d), no loop device, no mount.
+img=$out.tmp/disk.img
+rm -f "$img"
+truncate -s "$IMG_SIZE" "$img"
+sfdisk --quiet "$img" <<EOF
+label: gpt
+start=2048, type=0FC63DAF-8483-4772-8E3D-7D69D8477DE4, uuid=$ROOT_PARTUUID, name=root
+EOF
+sectors=$(sfdisk --json "$img" | jq '.partitiontable.partitions[0].size')
+mke2fs -q -t ext4 -L ephroot -E nodiscard,offset=$((2048 * 512)) -d "$tree" "$img" $((sectors / 2))k
+rm -rf "$tree"
+echo "root_partuuid $ROOT_PARTUUID" >>"$out.tmp/info"
+echo "root_fs_uuid $(blkid -p -O $((2048 * 512)) -s UUID -o value "$img")" >>"$out.tmp/info"
+echo "console=ttyS0 root=PARTUUID=$ROOT_PARTUUID rw" >"$out.tmp/cmdline"
+
+touch "$out.tmp/ok"
+mv "$out.tmp" "$out"
+log "built $out in $((SECONDS - start))s: $(tr '\n' ' ' <"$out/info")"
+echo "$out"

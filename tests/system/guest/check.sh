@@ -1,0 +1,179 @@
+#!/bin/bash
+# Runs in the full-system test guest (tests/system.rs ships it in the user-data
+# as /usr/local/sbin/ephemera-check, started by ephemera-check.service on
+# every boot). Checks the booted system with tools other than ephemera and
+# prints TAP-like lines on the serial console:
+#   ok - WHAT | not ok - WHAT    one per check
+#   FACT NAME VALUE               values the host compares across boots
+#   REFUSAL NAME rc=N: MESSAGE    how a refused power action failed
+#   EPH-CHECK-END boot=N failed=K
+# then, on boot 1: breaks the glass (ephemera guard release) and reboots
+#   (QEMU runs with -no-reboot: the reboot ends that run, the host boots again);
+# on boot 2: prints EPH-READY-FOR-POWERDOWN and waits for the ACPI power button.
+# Settings: /etc/ephemera-check.env (DATA_DISKS, SAMPLE_UNIT, SAMPLE_FILE, ESCROW_PATH,
+# ROOT_PARTUUID, ROOT_FS_UUID, MOUNT).
+set -u
+export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=cat
+exec </dev/null >/dev/ttyS0 2>&1
+# shellcheck disable=SC1091
+. /etc/ephemera-check.env
+MOUNT=${MOUNT:-/mnt/ephemeral}
+
+state=/var/lib/ephemera-check
+mkdir -p "$state"
+boot=$(($(cat "$state/boots" 2>/dev/null || echo 0) + 1))
+echo "$boot" >"$state/boots"
+sync
+
+failed=0
+ok() { echo "ok - $*"; }
+notok() { echo "not ok - $*"; failed=$((failed + 1)); }
+check() { # check WHAT CMD...: ok when CMD succeeds
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else notok "$what"; fi
+}
+fact() { echo "FACT $1 $2"; }
+mono() { systemctl show -P "$2" "$1"; }
+
+echo "EPH-CHECK-BEGIN boot=$boot"
+fact systemd_version "$(systemctl --version | awk 'NR==1 {print $2}')"
+fact kernel "$(uname -r)"
+fact boot_id "$(cat /proc/sys/kernel/random/boot_id)"
+
+# --- the volume -------------------------------------------------------------
+# The unit is ordered before us; wait (bounded) in case it is still running.
+for _ in $(seq 120); do
+  case $(systemctl show -P ActiveState ephemera.service) in activating | inactive) sleep 1 ;; *) break ;; esac
+done
+check "ephemera.service is active ($(systemctl show -P ActiveState,SubState,Result ephemera.service | tr '\n' ' '))" \
+  test "$(systemctl show -P ActiveState ephemera.service)" = active
+check "ephemera.service exited 0" test "$(systemctl show -P ExecMainStatus ephemera.service)" = 0
+src=$(findmnt -n -o SOURCE --mountpoint "$MOUNT" 2>/dev/null)
+fstype=$(findmnt -n -o FSTYPE --mountpoint "$MOUNT" 2>/dev/null)
+check "$MOUNT is mounted from /dev/mapper/ephemera as ext4 (findmnt: $src $fstype)" \
+  test "$src" = /dev/mapper/ephemera -a "$fstype" = ext4
+cs=$(cryptsetup status ephemera 2>&1)
+check "cryptsetup status: LUKS2, active" grep -q 'type: *LUKS2' <<<"$cs"
+backing=$(awk '$1 == "device:" {print $2}' <<<"$cs")
+luks_uuid=$(cryptsetup luksUUID "$backing" 2>/dev/null)
+fact luks_uuid "$luks_uuid"
+fact ext4_uuid "$(blkid -p -s UUID -o value /dev/mapper/ephemera)"
+check "LUKS2 header on $backing has no keyslots" \
+  test "$(cryptsetup luksDump --dump-json-metadata "$backing" 2>/dev/null | jq '.keyslots | length')" = 0
+if ((DATA_DISKS > 1)); then
+  md=$(mdadm --detail "$backing" 2>&1)
+  check "mdadm --detail $backing: raid0 over $DATA_DISKS devices" \
+    grep -Eq "Raid Level : raid0" <<<"$md"
+  check "md array has $DATA_DISKS members" \
+    test "$(grep -Ec '^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +active sync +/dev/nvme' <<<"$md")" = "$DATA_DISKS"
+fi
+if [[ $boot == 1 ]]; then
+  echo "written in boot 1" >"$MOUNT/check-boot1" && sync
+  echo "$luks_uuid" >"$state/luks_uuid.1"
+else
+  check "boot $boot: the LUKS UUID is new ($luks_uuid, boot 1: $(cat "$state/luks_uuid.1"))" \
+    test -n "$luks_uuid" -a "$luks_uuid" != "$(cat "$state/luks_uuid.1")"
+  check "boot $boot: the file written in boot 1 is gone (a fresh file system)" test ! -e "$MOUNT/check-boot1"
+fi
+
+# --- the root disk ----------------------------------------------------------
+rootsrc=$(findmnt -n -o SOURCE /)
+rootdisk=/dev/$(lsblk -n -o PKNAME "$rootsrc" | head -n 1)
+fact root_source "$rootsrc"
+fact root_disk_serial "$(lsblk -n -d -o SERIAL "$rootdisk")"
+check "root is mounted from the EBSROOT disk ($rootdisk)" \
+  test "$(lsblk -n -d -o SERIAL "$rootdisk" | tr -d ' ')" = EBSROOT
+check "root partition's PARTUUID is unchanged" \
+  test "$(blkid -p -s PART_ENTRY_UUID -o value "$rootsrc")" = "$ROOT_PARTUUID"
+check "root file system's UUID is unchanged" \
+  test "$(blkid -p -s UUID -o value "$rootsrc")" = "$ROOT_FS_UUID"
+check "root disk holds only its GPT (wipefs: $(wipefs -n -p "$rootdisk" 2>&1 | awk -F, 'NR>1 {printf "%s ", $4}'))" \
+  test "$(wipefs -n -p "$rootdisk" 2>/dev/null | awk -F, 'NR>1 {print $4}' | sort -u | tr '\n' ' ')" = "PMBR gpt "
+check "root disk is not LUKS" eval "! cryptsetup isLuks $rootdisk && ! cryptsetup isLuks $rootsrc"
+check "root disk is held by nothing" test -z "$(ls "/sys/block/${rootdisk#/dev/}/holders")"
+check "root disk is not in the md array" eval "! grep -q '${rootdisk#/dev/}' /proc/mdstat"
+
+# --- the data unit after the mount --------------------------------------------
+for _ in $(seq 60); do
+  case $(systemctl show -P ActiveState "$SAMPLE_UNIT") in activating | inactive) sleep 1 ;; *) break ;; esac
+done
+mount_unit=$(systemd-escape -p --suffix=mount "$MOUNT")
+m_active=$(mono "$mount_unit" ActiveEnterTimestampMonotonic)
+e_active=$(mono ephemera.service ActiveEnterTimestampMonotonic)
+s_start=$(mono "$SAMPLE_UNIT" ExecMainStartTimestampMonotonic)
+s_inact=$(mono "$SAMPLE_UNIT" InactiveExitTimestampMonotonic)
+fact order "mount=$m_active ephemera=$e_active sample_inactive_exit=$s_inact sample_exec=$s_start"
+check "$SAMPLE_UNIT ran ($(systemctl show -P ActiveState,Result "$SAMPLE_UNIT" | tr '\n' ' '))" \
+  test "$(systemctl show -P Result "$SAMPLE_UNIT")" = success -a "$s_start" -gt 0
+check "$SAMPLE_UNIT left inactive after ephemera.service became active ($s_inact >= $e_active)" \
+  test "$s_inact" -ge "$e_active" -a "$e_active" -gt 0
+check "$SAMPLE_UNIT started after $mount_unit became active ($s_start >= $m_active)" \
+  test "$s_start" -ge "$m_active" -a "$m_active" -gt 0
+check "$SAMPLE_FILE exists and is on the volume" \
+  test -s "$SAMPLE_FILE" -a "$(findmnt -n -o TARGET --target "$SAMPLE_FILE")" = "$MOUNT"
+fact sample_file "$(head -c 200 "$SAMPLE_FILE" 2>/dev/null | tr '\n' ' ')"
+fact journal_order "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service -u "$SAMPLE_UNIT" 2>/dev/null | grep -E 'Started|Finished|Starting' | tr '\n' '|')"
+
+# --- escrow -----------------------------------------------------------------
+if [[ -n ${ESCROW_PATH:-} ]]; then
+  check "escrow file $ESCROW_PATH is mode 0400, owned by root ($(stat -c '%a %U' "$ESCROW_PATH" 2>&1))" \
+    test "$(stat -c '%a %U' "$ESCROW_PATH")" = "400 root"
+  echo "ESCROW-FILE $(jq -c . "$ESCROW_PATH" 2>&1)"
+  check "escrow file names this boot's LUKS UUID" grep -q "$luks_uuid" "$ESCROW_PATH"
+fi
+
+# --- the reboot guard -------------------------------------------------------
+check "ephemera-guard.service is active" test "$(systemctl show -P ActiveState ephemera-guard.service)" = active
+inh=$(systemd-inhibit --list --mode=block --no-pager 2>&1)
+echo "$inh" | sed 's/^/# inhibitors: /'
+check "a block inhibitor for shutdown is held" grep -q 'shutdown' <<<"$inh"
+fact status_guard "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+
+still_up() { # no shutdown job queued, the manager not stopping
+  local jobs
+  sleep 2
+  jobs=$(systemctl list-jobs --no-legend 2>/dev/null)
+  ! grep -Eq '(reboot|halt|kexec|poweroff|shutdown|suspend|hibernate|sleep)\.target' <<<"$jobs" &&
+    [[ $(systemctl is-system-running 2>/dev/null) != stopping ]]
+}
+refused() { # refused NAME CMD...: must fail, and the system must stay up
+  local name=$1 out rc
+  shift
+  out=$(timeout 60 "$@" 2>&1)
+  rc=$?
+  echo "REFUSAL $name rc=$rc: $(tr '\n' ' ' <<<"$out")"
+  if ((rc != 0)) && still_up; then ok "$name is refused"; else notok "$name is refused"; fi
+}
+
+if [[ $boot == 1 ]]; then
+  # ops (group sudo, not via sudo) gets a logind session through su's PAM stack.
+  refused "ops: systemctl reboot" su -l ops -c 'systemctl reboot'
+  refused "ops: systemctl reboot -i" su -l ops -c 'systemctl reboot -i'
+  refused "root: systemctl reboot" systemctl reboot
+  refused "root: reboot" reboot
+  refused "root: shutdown -r now" shutdown -r now
+  refused "root: systemctl halt" systemctl halt
+  refused "root: systemctl kexec" systemctl kexec
+  refused "root: systemctl hibernate" systemctl hibernate
+  refused "root: systemctl suspend" systemctl suspend
+  refused "root: systemctl start reboot.target" systemctl start reboot.target
+  check "the system is still up after the refused actions ($(systemctl is-system-running))" still_up
+
+  echo "EPH-CHECK-END boot=$boot failed=$failed"
+  # Break glass, then reboot: this one must go through.
+  out=$(ephemera guard release 2>&1)
+  echo "# ephemera guard release: rc=$? $out"
+  check "after release, ephemera-guard.service is inactive" \
+    test "$(systemctl show -P ActiveState ephemera-guard.service)" != active
+  fact status_guard_after_release "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+  echo "EPH-REBOOTING"
+  sync
+  systemctl reboot
+  echo "# systemctl reboot after release: rc=$?"
+else
+  echo "EPH-CHECK-END boot=$boot failed=$failed"
+  sync
+  echo "EPH-READY-FOR-POWERDOWN"
+fi
+sleep infinity

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Boot a full Debian system image (build-image.sh) under QEMU (TCG) the way an
+# EC2 instance with instance-store disks boots: the image as an NVMe root disk,
+# data disks as more NVMe controllers, cloud-init user-data from a NoCloud seed.
+#
+# usage: run-system.sh --image DIR --root QCOW2 --seed DIR [--disk IMG:SERIAL ...]
+#                      [--log FILE] [--monitor SOCKET] [--timeout SECS] [--mem MB]
+#                      [--powerdown-on TEXT] [--quit-on TEXT] [--show]
+#   --image DIR        a folder printed by build-image.sh (disk.img, vmlinuz, initrd.img, cmdline)
+#   --root QCOW2       the root disk: a qcow2 overlay on DIR/disk.img, created if missing and
+#                      reused if present (a second boot on the same root = a reboot)
+#   --seed DIR         DIR/user-data and DIR/meta-data, put on a vfat volume labelled
+#                      CIDATA (cloud-init's NoCloud), attached as a virtio disk
+#   --disk IMG:SERIAL  a raw image as one more NVMe controller (the instance store)
+#   --log FILE         serial console log (appended to; default: a temp file, removed)
+#   --monitor SOCKET   QEMU HMP monitor on a unix socket
+#   --timeout SECS     bound on the whole run (default 900); exit 124 when hit
+#   --powerdown-on TEXT  when TEXT appears in the serial log, press the ACPI power button
+#                      (HMP system_powerdown, what an EC2 stop sends) once
+#   --quit-on TEXT     when TEXT appears in the serial log, stop QEMU (HMP quit)
+#   --show             also copy the serial console to stdout
+# The root disk is NVMe serial EBSROOT (controller model "QEMU NVMe Ctrl" like the
+# data disks), first on the PCI bus. QEMU runs with -no-reboot: a guest reboot or
+# power-off ends this run, and the caller boots again for "the next boot".
+# exit: 0 when QEMU exited by itself (guest power-off or reboot), 3 when it was
+#       stopped by --quit-on, 124 on timeout, 2 on usage errors, else QEMU's status.
+# env:  EPHEMERA_SYSTEM_CPU (default max), EPHEMERA_SYSTEM_SMP (default 1),
+#       EPHEMERA_SYSTEM_APPEND (extra kernel arguments).
+set -euo pipefail
+
+export LC_ALL=C
+script=$(readlink -f "${BASH_SOURCE[0]}")
+
+usage() {
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$script" >&2
+  exit 2
+}
+die() { echo "run-system: $*" >&2; exit 2; }
+say() { echo "run-system: $*" >&2; }
+
+image='' root='' seed='' log='' monitor='' timeout=900 mem=1536 powerdown_on='' quit_on='' show=''
+disks=()
+while (($#)); do
+  case $1 in
+    --image) image=${2:?}; shift 2 ;;
+    --root) root=${2:?}; shift 2 ;;
+    --seed) seed=${2:?}; shift 2 ;;
+    --disk) disks+=("${2:?}"); shift 2 ;;
+    --log) log=${2:?}; shift 2 ;;
+    --monitor) monitor=${2:?}; shift 2 ;;
+    --timeout) timeout=${2:?}; shift 2 ;;
+    --mem) mem=${2:?}; shift 2 ;;
+    --powerdown-on) powerdown_on=${2:?}; shift 2 ;;
+    --quit-on) quit_on=${2:?}; shift 2 ;;
+    --show) show=1; shift ;;
+    -h | --help) usage ;;
+    *) echo "run-system: unknown argument: $1" >&2; usage ;;
+  esac
+done
+[[ -n $image && -n $root && -n $seed ]] || usage
+for f in disk.img vmlinuz initrd.img cmdline; do
+  [[ -f $image/$f ]] || die "$image/$f missing: run tests/system/build-image.sh"
+done
+[[ -f $seed/user-data && -f $seed/meta-data ]] || die "$seed needs user-data and meta-data"
+[[ $timeout =~ ^[0-9]+$ && $mem =~ ^[0-9]+$ ]] || die "--timeout and --mem take numbers"
+for t in qemu-system-x86_64 qemu-img mkfs.vfat mcopy socat; do
+  command -v $t >/dev/null || die "$t missing: run tests/system/build-image.sh (installs it)"
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ephemera-system.XXXXXX")
+qpid=''
+[[ -n $log ]] || log=$tmp/serial.log
+[[ -n $monitor ]] || monitor=$tmp/monitor.sock
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  [[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ ! -f $root ]]; then
+  qemu-img create -q -f qcow2 -b "$(readlink -f "$image/disk.img")" -F raw "$root"
+fi
+
+# NoCloud seed: a small vfat volume labelled CIDATA, made without a loop device.
+mkfs.vfat -C -n CIDATA "$tmp/seed.img" 2048 >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data" ::
+[[ ! -f $seed/network-config ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/network-config" ::
+
+monarg=$monitor
+qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
+  -machine pc -accel tcg -cpu "${EPHEMERA_SYSTEM_CPU:-max}" -smp "${EPHEMERA_SYSTEM_SMP:-1}" -m "$mem"
+  -kernel "$image/vmlinuz" -initrd "$image/initrd.img"
+  -append "$(cat "$image/cmdline") panic=-1 ${EPHEMERA_SYSTEM_APPEND:-}"
+  -serial "file:$log" -monitor "unix:$monarg,server=on,wait=off"
+  -device virtio-rng-pci
+  -drive "file=${root//,/,,},if=none,id=root,format=qcow2,cache=writeback,discard=unmap"
+  -device "nvme,id=nvmeroot,drive=root,serial=EBSROOT"
+  -drive "file=$tmp/seed.img,if=none,id=seed,format=raw,readonly=on"
+  -device virtio-blk-pci,drive=seed)
+n=0
+for disk in "${disks[@]}"; do
+  img=${disk%:*} serial=${disk##*:}
+  [[ $disk == *:* && -n $serial ]] || die "--disk takes IMG:SERIAL, got $disk"
+  [[ -f $img ]] || die "disk image not found: $img"
+  qemu+=(-drive "file=${img//,/,,},if=none,id=n$n,format=raw,cache=writeback,discard=unmap"
+    -device "nvme,id=nvme$n,drive=n$n,serial=$serial")
+  n=$((n + 1))
+done
+
+hmp() { printf '%s\n' "$1" | socat - "UNIX-CONNECT:$monitor" >/dev/null 2>&1; }
+
+touch "$log"
+offset=$(stat -c %s "$log") # --log may be shared by several boots: look only at ours
+start=$SECONDS
+timeout -k 10 "$timeout" "${qemu[@]}" </dev/null >"$tmp/qemu.out" 2>&1 &
+qpid=$!
+tailpid=''
+if [[ -n $show ]]; then
+  tail -c +$((offset + 1)) -f --pid="$qpid" "$log" &
+  tailpid=$!
+fi
+
+# Watch the serial log for the markers while QEMU runs.
+pressed='' quit=''
+ours() { tail -c +$((offset + 1)) "$log" | tr -d '\r'; }
+while kill -0 "$qpid" 2>/dev/null; do
+  if [[ -n $powerdown_on && -z $pressed ]] && ours | grep -qF -- "$powerdown_on"; then
+    pressed=$SECONDS
+    say "'$powerdown_on' seen after $((SECONDS - start))s: system_powerdown (ACPI power button)"
+    hmp system_powerdown || say "monitor: system_powerdown failed"
+  fi
+  if [[ -n $quit_on && -z $quit ]] && ours | grep -qF -- "$quit_on"; then
+    quit=1
+    say "'$quit_on' seen after $((SECONDS - start))s: quit"
+    hmp quit || kill "$qpid"
+  fi
+  sleep 1
+done
+qrc=0
+wait "$qpid" || qrc=$?
+qpid=''
+[[ -z $tailpid ]] || wait "$tailpid" || true
+
+if ((qrc == 124)); then
+  say "timeout after ${timeout}s, QEMU killed; last lines of the serial log:"
+  ours | tail -n 30 >&2
+  exit 124
+fi
+if ((qrc != 0)); then
+  say "qemu exited with $qrc:"
+  cat "$tmp/qemu.out" >&2
+  exit "$qrc"
+fi
+if [[ -n $pressed ]]; then
+  say "QEMU exited $((SECONDS - pressed))s after the power button, $((SECONDS - start))s after start"
+else
+  say "QEMU exited after $((SECONDS - start))s"
+fi
+[[ -z $quit ]] || exit 3
+exit 0
