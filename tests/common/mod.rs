@@ -170,12 +170,3 @@ pub fn between<'a>(log: &'a str, begin: &str, end: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{end} not in the log"));
     log[start..start + len].trim()
 }
-
-/// The shell block of the README's escrow recovery runbook.
-fn readme_runbook() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = &readme[readme
-        .find("## Escrow recovery runbook")
-        .expect("runbook section")..];
-    between(section, "```sh", "```").to_string()
-}
