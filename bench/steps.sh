@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Sourced by naive.sh, floor.sh and the guest driver (busybox sh).
 # The clock is /proc/uptime (10 ms resolution; busybox date has no %N), read
 # with the shell's own `read`, so timing forks nothing and costs the timed

@@ -36,7 +36,7 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
     . as $runs | {point: .[0].point, disks: .[0].disks, disk_gib: .[0].disk_gib} +
     (reduce ("ephemera", "naive", "floor") as $p ({};
       .[$p] = ($runs | map(select(.pipeline == $p) | .seconds) | stats)
-        + {steps_median: ($runs | map(select(.pipeline == $p) | .steps) |
+        + {steps_median: ($runs | map(select(.pipeline == $p) | .steps + {"other": (.seconds - ([.steps[]] | add // 0))}) |
             (map(keys_unsorted) | add // [] | unique) as $ks |
             . as $s | reduce $ks[] as $k ({}; .[$k] = ($s | map(.[$k] // empty) | median | r3)))}))
     | .ratio_ephemera_naive = (div(.ephemera.median; .naive.median) | r3)
@@ -73,9 +73,9 @@ log "wrote $out"
 # Tables.
 echo
 echo "provision, seconds from process start to mounted (median [min-max], n):"
-jq -r '.points[] | [("\(.disks) x \(.disk_gib) GiB"),
-  (.ephemera | "\(.median) [\(.min)-\(.max)] n=\(.n)"), (.naive | "\(.median) [\(.min)-\(.max)] n=\(.n)"),
-  (.floor | "\(.median) [\(.min)-\(.max)] n=\(.n)"), .ratio_ephemera_naive, .ratio_ephemera_floor] | @tsv' "$out" |
+jq -r 'def s: if .n == 0 then "-" else "\(.median) [\(.min)-\(.max)] n=\(.n)" end;
+  .points[] | [("\(.disks) x \(.disk_gib) GiB"), (.ephemera | s), (.naive | s), (.floor | s),
+  (.ratio_ephemera_naive // "-"), (.ratio_ephemera_floor // "-")] | @tsv' "$out" |
   (echo -e "point\tephemera\tnaive\tfloor\teph/naive\teph/floor"; cat) | column -t -s $'\t'
 echo
 echo "ephemera steps (median s):"

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # ephemera bench, guest side (busybox sh, PID 1's child in the test VM).
 # Reads /scenario/params.sh:
 #   MODE=provision   RUNS, NAIVE_RUNS (<= RUNS), PIPELINES ("ephemera naive floor"), SERIALS
@@ -81,10 +82,10 @@ run_pipeline() {
     floor) set -- sh ./floor.sh "$MNT" $DEVS ;;
     *) die "unknown pipeline $p" ;;
   esac
-  read -r t0 idle </proc/uptime
+  read -r t0 _ </proc/uptime
   BENCH_STEP=1 "$@" >/tmp/out 2>/tmp/err
   rc=$?
-  read -r t1 idle </proc/uptime
+  read -r t1 _ </proc/uptime
   secs=$(bench_elapsed "$t0" "$t1")
   sed 's/^/    /' /tmp/err
   [ $rc -eq 0 ] || die "$p exited $rc"

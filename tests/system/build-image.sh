@@ -108,7 +108,7 @@ mmdebstrap --mode=root --variant=minbase --include="$include" \
   --aptopt='Acquire::Retries "3"' \
   --customize-hook="copy-in $deb /tmp" \
   --customize-hook="copy-in $install_sh /tmp" \
-  --customize-hook="chroot \"\$1\" sh /tmp/$(basename "$install_sh") /tmp/$(basename "$deb")" \
+  --customize-hook="chroot \"\$1\" bash /tmp/$(basename "$install_sh") /tmp/$(basename "$deb")" \
   --customize-hook="rm -f \"\$1/tmp/$(basename "$deb")\" \"\$1/tmp/$(basename "$install_sh")\"" \
   --customize-hook="upload $cloudcfg /etc/cloud/cloud.cfg.d/99-ephemera-test.cfg" \
   --customize-hook="upload $fstab /etc/fstab" \

@@ -6,7 +6,10 @@
 # usage: run-system.sh --image DIR --root QCOW2 --seed DIR [--disk IMG:SERIAL ...]
 #                      [--log FILE] [--monitor SOCKET] [--timeout SECS] [--mem MB]
 #                      [--powerdown-on TEXT] [--quit-on TEXT] [--show]
-#   --image DIR        a folder printed by build-image.sh (disk.img, vmlinuz, initrd.img, cmdline)
+#   --image DIR        a folder printed by build-image.sh (disk.img, vmlinuz, cmdline); the
+#                      kernel boots without an initramfs (the Debian 12 and 13 cloud kernels
+#                      have NVMe and ext4 built in; root=PARTUUID= needs no udev), which
+#                      saves about 20 s of emulated boot
 #   --root QCOW2       the root disk: a qcow2 overlay on DIR/disk.img, created if missing and
 #                      reused if present (a second boot on the same root = a reboot)
 #   --seed DIR         DIR/user-data and DIR/meta-data, put on a vfat volume labelled
@@ -16,14 +19,16 @@
 #   --monitor SOCKET   QEMU HMP monitor on a unix socket
 #   --timeout SECS     bound on the whole run (default 900); exit 124 when hit
 #   --powerdown-on TEXT  when TEXT appears in the serial log, press the ACPI power button
-#                      (HMP system_powerdown, what an EC2 stop sends) once
+#                      (HMP system_powerdown, what an EC2 stop sends) once; QEMU must then
+#                      exit within --powerdown-bound SECS (default 300), else exit 5
 #   --quit-on TEXT     when TEXT appears in the serial log, stop QEMU (HMP quit)
 #   --show             also copy the serial console to stdout
 # The root disk is NVMe serial EBSROOT (controller model "QEMU NVMe Ctrl" like the
 # data disks), first on the PCI bus. QEMU runs with -no-reboot: a guest reboot or
 # power-off ends this run, and the caller boots again for "the next boot".
 # exit: 0 when QEMU exited by itself (guest power-off or reboot), 3 when it was
-#       stopped by --quit-on, 124 on timeout, 2 on usage errors, else QEMU's status.
+#       stopped by --quit-on, 5 when the power button did not power off within the
+#       bound, 124 on timeout, 2 on usage errors, else QEMU's status.
 # env:  EPHEMERA_SYSTEM_CPU (default max), EPHEMERA_SYSTEM_SMP (default 1),
 #       EPHEMERA_SYSTEM_APPEND (extra kernel arguments).
 set -euo pipefail
@@ -38,7 +43,7 @@ usage() {
 die() { echo "run-system: $*" >&2; exit 2; }
 say() { echo "run-system: $*" >&2; }
 
-image='' root='' seed='' log='' monitor='' timeout=900 mem=1536 powerdown_on='' quit_on='' show=''
+image='' root='' seed='' log='' monitor='' timeout=900 mem=1536 powerdown_on='' powerdown_bound=300 quit_on='' show=''
 disks=()
 while (($#)); do
   case $1 in
@@ -51,6 +56,7 @@ while (($#)); do
     --timeout) timeout=${2:?}; shift 2 ;;
     --mem) mem=${2:?}; shift 2 ;;
     --powerdown-on) powerdown_on=${2:?}; shift 2 ;;
+    --powerdown-bound) powerdown_bound=${2:?}; shift 2 ;;
     --quit-on) quit_on=${2:?}; shift 2 ;;
     --show) show=1; shift ;;
     -h | --help) usage ;;
@@ -58,7 +64,7 @@ while (($#)); do
   esac
 done
 [[ -n $image && -n $root && -n $seed ]] || usage
-for f in disk.img vmlinuz initrd.img cmdline; do
+for f in disk.img vmlinuz cmdline; do
   [[ -f $image/$f ]] || die "$image/$f missing: run tests/system/build-image.sh"
 done
 [[ -f $seed/user-data && -f $seed/meta-data ]] || die "$seed needs user-data and meta-data"
@@ -91,7 +97,7 @@ MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data"
 monarg=$monitor
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
   -machine pc -accel tcg -cpu "${EPHEMERA_SYSTEM_CPU:-max}" -smp "${EPHEMERA_SYSTEM_SMP:-1}" -m "$mem"
-  -kernel "$image/vmlinuz" -initrd "$image/initrd.img"
+  -kernel "$image/vmlinuz"
   -append "$(cat "$image/cmdline") panic=-1 ${EPHEMERA_SYSTEM_APPEND:-}"
   -serial "file:$log" -monitor "unix:$monarg,server=on,wait=off"
   -device virtio-rng-pci
@@ -123,13 +129,18 @@ if [[ -n $show ]]; then
 fi
 
 # Watch the serial log for the markers while QEMU runs.
-pressed='' quit=''
+pressed='' quit='' stuck=''
 ours() { tail -c +$((offset + 1)) "$log" | tr -d '\r'; }
 while kill -0 "$qpid" 2>/dev/null; do
   if [[ -n $powerdown_on && -z $pressed ]] && ours | grep -qF -- "$powerdown_on"; then
     pressed=$SECONDS
     say "'$powerdown_on' seen after $((SECONDS - start))s: system_powerdown (ACPI power button)"
     hmp system_powerdown || say "monitor: system_powerdown failed"
+  fi
+  if [[ -n $pressed && -z $stuck ]] && ((SECONDS - pressed > powerdown_bound)); then
+    stuck=1
+    say "still running ${powerdown_bound}s after the power button: quit"
+    hmp quit || kill "$qpid"
   fi
   if [[ -n $quit_on && -z $quit ]] && ours | grep -qF -- "$quit_on"; then
     quit=1
@@ -158,5 +169,6 @@ if [[ -n $pressed ]]; then
 else
   say "QEMU exited after $((SECONDS - start))s"
 fi
+[[ -z $stuck ]] || exit 5
 [[ -z $quit ]] || exit 3
 exit 0

@@ -7,6 +7,8 @@
 #   --scenario DIR   packed into the initramfs as /scenario; DIR/run.sh is run by sh
 #   --disk IMG:SERIAL  existing raw image, one emulated NVMe controller each, in order
 #                    (the guest usually names them nvme0n1, nvme1n1, ...: match by serial)
+#   --faulty-disk IMG:SERIAL  like --disk, after all --disk ones, but every write
+#                    to it fails with EIO (QEMU blkdebug); reads work
 #   --log FILE       serial console log (default: a temp file, kept only on failure)
 #   --timeout SECS   bound on the whole run (default 600); exit 124 when hit
 #   --mem MB         guest memory (default 1024)
@@ -31,11 +33,12 @@ usage() {
 die() { echo "run-guest: $*" >&2; exit 2; }
 
 scenario='' log='' timeout=600 mem=1024 monitor='' show=''
-disks=()
+disks=() faulty=()
 while (($#)); do
   case $1 in
     --scenario) scenario=${2:?}; shift 2 ;;
     --disk) disks+=("${2:?}"); shift 2 ;;
+    --faulty-disk) faulty+=("${2:?}"); shift 2 ;;
     --log) log=${2:?}; shift 2 ;;
     --timeout) timeout=${2:?}; shift 2 ;;
     --mem) mem=${2:?}; shift 2 ;;
@@ -92,6 +95,14 @@ for disk in "${disks[@]}"; do
   [[ -f $img ]] || die "disk image not found: $img"
   # QEMU option values escape commas by doubling them.
   qemu+=(-drive "file=${img//,/,,},if=none,id=n$n,format=raw,cache=writeback,discard=unmap"
+    -device "nvme,id=nvme$n,drive=n$n,serial=$serial")
+  n=$((n + 1))
+done
+for disk in "${faulty[@]}"; do
+  img=${disk%:*} serial=${disk##*:}
+  [[ $disk == *:* && -n $serial ]] || die "--faulty-disk takes IMG:SERIAL, got $disk"
+  [[ -f $img && $img != *[\"\\]* ]] || die "disk image not found or unusable: $img"
+  qemu+=(-blockdev "{\"driver\":\"raw\",\"node-name\":\"n$n\",\"file\":{\"driver\":\"blkdebug\",\"inject-error\":[{\"event\":\"pwritev\",\"iotype\":\"write\",\"errno\":5,\"once\":false}],\"image\":{\"driver\":\"file\",\"filename\":\"$img\",\"cache\":{\"direct\":false}}}}"
     -device "nvme,id=nvme$n,drive=n$n,serial=$serial")
   n=$((n + 1))
 done

@@ -26,6 +26,7 @@ echo "$boot" >"$state/boots"
 sync
 
 failed=0
+last_out=''
 ok() { echo "ok - $*"; }
 notok() { echo "not ok - $*"; failed=$((failed + 1)); }
 check() { # check WHAT CMD...: ok when CMD succeeds
@@ -49,6 +50,22 @@ done
 check "ephemera.service is active ($(systemctl show -P ActiveState,SubState,Result ephemera.service | tr '\n' ' '))" \
   test "$(systemctl show -P ActiveState ephemera.service)" = active
 check "ephemera.service exited 0" test "$(systemctl show -P ExecMainStatus ephemera.service)" = 0
+# It must run once per boot, after cloud-init wrote its config: a failed
+# first run that something else restarted later is a bug in the ordering.
+starts=$(journalctl -b -o cat -u ephemera.service 2>/dev/null | grep -c '^Starting ephemera.service' || true)
+fails=$(journalctl -b -o cat -u ephemera.service 2>/dev/null | grep -Ec '^Failed to start|Main process exited' || true)
+fact ephemera_journal "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service 2>/dev/null | tail -n 15 | tr '\n' '|')"
+check "ephemera.service started once this boot and never failed (starts=$starts failures=$fails)" \
+  test "$starts" = 1 -a "$fails" = 0
+# ... and after cloud-init wrote /etc/ephemera/config.toml (write_files runs in
+# cloud-init's network stage: cloud-init.service up to 24.2, cloud-init-network.service since).
+e_exec=$(mono ephemera.service ExecMainStartTimestampMonotonic)
+for u in cloud-init.service cloud-init-network.service; do
+  [[ $(systemctl show -P LoadState "$u") == loaded ]] || continue
+  ci=$(mono "$u" ActiveEnterTimestampMonotonic)
+  check "ephemera.service started after $u finished ($e_exec >= $ci)" test "$e_exec" -ge "$ci" -a "$ci" -gt 0
+done
+fact ephemera_after "$(systemctl show -P After ephemera.service)"
 src=$(findmnt -n -o SOURCE --mountpoint "$MOUNT" 2>/dev/null)
 fstype=$(findmnt -n -o FSTYPE --mountpoint "$MOUNT" 2>/dev/null)
 check "$MOUNT is mounted from /dev/mapper/ephemera as ext4 (findmnt: $src $fstype)" \
@@ -137,28 +154,54 @@ still_up() { # no shutdown job queued, the manager not stopping
   ! grep -Eq '(reboot|halt|kexec|poweroff|shutdown|suspend|hibernate|sleep)\.target' <<<"$jobs" &&
     [[ $(systemctl is-system-running 2>/dev/null) != stopping ]]
 }
-refused() { # refused NAME CMD...: must fail, and the system must stay up
+refused() { # refused NAME CMD...: must not go through; the system must stay up
   local name=$1 out rc
   shift
   out=$(timeout 60 "$@" 2>&1)
   rc=$?
+  last_out=$out
   echo "REFUSAL $name rc=$rc: $(tr '\n' ' ' <<<"$out")"
-  if ((rc != 0)) && still_up; then ok "$name is refused"; else notok "$name is refused"; fi
+  # systemd 252's reboot and shutdown print logind's refusal but exit 0: the
+  # proof is that the system stays up, and that the command said it failed.
+  ((rc != 0)) || echo "# note: $name exited 0"
+  if still_up && { ((rc != 0)) || grep -Eqi 'refused|denied|inhibit' <<<"$out"; }; then
+    ok "$name is refused"
+  else
+    notok "$name is refused"
+  fi
 }
 
 if [[ $boot == 1 ]]; then
   # ops (group sudo, not via sudo) gets a logind session through su's PAM stack.
   refused "ops: systemctl reboot" su -l ops -c 'systemctl reboot'
+  # Without the guard's polkit rule, ops (admin through group sudo) would be
+  # asked for a password, and could give it; the rule must deny outright.
+  check "ops: the reboot is denied, not offered an authentication" \
+    eval '! grep -q "Interactive authentication required" <<<"$last_out"'
   refused "ops: systemctl reboot -i" su -l ops -c 'systemctl reboot -i'
   refused "root: systemctl reboot" systemctl reboot
   refused "root: reboot" reboot
   refused "root: shutdown -r now" shutdown -r now
   refused "root: systemctl halt" systemctl halt
   refused "root: systemctl kexec" systemctl kexec
+  refused "root: systemctl start kexec.target" systemctl start kexec.target
+  # Without swap, logind refuses hibernation for that reason alone: give it
+  # enough swap, so that only the guard can refuse.
+  swap=/swapfile-check
+  if fallocate -l 1G "$swap" && chmod 600 "$swap" && mkswap -q "$swap" && swapon "$swap"; then
+    refused "root: systemctl hibernate (with swap)" systemctl hibernate
+    swapoff "$swap"
+  else
+    notok "swap for the hibernate check"
+  fi
+  rm -f "$swap"
   refused "root: systemctl hibernate" systemctl hibernate
+  refused "root: systemctl start hibernate.target" systemctl start hibernate.target
   refused "root: systemctl suspend" systemctl suspend
+  refused "root: systemctl start suspend.target" systemctl start suspend.target
   refused "root: systemctl start reboot.target" systemctl start reboot.target
   check "the system is still up after the refused actions ($(systemctl is-system-running))" still_up
+  fact failed_units "$(systemctl list-units --failed --plain --no-legend | awk '{printf "%s ", $1}')"
 
   echo "EPH-CHECK-END boot=$boot failed=$failed"
   # Break glass, then reboot: this one must go through.
@@ -167,6 +210,13 @@ if [[ $boot == 1 ]]; then
   check "after release, ephemera-guard.service is inactive" \
     test "$(systemctl show -P ActiveState ephemera-guard.service)" != active
   fact status_guard_after_release "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+  check "after release, no block inhibitor is held" eval '! systemd-inhibit --list --mode=block --no-pager 2>&1 | grep -q shutdown'
+  # The control: with the guard gone, ops' reboot falls back to the default
+  # policy (authentication required), so the denial above was the guard's.
+  out=$(timeout 60 su -l ops -c 'systemctl reboot' 2>&1)
+  echo "REFUSAL after release, ops: systemctl reboot rc=$?: $(tr '\n' ' ' <<<"$out")"
+  check "after release, ops' reboot falls back to the default policy (authentication)" \
+    grep -q "Interactive authentication required" <<<"$out"
   echo "EPH-REBOOTING"
   sync
   systemctl reboot

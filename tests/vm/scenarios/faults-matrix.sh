@@ -103,11 +103,15 @@ while IFS='|' read -r serial want msg; do
   tried=$((tried + 1))
   dev=$(dev_of "$serial")
   hold_all_but "$serial"
-  config=$cfg
-  [ "$serial" = EPH-BLANK ] && config=/scenario/ebs.toml
-  run_ephemera provision --config "$config"
-  want_msg=$(echo "$msg" | sed "s|@|$dev|g")
   ok=1
+  config=$cfg pre=
+  if [ "$serial" = EPH-BLANK ]; then
+    config=/scenario/ebs.toml
+    pre=$(dev_sha "$blank")
+  fi
+  run_ephemera provision --config "$config"
+  [ -z "$pre" ] || [ "$(dev_sha "$blank")" = "$pre" ] || { echo "EPH-BLANK changed"; ok=0; }
+  want_msg=$(echo "$msg" | sed "s|@|$dev|g")
   [ "$rc" = "$want" ] || ok=0
   grep -qF -- "$want_msg" /tmp/eph.err || ok=0
   if [ "$rc" = 0 ]; then

@@ -1,0 +1,82 @@
+//! sysfs and procfs parsing: mountinfo, /proc/swaps, kernel-name ordering,
+//! and discovery + planning over a small fake /sys and /proc tree whose
+//! attribute files hold the fuzzer's bytes. Never panics.
+#![no_main]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ephemera::config::Config;
+use ephemera::discover::{self, natural_key, parse_mountinfo, parse_swaps};
+use ephemera::host::Host;
+use ephemera::plan::{self, Candidate};
+use ephemera::probe::Content;
+use libfuzzer_sys::fuzz_target;
+
+fn root() -> &'static PathBuf {
+    static R: OnceLock<PathBuf> = OnceLock::new();
+    R.get_or_init(|| {
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        base.join(format!("ephemera-fuzz-sysfs-{}", std::process::id()))
+    })
+}
+
+fn write(rel: &str, content: &str) {
+    let p = root().join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_mountinfo(&text);
+    let _ = parse_swaps(&text);
+    let _ = natural_key(&text);
+
+    // Fields separated by '|': model, serial, size, ro, dev, mountinfo,
+    // swaps, md chunk_size, md level, dm name.
+    let f: Vec<&str> = text.split('|').collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or("");
+    let _ = std::fs::remove_dir_all(root());
+    for n in ["nvme0n1", "nvme1n1"] {
+        let d = format!("sys/block/{n}");
+        write(&format!("{d}/device/model"), get(0));
+        write(&format!("{d}/device/serial"), get(1));
+        write(&format!("{d}/size"), get(2));
+        write(&format!("{d}/ro"), get(3));
+        write(&format!("{d}/dev"), get(4));
+        write(&format!("{d}/{n}p1/partition"), "1");
+        write(&format!("{d}/{n}p1/dev"), get(4));
+        std::fs::create_dir_all(root().join(format!("{d}/holders"))).unwrap();
+    }
+    write("proc/self/mountinfo", get(5));
+    write("proc/swaps", get(6));
+    write("sys/block/md_ephemera/md/chunk_size", get(7));
+    write("sys/block/md_ephemera/md/level", get(8));
+    write("sys/block/dm-0/dm/name", get(9));
+    write("sys/block/dm-0/dev", get(4));
+
+    let host = Host::new(root());
+    let inv = discover::discover(&host);
+    let mut cfg = Config::default();
+    cfg.disks.model = get(0).trim().to_string();
+    if cfg.disks.model.is_empty() {
+        cfg.disks.model = "m".into();
+    }
+    let candidates: Vec<Candidate> = inv
+        .nvme
+        .iter()
+        .map(|d| Candidate {
+            disk: d.clone(),
+            content: Content::Blank,
+            busy: false,
+        })
+        .collect();
+    if let Ok(p) = plan::plan(&inv, &candidates, &cfg, false) {
+        let _ = p.describe();
+    }
+});
