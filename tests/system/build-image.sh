@@ -15,7 +15,7 @@
 # with the same inputs only prints the folder. Concurrent calls wait on a lock.
 # env:   EPHEMERA_SYSTEM_CACHE   cache folder
 #        EPHEMERA_INSTALL_SH     install script (default <repo>/packer/install.sh)
-#        EPHEMERA_MIRROR         Debian mirror (default http://deb.debian.org/debian)
+#        EPHEMERA_MIRROR         Debian mirror (default: the one the host's apt uses)
 # Needs root on Debian 12: installs missing host packages with apt-get. Uses no
 # loop device and mounts nothing on the host (mkfs.ext4 -d, sfdisk on a file).
 set -euo pipefail
@@ -27,10 +27,22 @@ script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(cd "$(dirname "$script")/../.." && pwd)
 cache=${EPHEMERA_SYSTEM_CACHE:-$repo/target/system}
 install_sh=${EPHEMERA_INSTALL_SH:-$repo/packer/install.sh}
-mirror=${EPHEMERA_MIRROR:-http://deb.debian.org/debian}
 
 log() { echo "build-image: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The Debian mirror the host's apt already uses (its main suite, not the
+# security or updates ones), so the images come from where apt-get does.
+host_mirror() {
+  {
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null
+    sed -n 's/^URIs: *\([^ ]*\).*/\1 main/p' /etc/apt/sources.list.d/*.sources 2>/dev/null
+    awk '$1 == "deb" { print $2, $3 }' /etc/apt/sources.list 2>/dev/null || true
+  } | awk '$1 ~ /^https?:/ && $1 !~ /security/ && $2 !~ /-(security|updates|backports)$/ {
+      sub(/\/$/, "", $1); print $1; exit }' || true
+}
+mirror=${EPHEMERA_MIRROR:-$(host_mirror)}
+[[ -n $mirror ]] || die "no Debian mirror in the host's apt sources; set EPHEMERA_MIRROR"
 
 (($# == 2)) || die "usage: build-image.sh SUITE DEB"
 suite=$1 deb=$(readlink -f "$2")
