@@ -279,7 +279,9 @@ fn apply(
     let uuid = step("format LUKS2", &base, || luks::format(&base, &p.luks, &key))?;
     crate::failpoint!("after-luks-format");
     let mapped = host.path("dev/mapper").join(DM_NAME);
-    step("open LUKS2", &mapped, || luks::open(&base, &p.luks, &key))?;
+    step("open LUKS2", &mapped, || {
+        luks::open(&base, p.luks.discards, p.luks.workqueues, &key)
+    })?;
     made.dm = true;
     crate::failpoint!("after-luks-open");
 

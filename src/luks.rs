@@ -43,12 +43,12 @@ pub fn forward_logs() {
     libcryptsetup_rs::set_log_callback::<()>(Some(log_callback), None);
 }
 
-fn activation_flags(p: &LuksPlan) -> CryptActivate {
+fn activation_flags(discards: bool, workqueues: bool) -> CryptActivate {
     let mut f = CryptActivate::empty();
-    if p.discards {
+    if discards {
         f |= CryptActivate::ALLOW_DISCARDS;
     }
-    if !p.workqueues {
+    if !workqueues {
         f |= CryptActivate::NO_READ_WORKQUEUE | CryptActivate::NO_WRITE_WORKQUEUE;
     }
     f
@@ -123,7 +123,8 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<String> {
 
 /// Opens the LUKS2 volume on `dev` as `/dev/mapper/ephemera` with `key`,
 /// which libcryptsetup checks against the header's digest.
-pub fn open(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<()> {
+/// `discards` and `workqueues` are `luks.discards` and `luks.workqueues`.
+pub fn open(dev: &Path, discards: bool, workqueues: bool, key: &VolumeKey) -> Result<()> {
     let d = dev.display();
     let mut cd = load(dev)?;
     // The key goes to the kernel keyring, so the dm table shows a key
@@ -134,7 +135,11 @@ pub fn open(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<()> {
             "enabling the kernel keyring for the volume key".into(),
         ))?;
     cd.activate_handle()
-        .activate_by_volume_key(Some(DM_NAME), Some(key.as_bytes()), activation_flags(p))
+        .activate_by_volume_key(
+            Some(DM_NAME),
+            Some(key.as_bytes()),
+            activation_flags(discards, workqueues),
+        )
         .map_err(lib_err(format!("opening {d} as /dev/mapper/{DM_NAME}")))?;
     Ok(())
 }

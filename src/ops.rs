@@ -10,7 +10,6 @@ use crate::discover::{self, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::luks::{self, LuksInfo};
-use crate::plan::LuksPlan;
 use crate::probe::{Content, Probe};
 use crate::{cmd, escrow, md, mount};
 
@@ -236,15 +235,7 @@ pub fn recover(
                 env.luks_uuid
             )));
         }
-        let flags = LuksPlan {
-            cipher: String::new(),
-            mode: String::new(),
-            key_bits: env.key_bits,
-            sector_size: env.sector_size,
-            discards: cfg.luks.discards,
-            workqueues: cfg.luks.workqueues,
-        };
-        luks::open(&base, &flags, &key)?;
+        luks::open(&base, cfg.luks.discards, cfg.luks.workqueues, &key)?;
         let mapped = host.path("dev/mapper").join(DM_NAME);
         if let Err(e) = mount::mount(&mapped, mount_at, &cfg.mount.options) {
             let _ = luks::close();
