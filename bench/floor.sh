@@ -34,7 +34,7 @@ $(hexdump -ve '1/1 "%02x"' /run/floor.key) 0 $base 0 3 no_read_workqueue no_writ
 rm -f /run/floor.key
 # Without udev, dmsetup leaves /dev/mapper/NAME to the caller.
 [ -e /dev/mapper/floor ] || dmsetup mknodes floor
-step mkfs mkfs.ext4 -q -T largefile4 -m 0 \
-  -E "lazy_itable_init=1,lazy_journal_init=1,nodiscard$ext" -L ephemeral /dev/mapper/floor
+step mkfs mkfs.ext4 -q -T largefile4 -m 0 -O ^resize_inode,sparse_super2 -G 256 \
+  -E "lazy_itable_init=1,lazy_journal_init=1,num_backup_sb=1,nodiscard$ext" -L ephemeral /dev/mapper/floor
 mkdir -p "$mnt"
 step mount mount -o noatime /dev/mapper/floor "$mnt"

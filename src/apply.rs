@@ -276,11 +276,12 @@ fn apply(
 
     let key = VolumeKey::generate(p.luks.key_bits)?;
     made.luks_on = Some(base.clone());
-    let uuid = step("format LUKS2", &base, || luks::format(&base, &p.luks, &key))?;
+    let header = step("format LUKS2", &base, || luks::format(&base, &p.luks, &key))?;
+    let uuid = header.uuid.clone();
     crate::failpoint!("after-luks-format");
     let mapped = host.path("dev/mapper").join(DM_NAME);
     step("open LUKS2", &mapped, || {
-        luks::open(&base, p.luks.discards, p.luks.workqueues, &key)
+        header.open(p.luks.discards, p.luks.workqueues, &key)
     })?;
     made.dm = true;
     crate::failpoint!("after-luks-open");

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf};
 use libcryptsetup_rs::consts::vals::{
@@ -54,9 +54,25 @@ fn activation_flags(discards: bool, workqueues: bool) -> CryptActivate {
     f
 }
 
-/// Formats `dev` and returns the new LUKS UUID. No keyslot is made: the
-/// only copies of the key are the caller's and, after `open`, the kernel's.
-pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<String> {
+/// A LUKS2 header just written, with the libcryptsetup context that wrote
+/// it: opening through it uses the header in memory instead of reading and
+/// verifying it back from the disk.
+pub struct Formatted {
+    cd: CryptDevice,
+    dev: PathBuf,
+    pub uuid: String,
+}
+
+impl Formatted {
+    /// Opens the new volume, as `open` does.
+    pub fn open(mut self, discards: bool, workqueues: bool, key: &VolumeKey) -> Result<()> {
+        activate(&mut self.cd, &self.dev, discards, workqueues, key)
+    }
+}
+
+/// Formats `dev` and returns the new header. No keyslot is made: the only
+/// copies of the key are the caller's and, after `open`, the kernel's.
+pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<Formatted> {
     let d = dev.display();
     let mut cd = CryptInit::init(dev).map_err(lib_err(format!("opening {d} for LUKS2")))?;
     // No keyslots will ever be added, so the keyslots area can be one 4 KiB
@@ -118,15 +134,29 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<String> {
         .status_handle()
         .get_uuid()
         .map_err(lib_err(format!("reading the LUKS UUID of {d}")))?;
-    Ok(uuid.to_string())
+    let uuid = uuid.to_string();
+    Ok(Formatted {
+        cd,
+        dev: dev.to_path_buf(),
+        uuid,
+    })
 }
 
 /// Opens the LUKS2 volume on `dev` as `/dev/mapper/ephemera` with `key`,
 /// which libcryptsetup checks against the header's digest.
 /// `discards` and `workqueues` are `luks.discards` and `luks.workqueues`.
 pub fn open(dev: &Path, discards: bool, workqueues: bool, key: &VolumeKey) -> Result<()> {
+    activate(&mut load(dev)?, dev, discards, workqueues, key)
+}
+
+fn activate(
+    cd: &mut CryptDevice,
+    dev: &Path,
+    discards: bool,
+    workqueues: bool,
+    key: &VolumeKey,
+) -> Result<()> {
     let d = dev.display();
-    let mut cd = load(dev)?;
     // The key goes to the kernel keyring, so the dm table shows a key
     // reference, not the key.
     cd.context_handle()

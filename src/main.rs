@@ -12,10 +12,16 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    let level = if cli.verbose { "debug" } else { "info" };
+    // A plain level, not an EnvFilter: its directive parser compiles
+    // regexes at start-up, which is time on the boot path for no use here.
+    let level = if cli.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_max_level(level)
         .with_target(false)
         // journald and the serial console take plain text.
         .with_ansi(false)

@@ -45,6 +45,9 @@ sb=$(dumpe2fs -h /dev/mapper/ephemera 2>/dev/null)
 check "ext4 stride 64" sh -c "echo '$sb' | grep -q 'RAID stride: *64$'"
 check "ext4 stripe width 192" sh -c "echo '$sb' | grep -q 'RAID stripe width: *192$'"
 check "no reserved blocks" sh -c "echo '$sb' | grep -q 'Reserved block count: *0$'"
+check "no resize inode, sparse_super2" sh -c "echo '$sb' | grep '^Filesystem features:' | grep -v resize_inode | grep -q sparse_super2"
+check "one backup superblock, in group 1" sh -c "echo '$sb' | grep -q 'Backup block groups: *1 *$'"
+check "flex_bg of 256 groups" sh -c "echo '$sb' | grep -q 'Flex block group size: *256$'"
 
 esc=/var/lib/ephemera/escrow.json
 check_eq "escrow file mode 0400" "$(stat -c %a $esc)" 400
