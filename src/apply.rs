@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::Config;
-use crate::discover::{self, Inventory, DM_NAME, MD_NAME};
+use crate::discover::{self, Disk, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
 use crate::escrow;
 use crate::host::Host;
@@ -71,7 +71,9 @@ pub fn lock(host: &Host) -> Result<Flock<File>> {
     }
 }
 
-/// Reads what each disk matching the model holds.
+/// Reads what each disk matching the model holds. Each disk is probed in a
+/// thread of its own, so that on an instance with many disks the reads
+/// overlap instead of adding up; the result keeps the inventory's order.
 pub fn survey(
     host: &Host,
     inv: &Inventory,
@@ -79,18 +81,26 @@ pub fn survey(
     probe: &dyn Probe,
 ) -> Result<Vec<Candidate>> {
     let want = cfg.disks.model.trim();
-    inv.nvme
-        .iter()
-        .filter(|d| d.model.trim() == want)
-        .map(|d| {
-            let dev = host.dev(&d.name);
-            Ok(Candidate {
-                content: classify(&probe.signatures(&dev)?),
-                busy: probe.busy(&dev)?,
-                disk: d.clone(),
-            })
+    let one = |d: &Disk| {
+        let dev = host.dev(&d.name);
+        Ok(Candidate {
+            content: classify(&probe.signatures(&dev)?),
+            busy: probe.busy(&dev)?,
+            disk: d.clone(),
         })
-        .collect()
+    };
+    std::thread::scope(|s| {
+        let probes: Vec<_> = inv
+            .nvme
+            .iter()
+            .filter(|d| d.model.trim() == want)
+            .map(|d| s.spawn(move || one(d)))
+            .collect();
+        probes
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Discovery, probing and planning: everything up to the first write.

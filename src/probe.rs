@@ -67,8 +67,9 @@ pub fn classify(sigs: &[Signature]) -> Content {
 }
 
 /// Reads a disk's contents and tests whether it is busy. A trait so that
-/// plans can be tested against fixture trees without block devices.
-pub trait Probe {
+/// plans can be tested against fixture trees without block devices. `Sync`
+/// because disks are probed in parallel.
+pub trait Probe: Sync {
     fn signatures(&self, dev: &Path) -> Result<Vec<Signature>>;
     /// True when an exclusive open fails with EBUSY: someone (a mount, a
     /// device-mapper or md stack, another program) holds the disk.
