@@ -53,8 +53,8 @@ clean-vm:
 
 # Benchmark in the QEMU guest: ephemera vs the naive pipeline vs the kernel
 # floor (bench/), scaling with disk count and size, emulated throughput ratios.
-# bench: the full run (~25 min), writes bench/results/latest.json.
-# bench-ci: 2 sizes x 2 disk counts (~6 min); fails when ephemera/floor > 1.5.
+# bench: the full run (~19 min on an idle host), writes bench/results/latest.json.
+# bench-ci: 2 sizes x 2 disk counts (~4 min); fails when ephemera/floor > 1.5.
 .PHONY: bench bench-ci
 bench:
 	bench/bench.sh

@@ -107,7 +107,8 @@ provision_mode() {
   teardown
   sh ./floor.sh "$MNT" $DEVS || die "warm-up floor run failed"
   teardown
-  ephemera provision --config /run/ephemera.toml >/dev/null 2>&1 || die "warm-up ephemera run failed"
+  ephemera provision --config /run/ephemera.toml >/dev/null 2>/tmp/err ||
+    { cat /tmp/err; die "warm-up ephemera run failed"; }
   run=1
   while [ $run -le "$RUNS" ]; do
     for p in $PIPELINES; do
