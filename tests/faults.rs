@@ -29,6 +29,19 @@ fn sh(script: &str) {
     run(Command::new("bash").args(["-euo", "pipefail", "-c", script]));
 }
 
+/// Three blank 64 MiB disks, EPH-A to EPH-C, and a fourth, EPH-OTHER, that
+/// holds someone's ext4. Returns the ext4 image and all four disks.
+fn three_blank_and_a_foreign(d: &Path) -> (PathBuf, Vec<(PathBuf, &'static str)>) {
+    let other = image(d, "other", 64 * MIB);
+    sh(&format!("mkfs.ext4 -q -F {}", other.display()));
+    let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B", "EPH-C"]
+        .iter()
+        .map(|s| (image(d, s, 64 * MIB), *s))
+        .collect();
+    disks.push((other.clone(), "EPH-OTHER"));
+    (other, disks)
+}
+
 fn sh_out(script: &str) -> Vec<u8> {
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", script])
@@ -579,15 +592,9 @@ EPH-BLANK|3|ignoring @ (serial EPH-BLANK): its model \"QEMU NVMe Ctrl\" is not d
 #[ignore = "boots a QEMU VM; run by `make faults`"]
 fn crash_rollback_and_lock() {
     let d = dir("crash");
-    let other = image(&d, "other", 64 * MIB);
-    sh(&format!("mkfs.ext4 -q -F {}", other.display()));
+    let (other, disks) = three_blank_and_a_foreign(&d);
     let before = sha256_file(&other);
     let (_, pk) = keypair(&d);
-    let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B", "EPH-C"]
-        .iter()
-        .map(|s| (image(&d, s, 64 * MIB), *s))
-        .collect();
-    disks.push((other.clone(), "EPH-OTHER"));
     let log = boot(
         &d,
         Scenario {
@@ -922,13 +929,7 @@ fn power_loss() {
 #[ignore = "boots a QEMU VM; run by `make faults`"]
 fn disk_disappears_or_fails() {
     let d = dir("disk");
-    let other = image(&d, "other", 64 * MIB);
-    sh(&format!("mkfs.ext4 -q -F {}", other.display()));
-    let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B", "EPH-C"]
-        .iter()
-        .map(|s| (image(&d, s, 64 * MIB), *s))
-        .collect();
-    disks.push((other.clone(), "EPH-OTHER"));
+    let (other, disks) = three_blank_and_a_foreign(&d);
     let bad = image(&d, "bad", 64 * MIB);
     let before_other = sha256_file(&other);
     let before_b = sha256_file(&disks[1].0);

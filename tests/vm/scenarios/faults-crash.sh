@@ -11,21 +11,6 @@ mkdir -p /mnt/other && mount -o ro,noload "$other" /mnt/other
 esc=/var/lib/ephemera/escrow.json
 
 count() { ls /sys/block | grep -c "^$1" ; }
-# No md or dm device and nothing mounted. The kernel removes a stopped md
-# device from a workqueue, so this allows it up to 5 s to go.
-nothing_left() {
-  local i=0
-  while [ $i -lt 50 ]; do
-    if ! ls /sys/block | grep -q '^md' && ! ls /sys/block | grep -q '^dm-' && ! grep -q " $mnt " /proc/mounts; then
-      [ $i = 0 ] || echo "(nothing left after $i x 0.1 s)"
-      return 0
-    fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  echo "left: $(ls /sys/block | grep -E '^(md|dm-)' | tr '\n' ' ')$(grep " $mnt " /proc/mounts)"
-  return 1
-}
 # Undo a good volume with the standard tools, as a reboot would.
 undo() {
   umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera

@@ -52,6 +52,25 @@ run_ephemera() {
 # sha256 of a whole block device.
 dev_sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# nothing_left [PREFIX]: no md array, no dm device (but those named PREFIX*,
+# which the scenario made itself) and nothing mounted at $mnt. The kernel
+# removes a stopped md device from a workqueue, so this allows it up to 5 s.
+nothing_left() {
+  local i=0 dms
+  while [ $i -lt 50 ]; do
+    dms=$(dmsetup ls | grep -v 'No devices')
+    [ -z "${1:-}" ] || dms=$(echo "$dms" | grep -v "^$1")
+    if ! ls /sys/block | grep -q '^md' && [ -z "$dms" ] && ! grep -q " $mnt " /proc/mounts; then
+      [ $i = 0 ] || echo "(nothing left after $i x 0.1 s)"
+      return 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  echo "left: $(ls /sys/block | grep '^md' | tr '\n' ' ')$(echo "$dms" | tr '\n' ' ')$(grep " $mnt " /proc/mounts)"
+  return 1
+}
+
 finish() {
   echo "EPHEMERA-CHECKS passed=$passes failed=$fails"
   [ "$fails" -eq 0 ]
