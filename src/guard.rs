@@ -1,12 +1,16 @@
 //! The reboot guard: while the volume is mounted, a reboot, halt, kexec,
 //! suspend or hibernate would lose its data (the key does not survive), so
 //! they are refused; a power-off, which is how a cloud stop arrives (the
-//! ACPI power button), still goes through.
+//! ACPI power button), still goes through, and so does a soft-reboot, which
+//! keeps the kernel and with it the key (ephemera.service mounts the volume
+//! again in the new userspace).
 //!
 //! Three layers, each for a case the others miss (see docs in README):
 //! - runtime drop-ins that set `RefuseManualStart=yes` on the reboot and
-//!   sleep targets, which systemd enforces for every caller, root included,
-//!   on every systemd version (root skips inhibitors before systemd 256);
+//!   sleep targets and their services, which systemd enforces for every
+//!   caller, root included, on every systemd version (root skips inhibitors
+//!   before systemd 256), with a description that names ephemera, and a
+//!   login message in /run/motd.d;
 //! - a logind block inhibitor (`systemd-inhibit` in ephemera-guard.service),
 //!   whose reason systemctl shows to the operator;
 //! - a polkit rule that denies logind's reboot, power-off, halt, suspend and
@@ -31,9 +35,12 @@ pub const UNIT: &str = "ephemera-guard.service";
 pub const MARKER: &str = "run/ephemera/guard";
 const DROPIN: &str = "50-ephemera-guard.conf";
 
-/// Targets whose start is refused while the guard is on. Not poweroff: the
-/// cloud's stop is an ACPI power button press, which must keep working.
-pub const REFUSED_TARGETS: &[&str] = &[
+/// Units whose start is refused while the guard is on: the targets, and
+/// the services behind them, which root could otherwise start directly.
+/// Not poweroff: the cloud's stop is an ACPI power button press, which must
+/// keep working. Not soft-reboot: it keeps the kernel, so the volume's key
+/// survives it and ephemera.service mounts the volume again afterwards.
+pub const REFUSED_UNITS: &[&str] = &[
     "reboot.target",
     "kexec.target",
     "halt.target",
@@ -42,12 +49,43 @@ pub const REFUSED_TARGETS: &[&str] = &[
     "hibernate.target",
     "hybrid-sleep.target",
     "suspend-then-hibernate.target",
+    "systemd-reboot.service",
+    "systemd-kexec.service",
+    "systemd-halt.service",
+    "systemd-suspend.service",
+    "systemd-hibernate.service",
+    "systemd-hybrid-sleep.service",
+    "systemd-suspend-then-hibernate.service",
 ];
 
-const DROPIN_TEXT: &str = "# Written by ephemera guard on; removed by ephemera guard off.\n\
-# The encrypted volume's key is gone after a reboot, and its data with it.\n\
-# Break glass: ephemera guard release\n\
-[Unit]\nRefuseManualStart=yes\n";
+/// What a refusal names. systemd's own refusal message on systemd 252
+/// ("may be requested by dependency only") cannot say more, so the name
+/// and the break-glass are where root looks next: the unit's description
+/// (`systemctl status reboot.target`), the login message and the journal.
+const WHY: &str = "the encrypted volume's key is gone after a reboot, and its data with it";
+const BREAK_GLASS: &str = "sudo ephemera guard release";
+
+fn dropin_text(unit: &str) -> String {
+    format!(
+        "# Written by ephemera guard on; removed by ephemera guard off.\n\
+         # The encrypted volume's key is gone after a reboot, and its data with it.\n\
+         # Break glass: {BREAK_GLASS}\n\
+         [Unit]\n\
+         Description={unit}: REFUSED by the ephemera reboot guard ({WHY}; break glass: {BREAK_GLASS})\n\
+         RefuseManualStart=yes\n"
+    )
+}
+
+/// The login message (pam_motd reads /run/motd.d).
+const MOTD: &str = "run/motd.d/ephemera-guard";
+
+fn motd_text() -> String {
+    format!(
+        "ephemera reboot guard ON: reboot, halt, kexec, suspend and hibernate are refused,\n\
+         because {WHY}. A power-off (a stop from the cloud console) still works.\n\
+         Break glass: {BREAK_GLASS}\n"
+    )
+}
 
 fn units_dir(host: &Host) -> PathBuf {
     host.path("run/systemd/system")
@@ -74,11 +112,11 @@ pub fn install(host: &Host) -> Result<bool> {
     if !volume_mounted(host) {
         return Ok(false);
     }
-    for t in REFUSED_TARGETS {
+    for t in REFUSED_UNITS {
         let p = dropin(host, t);
         let dir = p.parent().expect("drop-in dir");
         std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-        std::fs::write(&p, DROPIN_TEXT).map_err(Error::io("writing", &p))?;
+        std::fs::write(&p, dropin_text(t)).map_err(Error::io("writing", &p))?;
     }
     // Ctrl-Alt-Del starts reboot.target from inside systemd, past
     // RefuseManualStart: mask it for the runtime.
@@ -89,6 +127,10 @@ pub fn install(host: &Host) -> Result<bool> {
     let dir = marker.parent().expect("marker dir");
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
     std::fs::write(&marker, "reboot guard on\n").map_err(Error::io("writing", &marker))?;
+    let motd = host.path(MOTD);
+    let dir = motd.parent().expect("motd dir");
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    std::fs::write(&motd, motd_text()).map_err(Error::io("writing", &motd))?;
     Ok(true)
 }
 
@@ -105,7 +147,7 @@ pub fn uninstall(host: &Host) -> Result<bool> {
             Err(e) => Err(Error::io("removing", p)(e)),
         }
     };
-    for t in REFUSED_TARGETS {
+    for t in REFUSED_UNITS {
         let p = dropin(host, t);
         rm(&p)?;
         let _ = std::fs::remove_dir(p.parent().expect("drop-in dir"));
@@ -114,6 +156,7 @@ pub fn uninstall(host: &Host) -> Result<bool> {
     if std::fs::read_link(&cad).is_ok_and(|t| t == Path::new("/dev/null")) {
         rm(&cad)?;
     }
+    rm(&host.path(MOTD))?;
     rm(&host.path(MARKER))?;
     Ok(removed)
 }
@@ -226,9 +269,30 @@ mod tests {
         assert!(!is_on(&host));
         assert!(install(&host).unwrap());
         assert!(is_on(&host));
-        let text = std::fs::read_to_string(dropin(&host, "reboot.target")).unwrap();
-        assert!(text.contains("RefuseManualStart=yes"));
-        assert!(text.contains("ephemera guard release"));
+        for unit in [
+            "reboot.target",
+            "systemd-reboot.service",
+            "hybrid-sleep.target",
+        ] {
+            let text = std::fs::read_to_string(dropin(&host, unit)).unwrap();
+            assert!(text.contains("RefuseManualStart=yes"), "{unit}: {text}");
+            let desc = text
+                .lines()
+                .find(|l| l.starts_with("Description="))
+                .unwrap();
+            assert!(
+                desc.contains(unit)
+                    && desc.contains("ephemera")
+                    && desc.contains("ephemera guard release"),
+                "{unit}: {desc}"
+            );
+        }
+        assert!(
+            !dropin(&host, "soft-reboot.target").exists(),
+            "a soft-reboot keeps the key: not refused"
+        );
+        let motd = std::fs::read_to_string(t.path().join(MOTD)).unwrap();
+        assert!(motd.contains("ephemera guard release"), "{motd}");
         assert!(
             !dropin(&host, "poweroff.target").exists(),
             "power-off must stay allowed"
@@ -238,6 +302,8 @@ mod tests {
         assert!(uninstall(&host).unwrap());
         assert!(!is_on(&host));
         assert!(!dropin(&host, "reboot.target").exists());
+        assert!(!dropin(&host, "systemd-kexec.service").exists());
+        assert!(!t.path().join(MOTD).exists());
         assert!(!cad.exists());
         assert!(!uninstall(&host).unwrap());
     }
