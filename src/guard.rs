@@ -161,14 +161,25 @@ pub fn uninstall(host: &Host) -> Result<bool> {
     Ok(removed)
 }
 
-fn daemon_reload() -> Result<()> {
+/// systemd is PID 1. (Not sd_booted's /run/systemd/system test: `install`
+/// creates that directory for its drop-ins.)
+pub fn systemd_runs(host: &Host) -> bool {
+    host.attr(&host.path("proc/1/comm")).as_deref() == Some("systemd")
+}
+
+/// Makes systemd read the drop-ins; nothing to do where systemd does not
+/// run (a rescue shell, the test initramfs).
+fn daemon_reload(host: &Host) -> Result<()> {
+    if !systemd_runs(host) {
+        return Ok(());
+    }
     cmd::run("reloading systemd", "systemctl", &["daemon-reload"]).map(drop)
 }
 
 /// `ephemera guard on`, the unit's ExecStartPre.
 pub fn on(host: &Host) -> Result<()> {
     if install(host)? {
-        daemon_reload()?;
+        daemon_reload(host)?;
         tracing::info!(
             "reboot guard on: reboot, halt, suspend and hibernate are refused while /dev/mapper/{DM_NAME} is mounted; \
              power-off (a cloud stop) still works; break glass with `ephemera guard release`"
@@ -191,7 +202,7 @@ pub fn off(host: &Host) -> Result<()> {
         )
         .unwrap_or_else(|e| e.to_string());
         if !state.contains("stopping") {
-            daemon_reload()?;
+            daemon_reload(host)?;
         }
         tracing::info!("reboot guard off: reboot and shutdown work normally");
     }
@@ -231,7 +242,7 @@ pub fn hold(host: &Host) -> Result<()> {
 
 /// `ephemera guard release`: the break-glass.
 pub fn release(host: &Host) -> Result<()> {
-    if cmd::find("systemctl").is_ok() && host.path("run/systemd/system").exists() {
+    if systemd_runs(host) {
         cmd::run(&format!("stopping {UNIT}"), "systemctl", &["stop", UNIT])?;
     }
     // Also when the unit was not running (or systemd is absent).

@@ -158,7 +158,7 @@ fn open_and_mount(
 
 /// systemd runs here and ephemera.service is installed.
 fn on_node(host: &Host) -> bool {
-    host.path("run/systemd/system").is_dir()
+    crate::guard::systemd_runs(host)
         && cmd::run(
             "looking for ephemera.service",
             "systemctl",
