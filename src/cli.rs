@@ -69,7 +69,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         private_key: PathBuf,
     },
-    /// Erase a volume of an earlier boot on purpose; the next provision makes a new one.
+    /// Erase a volume of an earlier boot on purpose; on the node, ephemera.service
+    /// then makes a new one (elsewhere, the next provision does).
     Discard {
         /// The LUKS UUID of the volume to erase, as `ephemera status` shows it.
         #[arg(long, value_name = "UUID")]
@@ -176,7 +177,7 @@ pub fn run(cli: Cli) -> Result<()> {
             recover::recover(&host, &cfg, &Blkid, escrow.as_deref(), &private_key)?;
         }
         Command::Discard { luks_uuid } => {
-            tracing::info!("{}", erase::discard(&host, &cfg, &Blkid, &luks_uuid)?);
+            erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;
         }
         Command::Guard { .. } => unreachable!("handled above"),
         Command::Teardown => {

@@ -506,7 +506,7 @@ pub fn kept_message(volumes: &[Earlier]) -> String {
             None => s += " (no escrow envelope on this node)",
         }
         s += &format!(
-            "; to discard it and make a new volume: `ephemera discard --luks-uuid {} && systemctl restart ephemera.service`",
+            "; to discard it and make a new volume: `ephemera discard --luks-uuid {}`",
             e.luks_uuid
         );
     }

@@ -65,9 +65,23 @@ pub fn teardown(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Vec<Stri
 
 /// Erases the header of the earlier boot's volume `luks_uuid`, which must
 /// not be open. Its data is then unreadable but with its escrow envelope,
-/// which is kept. The next `provision` makes a new volume.
-pub fn discard(host: &Host, cfg: &Config, probe: &dyn Probe, luks_uuid: &str) -> Result<String> {
-    let _lock = lock(host)?;
+/// which is kept. On the node, ephemera.service then starts again and makes
+/// a new volume, and the services that require it start; elsewhere the next
+/// `provision` does.
+pub fn discard(host: &Host, cfg: &Config, probe: &dyn Probe, luks_uuid: &str) -> Result<()> {
+    let done = {
+        let _lock = lock(host)?;
+        erase_earlier(host, cfg, probe, luks_uuid)?
+    };
+    tracing::info!("{done}");
+    // The lock is released first: the unit's provision takes it.
+    if super::on_node(host) {
+        super::start_unit_and_dependents()?;
+    }
+    Ok(())
+}
+
+fn erase_earlier(host: &Host, cfg: &Config, probe: &dyn Probe, luks_uuid: &str) -> Result<String> {
     let inv = discover::discover(host);
     if let Some(dm) = &inv.dm {
         return Err(Error::Refused(format!(

@@ -17,9 +17,7 @@ use crate::lock::lock;
 use crate::plan::{self, Volume};
 use crate::probe::Probe;
 use crate::survey::survey;
-use crate::{cmd, escrow, luks, md, mount};
-
-const UNIT: &str = "ephemera.service";
+use crate::{escrow, luks, md, mount};
 
 /// This node's envelope for the one volume of an earlier boot on the disks.
 fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<PathBuf> {
@@ -77,8 +75,8 @@ pub fn recover(
         open_and_mount(host, cfg, &env, private_key)?;
     }
     // The lock is released first: the unit's provision takes it.
-    if on_node(host) {
-        arm()?;
+    if super::on_node(host) {
+        super::start_unit_and_dependents()?;
     }
     Ok(())
 }
@@ -154,55 +152,4 @@ fn open_and_mount(
         let _ = md::stop(host, MD_NAME);
     }
     result
-}
-
-/// systemd runs here and ephemera.service is installed.
-fn on_node(host: &Host) -> bool {
-    crate::guard::systemd_runs(host)
-        && cmd::run(
-            "looking for ephemera.service",
-            "systemctl",
-            &["cat", "--quiet", UNIT],
-        )
-        .is_ok()
-}
-
-/// Starts ephemera.service again (its provision finds the volume mounted
-/// and does nothing; the guard comes with it), then the services that
-/// require it and did not start because it had failed.
-fn arm() -> Result<()> {
-    let _ = cmd::run(
-        "resetting ephemera.service",
-        "systemctl",
-        &["reset-failed", UNIT],
-    );
-    cmd::run(&format!("starting {UNIT}"), "systemctl", &["start", UNIT])?;
-    tracing::info!("{UNIT} is active again; the reboot guard starts with it");
-    let dependents = cmd::run(
-        "listing the units that require ephemera.service",
-        "systemctl",
-        &["show", "-P", "RequiredBy", UNIT],
-    )?;
-    let mut start = Vec::new();
-    for unit in dependents.split_whitespace() {
-        let state = cmd::run(
-            &format!("asking the state of {unit}"),
-            "systemctl",
-            &["show", "-P", "ActiveState", unit],
-        )?;
-        if state.trim() != "active" && state.trim() != "activating" {
-            start.push(unit.to_string());
-        }
-    }
-    if !start.is_empty() {
-        let mut args = vec!["start".to_string(), "--no-block".into()];
-        args.extend(start.iter().cloned());
-        cmd::run(
-            "starting the units that require ephemera.service",
-            "systemctl",
-            &args,
-        )?;
-        tracing::info!("started {}", start.join(", "));
-    }
-    Ok(())
 }
