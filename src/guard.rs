@@ -1,9 +1,8 @@
 //! The reboot guard: while the volume is mounted, a reboot, halt, kexec,
 //! suspend or hibernate would lose its data (the key does not survive), so
 //! they are refused; a power-off, which is how a cloud stop arrives (the
-//! ACPI power button), still goes through, and so does a soft-reboot, which
-//! keeps the kernel and with it the key (ephemera.service mounts the volume
-//! again in the new userspace).
+//! ACPI power button), still goes through. A soft-reboot is refused like a
+//! reboot (see `REFUSED_UNITS`), though a forced one loses nothing.
 //!
 //! Three layers, each for a case the others miss (see docs in README):
 //! - runtime drop-ins that set `RefuseManualStart=yes` on the reboot and
@@ -38,9 +37,14 @@ const DROPIN: &str = "50-ephemera-guard.conf";
 /// Units whose start is refused while the guard is on: the targets, and
 /// the services behind them, which root could otherwise start directly.
 /// Not poweroff: the cloud's stop is an ACPI power button press, which must
-/// keep working. Not soft-reboot: it keeps the kernel, so the volume's key
-/// survives it and ephemera.service mounts the volume again afterwards.
+/// keep working. soft-reboot is refused too, although it loses nothing (it
+/// keeps the kernel and the key in it; ephemera.service mounts the volume
+/// again afterwards): logind checks a soft-reboot with a reboot's polkit
+/// actions and inhibitor, so the guard could not let one through without the
+/// other, and one rule for every restart is the one people can predict.
 pub const REFUSED_UNITS: &[&str] = &[
+    "soft-reboot.target",
+    "systemd-soft-reboot.service",
     "reboot.target",
     "kexec.target",
     "halt.target",
@@ -298,10 +302,7 @@ mod tests {
                 "{unit}: {desc}"
             );
         }
-        assert!(
-            !dropin(&host, "soft-reboot.target").exists(),
-            "a soft-reboot keeps the key: not refused"
-        );
+        assert!(dropin(&host, "soft-reboot.target").exists());
         let motd = std::fs::read_to_string(t.path().join(MOTD)).unwrap();
         assert!(motd.contains("ephemera guard release"), "{motd}");
         assert!(

@@ -243,20 +243,21 @@ if [[ $boot == 1 && $userspace == 1 ]]; then
   guard_checks "boot 1"
   fact status_guard "$(ephemera status --json 2>/dev/null | jq -c .guard)"
 
-  # --- soft-reboot: the kernel stays, and with it the volume's key.
+  # --- soft-reboot: refused like a reboot while guarded (logind checks it
+  # with a reboot's polkit actions and inhibitor); once it happens, the
+  # kernel stays, and with it the volume's key: the new userspace must find
+  # the volume with its data, and guard it again.
   if (($(systemctl --version | awk 'NR==1 {print $2}') >= 254)); then
+    refused "root: systemctl soft-reboot" systemctl soft-reboot
+    refused "root: systemctl start soft-reboot.target" systemctl start soft-reboot.target
+    refused "root: systemctl start systemd-soft-reboot.service" systemctl start systemd-soft-reboot.service
     sha256sum <"$MOUNT/check-boot1" >"$state/data.sha"
+    out=$(ephemera guard release 2>&1)
+    echo "# ephemera guard release before the soft-reboot: rc=$? $out"
     echo "EPH-SOFT-REBOOT"
     sync
     out=$(timeout 60 systemctl soft-reboot 2>&1)
-    rc=$?
-    echo "SOFTREBOOT plain rc=$rc: $(tr '\n' ' ' <<<"$out")"
-    if ((rc != 0)); then
-      # The guard's logind inhibitor holds every kind of shutdown; root
-      # overrides it for a soft-reboot, which loses nothing.
-      out=$(timeout 60 systemctl soft-reboot -i 2>&1)
-      echo "SOFTREBOOT -i rc=$?: $(tr '\n' ' ' <<<"$out")"
-    fi
+    echo "SOFTREBOOT rc=$?: $(tr '\n' ' ' <<<"$out")"
     sleep 120
     notok "the soft-reboot did not happen"
   fi
