@@ -139,6 +139,20 @@ kept_checks() { # kept_checks LABEL WANT_UUID
     test "$(ephemera status --json 2>/dev/null | jq -r '.state + " " + .earlier[0].luks_uuid')" = "earlier $2"
 }
 
+# What ops run on a kept volume: it must exit 0, and leave ephemera.service
+# active and the volume mounted.
+ops_command() { # ops_command NAME CMD...
+  local name=$1 out rc
+  shift
+  out=$("$@" 2>&1)
+  rc=$?
+  echo "$out" | sed "s/^/# $name: /"
+  check "$name exits 0" test "$rc" = 0
+  wait_settled ephemera.service
+  check "after $name: ephemera.service is active" test "$(systemctl show -P ActiveState ephemera.service)" = active
+  volume_checks "after $name"
+}
+
 still_up() { # no shutdown job queued, the manager not stopping
   local jobs
   sleep 2
@@ -339,13 +353,7 @@ old_uuid=$(cat "$state/luks_uuid.1")
 # --- boot 2: a reboot with escrow: kept, then recovered in place ------------------
 if [[ $boot == 2 ]]; then
   kept_checks "boot 2" "$old_uuid"
-  out=$(ephemera recover --private-key "$PRIVATE_KEY" 2>&1)
-  rc=$?
-  echo "$out" | sed 's/^/# recover: /'
-  check "recover in place exits 0" test "$rc" = 0
-  wait_settled ephemera.service
-  check "after recover: ephemera.service is active" test "$(systemctl show -P ActiveState ephemera.service)" = active
-  volume_checks "after recover"
+  ops_command recover ephemera recover --private-key "$PRIVATE_KEY"
   check "after recover: the same LUKS UUID" test "$luks_uuid" = "$old_uuid"
   check "after recover: boot 1's file is back" test "$(cat "$MOUNT/check-boot1" 2>&1)" = "written in boot 1"
   data_unit_checks "after recover"
@@ -358,13 +366,7 @@ fi
 # --- boot 3: kept again, then discarded: a new volume --------------------------------
 if [[ $boot == 3 ]]; then
   kept_checks "boot 3" "$old_uuid"
-  out=$(ephemera discard --luks-uuid "$old_uuid" 2>&1)
-  rc=$?
-  echo "$out" | sed 's/^/# discard: /'
-  check "discard exits 0" test "$rc" = 0
-  wait_settled ephemera.service
-  check "after discard: ephemera.service is active" test "$(systemctl show -P ActiveState ephemera.service)" = active
-  volume_checks "after discard"
+  ops_command discard ephemera discard --luks-uuid "$old_uuid"
   fact luks_uuid "$luks_uuid"
   check "after discard: a new LUKS UUID ($luks_uuid, boot 1: $old_uuid)" \
     test -n "$luks_uuid" -a "$luks_uuid" != "$old_uuid"
