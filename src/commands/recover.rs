@@ -17,7 +17,7 @@ use crate::lock::lock;
 use crate::plan::{self, Volume};
 use crate::probe::Probe;
 use crate::survey::survey;
-use crate::{escrow, luks, md, mount};
+use crate::{escrow, luks, md, modules, mount};
 
 /// This node's envelope for the one volume of an earlier boot on the disks.
 fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<PathBuf> {
@@ -119,6 +119,12 @@ fn open_and_mount(
         }
         members.push(host.dev(&d.name));
     }
+    // At boot a kept volume stops provision before it loads any module.
+    let mut mods = vec!["dm_mod", "dm_crypt"];
+    if env.raid.is_some() {
+        mods.extend(["md_mod", "raid0"]);
+    }
+    modules::ensure(host, &mods)?;
     let sk = escrow::load_private_key(private_key)?;
     let key = escrow::open(env, &sk)?;
     drop(sk);

@@ -305,8 +305,11 @@ if [[ $boot == 1 ]]; then
     eval '! grep -q "Interactive authentication required" <<<"$last_out"'
   refused "ops: systemctl reboot -i" su -l ops -c 'systemctl reboot -i'
   refused "root: systemctl reboot" systemctl reboot
+  # What root sees on a terminal (ssh): systemctl lists the inhibitors there.
+  refused "root, on a terminal: systemctl reboot" script -q -e -c 'systemctl reboot' /dev/null
   if (($(systemctl --version | awk 'NR==1 {print $2}') >= 256)); then
-    check "root's refusal names ephemera and the break-glass" eval "grep -q 'ephemera guard release' <<<\"\$last_out\""
+    check "root's refusal on a terminal names ephemera and the break-glass" \
+      eval "grep -q 'ephemera guard release' <<<\"\$last_out\""
   fi
   refused "root: reboot" reboot
   refused "root: shutdown -r now" shutdown -r now
