@@ -333,6 +333,10 @@ if [[ $boot == 1 ]]; then
   refused "root: systemctl suspend" systemctl suspend
   refused "root: systemctl start suspend.target" systemctl start suspend.target
   refused "root: systemctl start reboot.target" systemctl start reboot.target
+  # logind itself may refuse hibernation here (no resume= without EFI), so
+  # the targets are tried directly too: only the guard refuses those.
+  refused "root: systemctl start hybrid-sleep.target" systemctl start hybrid-sleep.target
+  refused "root: systemctl start suspend-then-hibernate.target" systemctl start suspend-then-hibernate.target
   for svc in systemd-reboot systemd-kexec systemd-halt systemd-suspend systemd-hibernate \
     systemd-hybrid-sleep systemd-suspend-then-hibernate; do
     refused "root: systemctl start $svc.service" systemctl start "$svc.service"
