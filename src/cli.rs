@@ -9,7 +9,7 @@ use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::probe::Blkid;
-use crate::{guard, key, luks, ops};
+use crate::{events, guard, key, luks, ops};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +66,15 @@ pub enum Command {
     },
     /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
     Teardown,
+    /// Pending maintenance events and interruptions, from IMDS (needs no root).
+    Events {
+        #[arg(long)]
+        json: bool,
+        /// Poll forever: warn once per new event, write the metrics, run the
+        /// hook (ephemera-events.service).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
         #[command(subcommand)]
@@ -130,11 +139,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json: as_json } => {
-            let s = ops::status(&host)?;
+            let mut s = ops::status(&host)?;
+            s.events = events::pending(&cfg.events.endpoint).0;
             if as_json {
                 println!("{}", json(&s)?);
             } else {
                 print!("{}", s.describe());
+                if !s.events.is_empty() {
+                    for line in events::describe(&s.events).lines() {
+                        println!("event: {line}");
+                    }
+                }
             }
         }
         Command::Recover {
@@ -151,6 +166,10 @@ pub fn run(cli: Cli) -> Result<()> {
             GuardAction::Hold => guard::hold(&host)?,
             GuardAction::Off => guard::off(&host)?,
         },
+        Command::Events {
+            json: as_json,
+            watch,
+        } => events::command(&cfg.events, &host, as_json, watch)?,
         Command::Teardown => {
             for line in ops::teardown(&host, &cfg, &Blkid)? {
                 tracing::info!("{line}");
