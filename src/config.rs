@@ -102,6 +102,8 @@ pub struct Events {
     pub hook: Option<PathBuf>,
     /// The hook is killed after this long.
     pub hook_timeout_secs: u64,
+    /// The watcher's record of the events it acted on.
+    pub seen_file: PathBuf,
 }
 
 impl Default for Config {
@@ -181,6 +183,7 @@ impl Default for Events {
             textfile: "/var/lib/prometheus/node-exporter/ephemera.prom".into(),
             hook: None,
             hook_timeout_secs: 60,
+            seen_file: "/run/ephemera/events-seen.json".into(),
         }
     }
 }
@@ -331,6 +334,7 @@ impl Events {
         if let Some(h) = &self.hook {
             absolute("events.hook", h)?;
         }
+        absolute("events.seen_file", &self.seen_file)?;
         if !(1..=3600).contains(&self.hook_timeout_secs) {
             return bad(
                 "hook_timeout_secs",
@@ -449,6 +453,7 @@ mod tests {
             textfile = ""
             hook = "/usr/local/sbin/drain"
             hook_timeout_secs = 30
+            seen_file = "/var/lib/ephemera/seen.json"
             "#,
         )
         .unwrap();
@@ -518,6 +523,7 @@ mod tests {
                 "events.hook_timeout_secs",
             ),
             ("[events]\npoll = 5", "poll"),
+            ("[events]\nseen_file = \"seen.json\"", "events.seen_file"),
             ("[disks", "test.toml:1"),
         ];
         for (text, needle) in cases {

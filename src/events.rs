@@ -27,10 +27,6 @@ pub const SCHEDULED_PATH: &str = "/latest/meta-data/events/maintenance/scheduled
 pub const SPOT_PATH: &str = "/latest/meta-data/spot/instance-action";
 pub const REBALANCE_PATH: &str = "/latest/meta-data/events/recommendations/rebalance";
 
-/// Where the watcher keeps the keys of the events it has acted on. Under
-/// /run: a restart of the watcher does not act twice, a reboot (which ends
-/// this volume anyway) starts afresh, and nothing of it is baked into an image.
-pub const SEEN_PATH: &str = "run/ephemera/events-seen.json";
 /// At most this many keys are kept (the oldest go first).
 const SEEN_MAX: usize = 4096;
 /// At most this many new events are acted on (warned about, hooked) per
@@ -428,7 +424,7 @@ pub fn command(cfg: &crate::config::Events, host: &Host, json: bool, watch: bool
             timeout: Duration::from_secs(cfg.hook_timeout_secs),
         });
         let imds = Imds::new(&cfg.endpoint, crate::imds::DEFAULT_TIMEOUT);
-        Watcher::new(imds, host.clone(), textfile, hook, host.path(SEEN_PATH))
+        Watcher::new(imds, host.clone(), textfile, hook, cfg.seen_file.clone())
             .run(Duration::from_secs(cfg.interval_secs));
     }
     let (events, p) = pending(&cfg.endpoint);
@@ -633,7 +629,10 @@ impl Hook {
 }
 
 /// The keys of the events already acted on, with when (seconds since the
-/// epoch), persisted in [`SEEN_PATH`].
+/// epoch), persisted in `events.seen_file`. Its default is under /run: a
+/// restart of the watcher does not act twice, a reboot (which ends this
+/// volume anyway, so the next one is a new replica) starts afresh, and
+/// nothing of it is baked into an image.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Seen(BTreeMap<String, i64>);
 

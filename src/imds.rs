@@ -137,7 +137,10 @@ impl Imds {
             .put(&url)
             .header(TTL_HEADER, TOKEN_TTL_SECS.to_string())
             .send_empty()
-            .map_err(|e| self.classify(&url, e))?;
+            .map_err(|e| match self.classify(&url, e) {
+                ImdsError::Failed(m) => ImdsError::NoToken(m),
+                e => e,
+            })?;
         let status = resp.status().as_u16();
         match status {
             200 => {}
