@@ -224,7 +224,7 @@ pub fn parse_scheduled(text: &str) -> (Vec<Event>, Vec<String>) {
 fn scheduled_one(v: serde_json::Value) -> Result<Option<Event>, String> {
     let raw: RawScheduled = serde_json::from_value(v).map_err(|e| e.to_string())?;
     let state = raw.state.as_deref().unwrap_or("").to_ascii_lowercase();
-    let desc = raw.description.as_deref().unwrap_or("");
+    let desc = one_line(raw.description.as_deref().unwrap_or(""), 256);
     if matches!(state.as_str(), "canceled" | "cancelled" | "completed")
         || desc.starts_with("[Canceled]")
         || desc.starts_with("[Completed]")
@@ -256,7 +256,7 @@ fn scheduled_one(v: serde_json::Value) -> Result<Option<Event>, String> {
         not_after,
         source: Source::Scheduled,
         id,
-        description: Some(one_line(desc, 256)).filter(|d| !d.is_empty()),
+        description: Some(desc).filter(|d| !d.is_empty()),
         not_before_unix: nb.unix_timestamp(),
     }))
 }
