@@ -8,8 +8,10 @@
 //! tests/system/guest/check.sh as a unit run on every boot.
 //!
 //! Boot 1 checks the volume, the root disk, the data unit's order, the escrow
-//! envelope and that reboot, halt, kexec, suspend and hibernate are refused;
-//! then it breaks the glass and reboots. Boot 2 (same disks) checks that a
+//! envelope, the events watcher (against the IMDS test server in the guest,
+//! its metrics as prometheus-node-exporter serves them, its hook) and that
+//! reboot, halt, kexec, suspend and hibernate are refused; then it breaks the
+//! glass and reboots. Boot 2 (same disks) checks that a
 //! fresh volume was made before the data unit, then waits for the ACPI power
 //! button, which must power the system off cleanly.
 //!
@@ -47,6 +49,23 @@ fn deb() -> &'static Path {
         assert!(deb.is_file(), "make deb made no {}", deb.display());
         eprintln!("system: make deb in {:?}", t.elapsed());
         deb
+    })
+}
+
+/// The IMDS test server as a program (examples/imds_server.rs), built once
+/// per test process; the guest gets it on the NoCloud seed volume.
+fn imds_server() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo).current_dir(repo()).args([
+            "build",
+            "--locked",
+            "--release",
+            "--example",
+            "imds_server",
+        ]));
+        repo().join("target/release/examples/imds_server")
     })
 }
 
@@ -136,7 +155,7 @@ fn test_user_data(img: &Image) -> String {
     let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
     let env = format!(
         "DATA_DISKS={}\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\n",
+         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nIMDS_PORT=8169\n",
         DATA_DISKS.len(),
         sample_file(),
         img.fact("root_partuuid"),
@@ -291,6 +310,9 @@ fn full_boot(suite: &str) {
     let pk = String::from_utf8(pk).unwrap();
     let seed = dir.join("seed");
     std::fs::create_dir_all(&seed).unwrap();
+    let imds = seed.join("imds_server");
+    std::fs::copy(imds_server(), &imds).unwrap();
+    run(Command::new("strip").arg(&imds));
     let user_data = multipart(&[
         example_user_data("data-service.yaml", &pk),
         test_user_data(&img),
