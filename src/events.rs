@@ -535,8 +535,11 @@ pub fn render_metrics(events: &[Event], h: &Health) -> String {
 }
 
 /// Writes `text` to `path` atomically: a temp file in the same directory,
-/// fsync, rename. node_exporter never reads half a file.
-pub fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+/// then rename, so that a reader (node_exporter) never sees half a file.
+/// `durable` adds an fsync before the rename, for what must survive a crash
+/// (the seen file); the metrics, rewritten every poll, skip it: an fsync
+/// every 10 s would be a disk write every 10 s for nothing.
+pub fn write_atomic(path: &Path, text: &str, mode: u32, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
@@ -551,7 +554,9 @@ pub fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -794,7 +799,7 @@ impl Watcher {
         if let Some(dir) = self.seen_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = write_atomic(&self.seen_path, &text, 0o600) {
+        if let Err(e) = write_atomic(&self.seen_path, &text, 0o600, true) {
             tracing::warn!(
                 "{}: {e}; a restart of the watcher would act on these events again",
                 self.seen_path.display()
@@ -823,7 +828,7 @@ impl Watcher {
                 .dm
                 .is_some_and(|d| d.mount.is_some()),
         };
-        if let Err(e) = write_atomic(path, &render_metrics(events, &health), 0o644) {
+        if let Err(e) = write_atomic(path, &render_metrics(events, &health), 0o644, false) {
             tracing::warn!("writing metrics to {}: {e}", path.display());
         }
     }
