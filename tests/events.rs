@@ -489,6 +489,28 @@ fn metrics_file_is_replaced_whole_and_readable() {
     assert_eq!(names, vec!["ephemera.prom".to_string()]);
 }
 
+/// `ephemera events --watch` with its stderr in DIR/stderr.
+fn spawn_watcher(cfg: &Path, dir: &Path) -> std::process::Child {
+    let errf = std::fs::File::create(dir.join("stderr")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ephemera"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["events", "--watch"])
+        .stderr(errf)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the server has answered `n` document reads; 30 s is a bound
+/// against a hang, not the assertion.
+fn wait_reads(srv: &ImdsServer, n: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while srv.with(|s| s.reads) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    srv.with(|s| s.reads) >= n
+}
+
 #[test]
 fn the_watch_command_warns_once_and_runs_the_hook() {
     let srv = server(&[REBOOT], None, None);
@@ -500,25 +522,12 @@ fn the_watch_command_warns_once_and_runs_the_hook() {
         &srv.endpoint(),
         &format!("interval_secs = 1\nhook = \"{}\"\n", hook.program.display()),
     );
-    let errf = std::fs::File::create(dir.path().join("stderr")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["events", "--watch"])
-        .stderr(errf)
-        .spawn()
-        .unwrap();
-    // Wait for three polls after the first (a bound against a hang, not the assertion).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while srv.with(|s| s.reads) < 12 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut child = spawn_watcher(&cfg, dir.path());
+    // Three polls after the first (3 reads each).
+    let polled = wait_reads(&srv, 12);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        srv.with(|s| s.reads) >= 12,
-        "the watcher did not poll 4 times"
-    );
+    assert!(polled, "the watcher did not poll 4 times");
     let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
@@ -548,4 +557,38 @@ fn status_json_carries_the_events() {
         events::data_loss(Source::Scheduled, "system-reboot"),
         ev[0]["data_loss"]
     );
+}
+
+#[test]
+fn the_watcher_logs_a_bad_document_once_and_its_recovery_once() {
+    let srv = ImdsServer::start(
+        Scenario {
+            scheduled: "[{\"Code\": \"system-reboot\", \"NotBefore\": \"tomorrow\"}]".into(),
+            ..Scenario::default()
+        },
+        0,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &srv.endpoint(), "interval_secs = 1\n");
+    let mut child = spawn_watcher(&cfg, dir.path());
+    // Each poll reads 3 documents: 4 bad polls, then 3 good ones.
+    let bad_polls_done = wait_reads(&srv, 12);
+    srv.with(|s| s.scheduled = "[]".into());
+    let reads = srv.with(|s| s.reads);
+    let good_polls_done = wait_reads(&srv, reads + 9);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        bad_polls_done && good_polls_done,
+        "the watcher did not poll"
+    );
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let bad: Vec<&str> = err.lines().filter(|l| l.contains("NotBefore")).collect();
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(
+        bad[0].contains("WARN") && bad[0].contains("element 0"),
+        "{err}"
+    );
+    assert_eq!(err.matches("IMDS answers").count(), 1, "{err}");
+    assert!(!err.contains("THIS DESTROYS"), "{err}");
 }
