@@ -60,13 +60,15 @@ cargo deny --offline --locked check advisories bans licenses sources ||
 ids=$(python3 -c 'import tomllib,sys; print(" ".join(e["id"] for e in tomllib.load(open("deny.toml","rb"))["advisories"].get("ignore", [])))')
 if [[ -n $ids ]]; then
   control=$repo/target/advisory-dbs/deny-no-ignores.toml
-  python3 - deny.toml "$control" <<'PY'
+  python3 - deny.toml "$control" "$dbs" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 text = re.sub(r"(?ms)^ignore = \[.*?^\]\n", "ignore = []\n", text)
+# db-path is relative to the config file's folder: make it absolute.
+text = text.replace('db-path = "target/advisory-dbs"', 'db-path = "%s"' % sys.argv[3])
 open(sys.argv[2], "w").write(text)
 PY
-  out=$(cargo deny --offline --locked check --config "$control" advisories 2>&1 || true)
+  out=$(cargo deny --offline --locked --config "$control" check advisories 2>&1 || true)
   for id in $ids; do
     grep -q "$id" <<<"$out" || die "control: $id is ignored in deny.toml but no longer reported; drop the ignore or check the database"
   done
