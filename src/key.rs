@@ -106,11 +106,51 @@ impl std::fmt::Debug for VolumeKey {
     }
 }
 
-/// Makes this process undumpable: no core file, no ptrace by non-root, and
-/// `/proc/PID/mem` closed to others, for as long as a key may be in memory.
+/// Hardens this process for as long as a key may be in memory (called before
+/// the key is made or decrypted, by `provision` and `recover`):
+/// - `PR_SET_DUMPABLE` 0: no ptrace by non-root, `/proc/PID/mem` closed to
+///   others, and no core file while `fs.suid_dumpable` is 0;
+/// - `RLIMIT_CORE` 0: no core file when `fs.suid_dumpable` is 2 (what
+///   systemd-coredump's sysctl file and apport set) and `core_pattern` is a
+///   file; systemd-coredump honours it for its pipe too;
+/// - `/proc/self/coredump_filter` 0: a core piped to a handler anyway (the
+///   kernel ignores `RLIMIT_CORE` for pipes) carries no anonymous or file
+///   memory, so none of the key's copies: not libcryptsetup's, which lives
+///   in its ordinary heap while a context is open, nor the `rsa` crate's
+///   temporaries, which its API gives no way to wipe;
+/// - `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: no page of the
+///   process, those copies included, is ever written to swap. ONFAULT locks
+///   pages as they are touched, so thread stacks are not filled in up
+///   front. Child processes (mkfs) are not locked: mlockall is not inherited.
 pub fn harden_process() -> Result<()> {
+    let fail = |what: &str, e: std::io::Error| Error::Failed(format!("{what}: {e}"));
     nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| Error::Failed(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))
+        .map_err(|e| Error::Failed(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
+    let zero = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(fail(
+            "setrlimit(RLIMIT_CORE, 0)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    std::fs::write("/proc/self/coredump_filter", "0")
+        .map_err(|e| fail("writing 0 to /proc/self/coredump_filter", e))?;
+    let flags = nix::libc::MCL_CURRENT | nix::libc::MCL_FUTURE;
+    // SAFETY: mlockall takes flags only.
+    if unsafe { nix::libc::mlockall(flags | nix::libc::MCL_ONFAULT) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // Kernels before 4.4 lack MCL_ONFAULT: lock everything up front.
+        // SAFETY: as above.
+        if e.raw_os_error() != Some(nix::libc::EINVAL) || unsafe { nix::libc::mlockall(flags) } != 0
+        {
+            return Err(fail("mlockall", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
