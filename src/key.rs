@@ -107,17 +107,20 @@ impl std::fmt::Debug for VolumeKey {
 }
 
 /// Hardens this process for as long as a key may be in memory (called before
-/// the key is made or decrypted, by `provision` and `recover`):
-/// - `PR_SET_DUMPABLE` 0: no ptrace by non-root, `/proc/PID/mem` closed to
-///   others, and no core file while `fs.suid_dumpable` is 0;
-/// - `RLIMIT_CORE` 0: no core file when `fs.suid_dumpable` is 2 (what
-///   systemd-coredump's sysctl file and apport set) and `core_pattern` is a
-///   file; systemd-coredump honours it for its pipe too;
-/// - `/proc/self/coredump_filter` 0: a core piped to a handler anyway (the
-///   kernel ignores `RLIMIT_CORE` for pipes) carries no anonymous or file
-///   memory, so none of the key's copies: not libcryptsetup's, which lives
-///   in its ordinary heap while a context is open, nor the `rsa` crate's
-///   temporaries, which its API gives no way to wipe;
+/// the key is made or decrypted, by `provision` and `recover`). Layers, each
+/// covering the case the one before does not:
+/// - `PR_SET_DUMPABLE` 0: no core at all, whatever `fs.suid_dumpable` says
+///   (that sysctl is the value the kernel gives `dumpable` on a credential
+///   change; it does not override an explicit 0: the core-dump fault test
+///   sees no core with `fs.suid_dumpable=2` and a piped `core_pattern`); also
+///   no ptrace by non-root and `/proc/PID/mem` closed to others;
+/// - should `dumpable` ever be reset (a credential change in a later
+///   version or a library): `RLIMIT_CORE` 0 stops a core file, and
+///   `/proc/self/coredump_filter` 0 leaves a core piped to a handler (the
+///   kernel ignores `RLIMIT_CORE` for pipes) with no anonymous or file
+///   memory, so none of the key's copies: libcryptsetup's, in its ordinary
+///   heap while a context is open, nor the `rsa` crate's temporaries, which
+///   its API gives no way to wipe;
 /// - `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: no page of the
 ///   process, those copies included, is ever written to swap. ONFAULT locks
 ///   pages as they are touched, so thread stacks are not filled in up

@@ -888,15 +888,25 @@ fn crash_cores_hold_no_key() {
         "after-mkfs",
         "after-mount",
     ];
-    let (mut scanned, mut with_key, mut hits, mut memory) = (0, 0, 0, 0);
+    // Every run crashed at its failpoint (the guest checks the exit status
+    // and the last failpoint reached).
+    let result = result_line(&log, "CORE-RESULT");
+    assert_eq!(result[0], ("crashed".to_string(), 8), "{result:?}");
+    // A core that reaches the pipe anyway (none should: PR_SET_DUMPABLE 0
+    // stops the dump whatever fs.suid_dumpable says) must carry no process
+    // memory, only the kernel's always-dumped vDSO and vvar pages (24 KiB on
+    // Debian 12's kernel; a dumpable ephemera's core is about 6 MiB), and no
+    // form of the key where the run escrowed it.
+    let (mut cores, mut with_key, mut hits, mut memory) = (0, 0, 0, 0);
     for p in points {
-        let core = std::fs::read(out.join(format!("{p}.core")))
-            .unwrap_or_else(|e| panic!("no core from the crash at {p}: {e}"));
-        scanned += 1;
+        let Ok(core) = std::fs::read(out.join(format!("{p}.core"))) else {
+            eprintln!("crash at {p}: no core");
+            continue;
+        };
+        cores += 1;
         let mem = core_memory_bytes(&core);
         eprintln!("core at {p}: {} bytes, {mem} bytes of memory", core.len());
         memory += mem;
-        // The key, where the run escrowed it before crashing.
         let env_path = out.join(format!("{p}.escrow.json"));
         if let Ok(text) = std::fs::read_to_string(&env_path) {
             let env: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -917,21 +927,21 @@ fn crash_cores_hold_no_key() {
             }
         }
     }
-    // Where the key is not known (it was never escrowed), the core itself
-    // must carry no process memory: only the kernel's always-dumped vDSO
-    // pages (a few KiB), not the heap or stacks that the control's core has.
     let control_mem = core_memory_bytes(&control);
-    figure("core_dumps_scanned", scanned);
+    figure("core_crashes", points.len());
+    figure("core_dumps_written", cores);
     figure("core_dumps_with_known_key", with_key);
     figure("core_key_forms_searched", key_forms(&[0u8; 64]).len());
     figure("core_key_hits", hits);
     figure("core_memory_bytes_total", memory);
     figure("control_core_memory_bytes", control_mem);
-    assert_eq!(scanned, 8);
-    assert!(with_key >= 3, "only {with_key} runs escrowed a key");
+    assert!(
+        control_mem > 64 * 1024,
+        "the control's core carries {control_mem} bytes of memory"
+    );
     assert_eq!(hits, 0, "the volume key is in a core dump");
     assert!(
-        memory <= 8 * 16 * 1024 && control_mem > 64 * 1024,
+        memory <= cores as u64 * 32 * 1024,
         "ephemera's cores carry {memory} bytes of memory (the control's: {control_mem})"
     );
 }
