@@ -163,6 +163,12 @@ pub struct Header {
     pub raid: Option<RaidInfo>,
 }
 
+/// Encrypts the key to `to`. The copies this makes, and how long they live
+/// (rsa 0.9.10): the OAEP-encoded block and its `BigUint` are `Zeroizing`
+/// inside the crate and wiped before `encrypt` returns; the temporaries of
+/// the modular exponentiation (num-bigint-dig) are freed unwiped, and the
+/// crate's API offers no hook to reach them. They live only during this
+/// call, in memory that `key::harden_process` keeps out of swap and cores.
 pub fn seal(key: &VolumeKey, to: &RsaPublicKey, h: Header) -> Result<Envelope> {
     let ct = to
         .encrypt(
@@ -306,7 +312,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Envelope> {
     Ok(env)
 }
 
-/// Decrypts the envelope's key into locked memory.
+/// Decrypts the envelope's key into locked memory. rsa 0.9.10 wipes its own
+/// decrypted `BigUint` and encoded block; the plaintext `Vec` it returns is
+/// wrapped in `Zeroizing` at once and moved into the locked page by
+/// `VolumeKey::take`, which wipes it. The private key zeroizes itself on drop.
 pub fn open(env: &Envelope, key: &RsaPrivateKey) -> Result<VolumeKey> {
     let fp = fingerprint(&key.to_public_key())?;
     if fp != env.recipient.key_fingerprint {
