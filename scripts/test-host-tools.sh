@@ -8,7 +8,8 @@
 #      reproduces the defect;
 #   2. scripts/host-tools.sh all: installs every host package in one transaction;
 #   3. scripts/host-tools.sh --check all, then each QEMU tool runs and
-#      qemu-utils is still installed, at qemu-system-x86's version.
+#      qemu-utils is still installed, at qemu-system-x86's version;
+#   4. with socat removed, --check fails with one line naming it and its package.
 # The chroot tarball is cached by its inputs in target/host-tools-proof/; the
 # packages host-tools.sh fetches are cached there too. Mounts happen in a
 # private mount namespace (unshare) and vanish with it.
@@ -86,5 +87,14 @@ after=$(inroot dpkg-query -W -f='${Version}' qemu-utils)
 sys=$(inroot dpkg-query -W -f='${Version}' qemu-system-x86)
 [[ $after == "$sys" ]] || { echo "test-host-tools: FAIL: qemu-utils $after, qemu-system-x86 $sys" >&2; exit 1; }
 echo "test-host-tools: qemu-utils $after and qemu-system-x86 $sys" >&2
+
+# 4. A tool that goes missing: one line naming the tool and its package.
+inroot dpkg -r socat >/dev/null 2>&1
+if msg=$(inroot /tmp/ephemera/host-tools.sh --check system 2>&1); then
+  echo "test-host-tools: FAIL: --check passed without socat" >&2; exit 1
+fi
+[[ $(wc -l <<<"$msg") == 1 && $msg == *"socat missing: install the Debian package socat"* ]] ||
+  { echo "test-host-tools: FAIL: --check without socat said: $msg" >&2; exit 1; }
+echo "test-host-tools: without socat: $msg" >&2
 EOF
 log "PASS: a fresh $suite with a backports qemu-utils got every host tool from scripts/host-tools.sh ($((SECONDS - start)) s)"
