@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::apply::{self, Outcome};
+use crate::commands::provision::{self, Outcome};
+use crate::commands::{erase, recover, status};
 use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::probe::Blkid;
-use crate::{guard, key, luks, ops};
+use crate::{guard, key, luks};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +40,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Make, open and mount the encrypted volume (does nothing if it is mounted already).
+    /// Make, open and mount the encrypted volume; mount it again if it is open
+    /// but not mounted; keep a readable volume of an earlier boot (exit 5).
     Provision {
         /// Overwrite disks that hold foreign signatures.
         #[arg(long)]
@@ -57,12 +59,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reopen a volume from its escrow envelope after the key was lost.
+    /// Reopen a volume from its escrow envelope after the key was lost, mount
+    /// it at mount.path and, on the node, start ephemera.service again.
     Recover {
+        /// The envelope; by default this node's envelope for the volume on the disks.
         #[arg(long, value_name = "FILE")]
-        escrow: PathBuf,
+        escrow: Option<PathBuf>,
+        /// The escrow private key (PEM). Never put it in the config.
         #[arg(long, value_name = "FILE")]
         private_key: PathBuf,
+    },
+    /// Erase a volume of an earlier boot on purpose; on the node, ephemera.service
+    /// then makes a new one (elsewhere, the next provision does).
+    Discard {
+        /// The LUKS UUID of the volume to erase, as `ephemera status` shows it.
+        #[arg(long, value_name = "UUID")]
+        luks_uuid: String,
     },
     /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
     Teardown,
@@ -105,14 +117,34 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    let cfg = load_config(&cli)?;
     let host = Host::default();
     luks::forward_logs();
+    // The guard needs no config: its break-glass must work whatever the
+    // config file holds, and so must its ExecStopPost.
+    if let Command::Guard { action } = &cli.command {
+        return match action {
+            GuardAction::Release => guard::release(&host),
+            GuardAction::On => guard::on(&host),
+            GuardAction::Hold => guard::hold(&host),
+            GuardAction::Off => guard::off(&host),
+        };
+    }
+    // `status` reports what it can with a broken config, saying so.
+    let cfg = match (&cli.command, load_config(&cli)) {
+        (Command::Status { .. }, Err(e)) => {
+            tracing::warn!("{e}; reporting with the default settings");
+            Config::default()
+        }
+        (_, c) => c?,
+    };
     match cli.command {
         Command::Provision { force } => {
             key::harden_process()?;
-            match apply::provision(&host, &cfg, &Blkid, force)? {
-                Outcome::Created { .. } | Outcome::AlreadyProvisioned | Outcome::NothingToDo => {}
+            match provision::provision(&host, &cfg, &Blkid, force)? {
+                Outcome::Created { .. }
+                | Outcome::Remounted
+                | Outcome::AlreadyProvisioned
+                | Outcome::NothingToDo => {}
             }
         }
         Command::Plan {
@@ -122,7 +154,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(k) = &cfg.escrow.public_key {
                 crate::escrow::load_public_key(k)?;
             }
-            let (_, p) = apply::make_plan(&host, &cfg, &Blkid, force)?;
+            let (_, p) = provision::make_plan(&host, &cfg, &Blkid, force)?;
             if as_json {
                 println!("{}", json(&p)?);
             } else {
@@ -130,7 +162,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json: as_json } => {
-            let s = ops::status(&host)?;
+            let s = status::status(&host, &cfg, &Blkid)?;
             if as_json {
                 println!("{}", json(&s)?);
             } else {
@@ -142,17 +174,14 @@ pub fn run(cli: Cli) -> Result<()> {
             private_key,
         } => {
             key::harden_process()?;
-            let mount_at = cfg.mount.path.clone();
-            ops::recover(&host, &cfg, &escrow, &private_key, &mount_at)?;
+            recover::recover(&host, &cfg, &Blkid, escrow.as_deref(), &private_key)?;
         }
-        Command::Guard { action } => match action {
-            GuardAction::Release => guard::release(&host)?,
-            GuardAction::On => guard::on(&host)?,
-            GuardAction::Hold => guard::hold(&host)?,
-            GuardAction::Off => guard::off(&host)?,
-        },
+        Command::Discard { luks_uuid } => {
+            erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;
+        }
+        Command::Guard { .. } => unreachable!("handled above"),
         Command::Teardown => {
-            for line in ops::teardown(&host, &cfg, &Blkid)? {
+            for line in erase::teardown(&host, &cfg, &Blkid)? {
                 tracing::info!("{line}");
             }
         }

@@ -17,9 +17,14 @@ pub const DEFAULT_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExisting {
-    /// ephemera's own header from an earlier boot: make a new volume.
+    /// A volume from an earlier boot that can still be read (this node holds
+    /// an escrow envelope for it) is left untouched and provision exits 5;
+    /// one that nothing can read is replaced by a new volume.
+    Keep,
+    /// A volume from an earlier boot is always replaced by a new one, even
+    /// when an escrow envelope could still open it.
     Reformat,
-    /// ephemera's own header from an earlier boot: refuse.
+    /// A volume from an earlier boot: refuse (exit 3), whatever it is.
     Fail,
 }
 
@@ -53,8 +58,8 @@ pub struct Raid {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Luks {
-    /// cryptsetup notation: `cipher-chainmode-ivmode`.
-    pub cipher: String,
+    /// cryptsetup notation: `cipher-chainmode-ivmode`, parsed once, here.
+    pub cipher: CipherSpec,
     pub key_bits: u32,
     pub sector_size: u32,
     /// Pass discards through dm-crypt (off: TRIM patterns leak which blocks are used).
@@ -93,7 +98,7 @@ pub struct Escrow {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            on_existing: OnExisting::Reformat,
+            on_existing: OnExisting::Keep,
             disks: Disks::default(),
             raid: Raid::default(),
             luks: Luks::default(),
@@ -122,7 +127,7 @@ impl Default for Raid {
 impl Default for Luks {
     fn default() -> Self {
         Luks {
-            cipher: "twofish-xts-plain64".into(),
+            cipher: CipherSpec::parse("twofish-xts-plain64").expect("the default cipher"),
             key_bits: 512,
             sector_size: 4096,
             discards: false,
@@ -226,8 +231,6 @@ impl Config {
                 format!("{c} is not a power of two between 4 and 1048576"),
             );
         }
-        CipherSpec::parse(&self.luks.cipher)
-            .map_err(|why| Error::Usage(format!("config luks.cipher: {why}")))?;
         if ![128, 256, 384, 512].contains(&self.luks.key_bits) {
             return bad(
                 "luks.key_bits",
@@ -300,8 +303,10 @@ fn absolute(key: &str, p: &Path) -> Result<()> {
 }
 
 /// A cipher in cryptsetup notation, split the way libcryptsetup wants it and
-/// named the way the kernel crypto API knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// named the way the kernel crypto API knows it. The config file holds it as
+/// one string; a bad one fails the parse, with the key and line named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CipherSpec {
     /// `twofish`
     pub cipher: String,
@@ -325,15 +330,33 @@ impl CipherSpec {
                 })
             }
             _ => Err(format!(
-                "{s:?} is not cryptsetup cipher notation (for example twofish-xts-plain64)"
+                "luks.cipher {s:?} is not cryptsetup cipher notation (for example twofish-xts-plain64)"
             )),
         }
+    }
+
+    /// `twofish-xts-plain64`, as cryptsetup and the escrow envelope write it.
+    pub fn notation(&self) -> String {
+        format!("{}-{}", self.cipher, self.mode)
     }
 
     /// The kernel crypto API name dm-crypt will ask for: `xts(twofish)`.
     pub fn kernel_name(&self) -> String {
         let chain = self.mode.split('-').next().unwrap_or(&self.mode);
         format!("{chain}({})", self.cipher)
+    }
+}
+
+impl TryFrom<String> for CipherSpec {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<CipherSpec, String> {
+        CipherSpec::parse(&s)
+    }
+}
+
+impl From<CipherSpec> for String {
+    fn from(c: CipherSpec) -> String {
+        c.notation()
     }
 }
 
@@ -358,7 +381,8 @@ mod tests {
     fn empty_file_is_all_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.luks.cipher, "twofish-xts-plain64");
+        assert_eq!(c.luks.cipher.notation(), "twofish-xts-plain64");
+        assert_eq!(c.on_existing, OnExisting::Keep);
         assert_eq!(c.raid.chunk_kib, 256);
         assert_eq!(c.mount.path, Path::new("/mnt/ephemeral"));
         assert_eq!(c.disks.min_disks, 1);

@@ -17,6 +17,11 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
 /// Another ephemera run held the lock for longer than the wait bound.
 pub const EXIT_BUSY: u8 = 4;
+/// A volume from an earlier boot that can still be read (an escrow envelope
+/// for it is on this node) was found and left untouched: nothing was written
+/// or mounted. Services that require ephemera.service do not start. Ops
+/// recover it (`ephemera recover`) or discard it (`ephemera discard`).
+pub const EXIT_KEPT: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,6 +34,9 @@ pub enum Error {
     /// Another run holds the lock.
     #[error("{0}")]
     Busy(String),
+    /// A readable volume from an earlier boot was kept, untouched.
+    #[error("{0}")]
+    Kept(String),
     /// An I/O error with the file or device it concerned.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -48,6 +56,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::Refused(_) => EXIT_REFUSED,
             Error::Busy(_) => EXIT_BUSY,
+            Error::Kept(_) => EXIT_KEPT,
             Error::Io { .. } | Error::Failed(_) => EXIT_FAILED,
         }
     }

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::key::VolumeKey;
 use crate::md;
 
@@ -378,6 +379,39 @@ pub fn write(env: &Envelope, path: &Path) -> Result<()> {
     })
 }
 
+/// Where the envelope of the volume `luks_uuid` is kept besides `path`:
+/// `escrow.json` -> `escrow.<LUKS UUID>.json`, in the same directory.
+/// `path` names the newest volume's envelope; these copies, one per volume,
+/// are never overwritten, and ephemera never deletes them.
+pub fn path_for(path: &Path, luks_uuid: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{luks_uuid}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{luks_uuid}"),
+    };
+    path.with_file_name(name)
+}
+
+/// This node's envelope for the volume `luks_uuid`: its own copy, or
+/// `path` when that names this volume (envelopes written before the copies
+/// existed). Reads through the host root; `None` when there is none.
+pub fn find_envelope(host: &Host, path: &Path, luks_uuid: &str) -> Option<PathBuf> {
+    let own = path_for(path, luks_uuid);
+    if host.abs(&own).is_file() {
+        return Some(own);
+    }
+    let text = std::fs::read_to_string(host.abs(path)).ok()?;
+    let env = parse(&text, path).ok()?;
+    (env.luks_uuid == luks_uuid).then(|| path.to_path_buf())
+}
+
+/// Writes the envelope to `path` and to its copy named by the LUKS UUID.
+/// The copy goes first: an envelope at `path` always has its copy.
+pub fn store(env: &Envelope, path: &Path) -> Result<()> {
+    write(env, &path_for(path, &env.luks_uuid))?;
+    write(env, path)
+}
+
 /// The envelope as console lines, between markers that ops can grep for.
 pub fn console_text(env: &Envelope) -> Result<String> {
     let json = serde_json::to_string(env)
@@ -411,6 +445,57 @@ mod tests {
                 chunk_kib: 256,
             }),
         }
+    }
+
+    #[test]
+    fn envelopes_are_kept_per_luks_uuid() {
+        let t = tempfile::tempdir().unwrap();
+        let host = Host::new(t.path());
+        let path = Path::new("/var/lib/ephemera/escrow.json");
+        assert_eq!(
+            path_for(path, "00000000-0000-4000-8000-000000000001"),
+            Path::new("/var/lib/ephemera/escrow.00000000-0000-4000-8000-000000000001.json")
+        );
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000001"),
+            None
+        );
+        let sk = keypair(2048);
+        let key = VolumeKey::generate(512).unwrap();
+        let mut env = seal(&key, &sk.to_public_key(), header()).unwrap();
+        env.luks_uuid = "00000000-0000-4000-8000-000000000001".into();
+        let real = host.abs(path);
+        store(&env, &real).unwrap();
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000001").as_deref(),
+            Some(Path::new(
+                "/var/lib/ephemera/escrow.00000000-0000-4000-8000-000000000001.json"
+            ))
+        );
+        // A newer volume: escrow.json names it, u-1's copy stays as it was.
+        let first =
+            std::fs::read(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001")))
+                .unwrap();
+        env.luks_uuid = "00000000-0000-4000-8000-000000000002".into();
+        store(&env, &real).unwrap();
+        assert_eq!(
+            std::fs::read(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001")))
+                .unwrap(),
+            first
+        );
+        assert!(find_envelope(&host, path, "00000000-0000-4000-8000-000000000002").is_some());
+        assert!(find_envelope(&host, path, "00000000-0000-4000-8000-000000000001").is_some());
+        // An envelope written before the copies existed: escrow.json alone.
+        std::fs::remove_file(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000002")))
+            .unwrap();
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000002").as_deref(),
+            Some(path)
+        );
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000003"),
+            None
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The reboot guard: while the volume is mounted, a reboot, halt, kexec,
 //! suspend or hibernate would lose its data (the key does not survive), so
 //! they are refused; a power-off, which is how a cloud stop arrives (the
-//! ACPI power button), still goes through.
+//! ACPI power button), still goes through. A soft-reboot is refused like a
+//! reboot (see `REFUSED_UNITS`), though a forced one loses nothing.
 //!
 //! Three layers, each for a case the others miss (see docs in README):
 //! - runtime drop-ins that set `RefuseManualStart=yes` on the reboot and
-//!   sleep targets, which systemd enforces for every caller, root included,
-//!   on every systemd version (root skips inhibitors before systemd 256);
+//!   sleep targets and their services, which systemd enforces for every
+//!   caller, root included, on every systemd version (root skips inhibitors
+//!   before systemd 256), with a description that names ephemera, and a
+//!   login message in /run/motd.d;
 //! - a logind block inhibitor (`systemd-inhibit` in ephemera-guard.service),
 //!   whose reason systemctl shows to the operator;
 //! - a polkit rule that denies logind's reboot, power-off, halt, suspend and
@@ -31,9 +34,17 @@ pub const UNIT: &str = "ephemera-guard.service";
 pub const MARKER: &str = "run/ephemera/guard";
 const DROPIN: &str = "50-ephemera-guard.conf";
 
-/// Targets whose start is refused while the guard is on. Not poweroff: the
-/// cloud's stop is an ACPI power button press, which must keep working.
-pub const REFUSED_TARGETS: &[&str] = &[
+/// Units whose start is refused while the guard is on: the targets, and
+/// the services behind them, which root could otherwise start directly.
+/// Not poweroff: the cloud's stop is an ACPI power button press, which must
+/// keep working. soft-reboot is refused too, although it loses nothing (it
+/// keeps the kernel and the key in it; ephemera.service mounts the volume
+/// again afterwards): logind checks a soft-reboot with a reboot's polkit
+/// actions and inhibitor, so the guard could not let one through without the
+/// other, and one rule for every restart is the one people can predict.
+pub const REFUSED_UNITS: &[&str] = &[
+    "soft-reboot.target",
+    "systemd-soft-reboot.service",
     "reboot.target",
     "kexec.target",
     "halt.target",
@@ -42,12 +53,43 @@ pub const REFUSED_TARGETS: &[&str] = &[
     "hibernate.target",
     "hybrid-sleep.target",
     "suspend-then-hibernate.target",
+    "systemd-reboot.service",
+    "systemd-kexec.service",
+    "systemd-halt.service",
+    "systemd-suspend.service",
+    "systemd-hibernate.service",
+    "systemd-hybrid-sleep.service",
+    "systemd-suspend-then-hibernate.service",
 ];
 
-const DROPIN_TEXT: &str = "# Written by ephemera guard on; removed by ephemera guard off.\n\
-# The encrypted volume's key is gone after a reboot, and its data with it.\n\
-# Break glass: ephemera guard release\n\
-[Unit]\nRefuseManualStart=yes\n";
+/// What a refusal names. systemd's own refusal message on systemd 252
+/// ("may be requested by dependency only") cannot say more, so the name
+/// and the break-glass are where root looks next: the unit's description
+/// (`systemctl status reboot.target`), the login message and the journal.
+const WHY: &str = "the encrypted volume's key is gone after a reboot, and its data with it";
+const BREAK_GLASS: &str = "sudo ephemera guard release";
+
+fn dropin_text(unit: &str) -> String {
+    format!(
+        "# Written by ephemera guard on; removed by ephemera guard off.\n\
+         # The encrypted volume's key is gone after a reboot, and its data with it.\n\
+         # Break glass: {BREAK_GLASS}\n\
+         [Unit]\n\
+         Description={unit}: REFUSED by the ephemera reboot guard ({WHY}; break glass: {BREAK_GLASS})\n\
+         RefuseManualStart=yes\n"
+    )
+}
+
+/// The login message (pam_motd reads /run/motd.d).
+const MOTD: &str = "run/motd.d/ephemera-guard";
+
+fn motd_text() -> String {
+    format!(
+        "ephemera reboot guard ON: reboot, halt, kexec, suspend and hibernate are refused,\n\
+         because {WHY}. A power-off (a stop from the cloud console) still works.\n\
+         Break glass: {BREAK_GLASS}\n"
+    )
+}
 
 fn units_dir(host: &Host) -> PathBuf {
     host.path("run/systemd/system")
@@ -74,11 +116,11 @@ pub fn install(host: &Host) -> Result<bool> {
     if !volume_mounted(host) {
         return Ok(false);
     }
-    for t in REFUSED_TARGETS {
+    for t in REFUSED_UNITS {
         let p = dropin(host, t);
         let dir = p.parent().expect("drop-in dir");
         std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-        std::fs::write(&p, DROPIN_TEXT).map_err(Error::io("writing", &p))?;
+        std::fs::write(&p, dropin_text(t)).map_err(Error::io("writing", &p))?;
     }
     // Ctrl-Alt-Del starts reboot.target from inside systemd, past
     // RefuseManualStart: mask it for the runtime.
@@ -89,6 +131,10 @@ pub fn install(host: &Host) -> Result<bool> {
     let dir = marker.parent().expect("marker dir");
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
     std::fs::write(&marker, "reboot guard on\n").map_err(Error::io("writing", &marker))?;
+    let motd = host.path(MOTD);
+    let dir = motd.parent().expect("motd dir");
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    std::fs::write(&motd, motd_text()).map_err(Error::io("writing", &motd))?;
     Ok(true)
 }
 
@@ -105,7 +151,7 @@ pub fn uninstall(host: &Host) -> Result<bool> {
             Err(e) => Err(Error::io("removing", p)(e)),
         }
     };
-    for t in REFUSED_TARGETS {
+    for t in REFUSED_UNITS {
         let p = dropin(host, t);
         rm(&p)?;
         let _ = std::fs::remove_dir(p.parent().expect("drop-in dir"));
@@ -114,18 +160,30 @@ pub fn uninstall(host: &Host) -> Result<bool> {
     if std::fs::read_link(&cad).is_ok_and(|t| t == Path::new("/dev/null")) {
         rm(&cad)?;
     }
+    rm(&host.path(MOTD))?;
     rm(&host.path(MARKER))?;
     Ok(removed)
 }
 
-fn daemon_reload() -> Result<()> {
+/// systemd is PID 1. (Not sd_booted's /run/systemd/system test: `install`
+/// creates that directory for its drop-ins.)
+pub fn systemd_runs(host: &Host) -> bool {
+    host.attr(&host.path("proc/1/comm")).as_deref() == Some("systemd")
+}
+
+/// Makes systemd read the drop-ins; nothing to do where systemd does not
+/// run (a rescue shell, the test initramfs).
+fn daemon_reload(host: &Host) -> Result<()> {
+    if !systemd_runs(host) {
+        return Ok(());
+    }
     cmd::run("reloading systemd", "systemctl", &["daemon-reload"]).map(drop)
 }
 
 /// `ephemera guard on`, the unit's ExecStartPre.
 pub fn on(host: &Host) -> Result<()> {
     if install(host)? {
-        daemon_reload()?;
+        daemon_reload(host)?;
         tracing::info!(
             "reboot guard on: reboot, halt, suspend and hibernate are refused while /dev/mapper/{DM_NAME} is mounted; \
              power-off (a cloud stop) still works; break glass with `ephemera guard release`"
@@ -148,7 +206,7 @@ pub fn off(host: &Host) -> Result<()> {
         )
         .unwrap_or_else(|e| e.to_string());
         if !state.contains("stopping") {
-            daemon_reload()?;
+            daemon_reload(host)?;
         }
         tracing::info!("reboot guard off: reboot and shutdown work normally");
     }
@@ -188,7 +246,7 @@ pub fn hold(host: &Host) -> Result<()> {
 
 /// `ephemera guard release`: the break-glass.
 pub fn release(host: &Host) -> Result<()> {
-    if cmd::find("systemctl").is_ok() && host.path("run/systemd/system").exists() {
+    if systemd_runs(host) {
         cmd::run(&format!("stopping {UNIT}"), "systemctl", &["stop", UNIT])?;
     }
     // Also when the unit was not running (or systemd is absent).
@@ -226,9 +284,27 @@ mod tests {
         assert!(!is_on(&host));
         assert!(install(&host).unwrap());
         assert!(is_on(&host));
-        let text = std::fs::read_to_string(dropin(&host, "reboot.target")).unwrap();
-        assert!(text.contains("RefuseManualStart=yes"));
-        assert!(text.contains("ephemera guard release"));
+        for unit in [
+            "reboot.target",
+            "systemd-reboot.service",
+            "hybrid-sleep.target",
+        ] {
+            let text = std::fs::read_to_string(dropin(&host, unit)).unwrap();
+            assert!(text.contains("RefuseManualStart=yes"), "{unit}: {text}");
+            let desc = text
+                .lines()
+                .find(|l| l.starts_with("Description="))
+                .unwrap();
+            assert!(
+                desc.contains(unit)
+                    && desc.contains("ephemera")
+                    && desc.contains("ephemera guard release"),
+                "{unit}: {desc}"
+            );
+        }
+        assert!(dropin(&host, "soft-reboot.target").exists());
+        let motd = std::fs::read_to_string(t.path().join(MOTD)).unwrap();
+        assert!(motd.contains("ephemera guard release"), "{motd}");
         assert!(
             !dropin(&host, "poweroff.target").exists(),
             "power-off must stay allowed"
@@ -238,6 +314,8 @@ mod tests {
         assert!(uninstall(&host).unwrap());
         assert!(!is_on(&host));
         assert!(!dropin(&host, "reboot.target").exists());
+        assert!(!dropin(&host, "systemd-kexec.service").exists());
+        assert!(!t.path().join(MOTD).exists());
         assert!(!cad.exists());
         assert!(!uninstall(&host).unwrap());
     }

@@ -24,6 +24,11 @@ impl Host {
         self.root.join(rel)
     }
 
+    /// An absolute path (from the config) below the root.
+    pub fn abs(&self, p: &Path) -> PathBuf {
+        self.root.join(p.strip_prefix("/").unwrap_or(p))
+    }
+
     pub fn sys_block(&self) -> PathBuf {
         self.path("sys/block")
     }

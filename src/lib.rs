@@ -1,13 +1,23 @@
 //! ephemera: encrypts a cloud instance's ephemeral NVMe disks at first boot.
 //!
-//! The flow is discover (`discover`, `probe`) -> plan (`plan`, no I/O) ->
-//! apply (`apply`); `main.rs` only parses the command line and maps errors
-//! to exit codes.
+//! The map, top down:
+//! - `main.rs` parses the command line (`cli`) and maps errors to exit codes
+//!   (`error`).
+//! - `commands`: one module per subcommand group: `provision`, `status`,
+//!   `recover`, `erase` (`teardown`, `discard`); the guard's subcommands are
+//!   in `guard`.
+//! - The decision, without I/O: `survey` gathers the facts, `plan` names the
+//!   volume's state and decides what to do; `config` is the input.
+//! - The layers that act: `discover` (sysfs), `probe` (libblkid), `md`
+//!   (RAID0 ioctls), `luks` (libcryptsetup), `key` (the key in locked
+//!   memory), `escrow` (RSA envelopes), `mount` (mkfs, mount), `guard`
+//!   (reboot guard), `cipher`, `modules`, `lock`, `cmd` (subprocesses),
+//!   `host` (the root everything is read through), `failpoint` (tests).
 
-pub mod apply;
 pub mod cipher;
 pub mod cli;
 pub mod cmd;
+pub mod commands;
 pub mod config;
 pub mod discover;
 pub mod error;
@@ -16,10 +26,11 @@ pub mod failpoint;
 pub mod guard;
 pub mod host;
 pub mod key;
+pub mod lock;
 pub mod luks;
 pub mod md;
 pub mod modules;
 pub mod mount;
-pub mod ops;
 pub mod plan;
 pub mod probe;
+pub mod survey;

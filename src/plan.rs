@@ -1,14 +1,20 @@
-//! The plan: what `provision` will do, computed from what discovery and
-//! probing found, with no I/O. `ephemera plan` prints it; `apply` runs it.
+//! The plan: what `provision` will do, decided from what the survey found,
+//! with no I/O. `ephemera plan` prints it; `commands::provision` applies it.
+//!
+//! The decision has two halves. First the volume's state ([`Volume`]): what
+//! ephemera's own devices and headers are in when it starts. Each state has
+//! one action, written next to it and in the README's lifecycle table; a new
+//! state is a compile error in [`plan`] until it has one. Then, when a new
+//! volume is to be made, which disks it goes on.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{CipherSpec, Config, OnExisting};
-use crate::discover::{Disk, Inventory, MD_NAME};
+use crate::config::{Config, OnExisting};
+use crate::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
-use crate::probe::Content;
+use crate::probe::{Content, Signature};
 
 /// A disk that matched the model, with what probing found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,6 +31,66 @@ pub struct Excluded {
     pub reason: String,
 }
 
+/// Everything the plan is decided from, gathered by `survey` before any
+/// write: the kernel's devices, the candidate disks, what the open mapping
+/// holds, and which escrow envelopes this node keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub inv: Inventory,
+    pub candidates: Vec<Candidate>,
+    /// libblkid's signatures on `/dev/mapper/ephemera`, read when it is open
+    /// and not mounted.
+    pub mapping: Option<Vec<Signature>>,
+    /// Escrow envelopes on this node, by the LUKS UUID they open, for the
+    /// ephemera headers found on the candidates.
+    pub envelopes: Vec<(String, PathBuf)>,
+}
+
+impl Facts {
+    pub fn envelope(&self, luks_uuid: &str) -> Option<&PathBuf> {
+        self.envelopes
+            .iter()
+            .find(|(u, _)| u == luks_uuid)
+            .map(|(_, p)| p)
+    }
+}
+
+/// An ephemera header on a disk, not open: left by an earlier boot, or by
+/// a run of this boot that stopped before it opened the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Earlier {
+    pub luks_uuid: String,
+    /// The disk that holds the header (the array's first member).
+    pub disk: String,
+    pub serial: String,
+    /// This node's escrow envelope for it: with one, the data can be read.
+    pub envelope: Option<PathBuf>,
+}
+
+/// The state of ephemera's volume when a run starts. One action each:
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Volume {
+    /// No mapping open, no ephemera header on a candidate disk.
+    /// Action: make a new volume.
+    Absent,
+    /// Open and mounted at `mount.path`. Action: nothing.
+    Mounted { device: String, mount: String },
+    /// Open and mounted somewhere else. Action: refuse (exit 3).
+    MountedElsewhere { device: String, mount: String },
+    /// Open, not mounted, and holding a file system: its key is in the
+    /// kernel, so its data is readable. Action: mount it again; never close
+    /// it. (An `umount` then a re-run; a soft-reboot.)
+    Unmounted { device: String, found: String },
+    /// Open, not mounted, with no file system: a run of this boot stopped
+    /// between opening and mkfs, so it was never mounted and holds no data.
+    /// Action: close it, erase its header and make a new volume.
+    Unfinished { device: String, luks_uuid: String },
+    /// Headers on disk, not open. Action: by `on_existing` and whether an
+    /// envelope can still open them (see [`earlier_action`]).
+    Earlier { volumes: Vec<Earlier> },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Plan {
@@ -32,6 +98,15 @@ pub enum Plan {
     AlreadyProvisioned {
         device: String,
         mount: String,
+    },
+    /// The volume is open but not mounted: mount it again.
+    Remount {
+        device: String,
+        mount: MountPlan,
+    },
+    /// A readable volume from an earlier boot: leave it as it is, exit 5.
+    Keep {
+        volumes: Vec<Earlier>,
     },
     /// No usable disk and `min_disks = 0`.
     NothingToDo {
@@ -44,8 +119,8 @@ pub enum Plan {
 pub struct ProvisionPlan {
     /// Disks that matched but are left alone, and why.
     pub excluded: Vec<Excluded>,
-    /// ephemera's own devices left by an earlier, unfinished run in this
-    /// boot: closed or stopped before anything else.
+    /// ephemera's own devices left by an unfinished run in this boot:
+    /// closed or stopped before anything else.
     pub cleanup: Cleanup,
     /// Members in array order.
     pub members: Vec<Disk>,
@@ -149,41 +224,153 @@ pub fn excluded(inv: &Inventory, candidates: &[Candidate]) -> Vec<Excluded> {
         .collect()
 }
 
-pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool) -> Result<Plan> {
-    let mount_path = cfg.mount.path.to_string_lossy().into_owned();
-    if let Some(dm) = &inv.dm {
-        match &dm.mount {
-            Some(m) if m.path == mount_path => {
-                return Ok(Plan::AlreadyProvisioned {
-                    device: dm.kname.clone(),
-                    mount: m.path.clone(),
-                })
-            }
-            Some(m) => {
-                return Err(Error::Refused(format!(
-                "ephemera's volume {} is already mounted at {}, not at mount.path {mount_path}; \
-                     run `ephemera teardown` first to make a new one",
-                dm.kname, m.path
+/// The LUKS UUID in a dm-crypt mapping's dm uuid
+/// (`CRYPT-LUKS2-<uuid without dashes>-ephemera`), without dashes.
+fn dm_luks_uuid(dm: &DmVolume) -> String {
+    dm.uuid
+        .strip_prefix("CRYPT-LUKS2-")
+        .and_then(|r| r.split('-').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn same_uuid(a: &str, b: &str) -> bool {
+    let strip = |s: &str| s.replace('-', "").to_ascii_lowercase();
+    strip(a) == strip(b)
+}
+
+/// The volume's state, read from the facts. Pure.
+pub fn volume(f: &Facts, cfg: &Config) -> Volume {
+    let mount_path = cfg.mount.path.to_string_lossy();
+    if let Some(dm) = &f.inv.dm {
+        let device = dm.kname.clone();
+        return match (&dm.mount, &f.mapping) {
+            (Some(m), _) if m.path == mount_path => Volume::Mounted {
+                device,
+                mount: m.path.clone(),
+            },
+            (Some(m), _) => Volume::MountedElsewhere {
+                device,
+                mount: m.path.clone(),
+            },
+            (None, Some(sigs)) if !sigs.is_empty() => Volume::Unmounted {
+                device,
+                found: sigs
+                    .iter()
+                    .map(Signature::describe)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            (None, _) => Volume::Unfinished {
+                device,
+                luks_uuid: dm_luks_uuid(dm),
+            },
+        };
+    }
+    let earlier: Vec<Earlier> = f
+        .candidates
+        .iter()
+        .filter_map(|c| match &c.content {
+            Content::Ephemera { luks_uuid } => Some(Earlier {
+                luks_uuid: luks_uuid.clone(),
+                disk: c.disk.name.clone(),
+                serial: c.disk.serial.clone(),
+                envelope: f.envelope(luks_uuid).cloned(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if earlier.is_empty() {
+        Volume::Absent
+    } else {
+        Volume::Earlier { volumes: earlier }
+    }
+}
+
+/// What to do with volumes from an earlier boot: `Ok(None)` keeps them,
+/// `Ok(Some(warning))` goes on to make a new volume over them.
+fn earlier_action(volumes: &[Earlier], on_existing: OnExisting) -> Result<Option<String>> {
+    let named: Vec<String> = volumes
+        .iter()
+        .map(|e| format!("/dev/{} (LUKS UUID {})", e.disk, e.luks_uuid))
+        .collect();
+    let named = named.join(", ");
+    let readable: Vec<&Earlier> = volumes.iter().filter(|e| e.envelope.is_some()).collect();
+    match on_existing {
+        OnExisting::Fail => Err(Error::Refused(format!(
+            "ephemera's volume from an earlier boot is on {named} and on_existing = \"fail\""
+        ))),
+        OnExisting::Keep if !readable.is_empty() => Ok(None),
+        OnExisting::Keep => Ok(Some(format!(
+            "an earlier ephemera volume on {named} is unreadable (its key is gone and this node \
+             holds no escrow envelope for it); making a new one"
+        ))),
+        OnExisting::Reformat if !readable.is_empty() => Ok(Some(format!(
+            "an earlier ephemera volume on {named} could still be read with its escrow envelope \
+             ({}), but on_existing = \"reformat\": erasing it and making a new one (the envelope \
+             is kept)",
+            readable
+                .iter()
+                .filter_map(|e| e.envelope.as_ref().map(|p| p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        OnExisting::Reformat => Ok(Some(format!(
+            "an earlier ephemera volume on {named} is unreadable (its key is gone); making a new one"
+        ))),
+    }
+}
+
+pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
+    let mount = MountPlan {
+        path: cfg.mount.path.clone(),
+        options: cfg.mount.options.clone(),
+    };
+    let mut warnings = Vec::new();
+    // The header of an unfinished run's mapping is erased with the others.
+    let mut unfinished_uuid = None;
+    match volume(f, cfg) {
+        Volume::Absent => {}
+        Volume::Mounted { device, mount } => return Ok(Plan::AlreadyProvisioned { device, mount }),
+        Volume::MountedElsewhere { device, mount } => {
+            return Err(Error::Refused(format!(
+                "ephemera's volume {device} is already mounted at {mount}, not at mount.path {}; \
+                 unmount it first (ephemera then mounts it at mount.path), or run \
+                 `ephemera teardown` to destroy it",
+                cfg.mount.path.display()
             )))
-            }
-            None => {}
         }
+        Volume::Unmounted { device, .. } => return Ok(Plan::Remount { device, mount }),
+        Volume::Unfinished { luks_uuid, .. } => unfinished_uuid = Some(luks_uuid),
+        Volume::Earlier { volumes } => match earlier_action(&volumes, cfg.on_existing)? {
+            None => return Ok(Plan::Keep { volumes }),
+            Some(w) => warnings.push(w),
+        },
     }
 
-    let excluded = excluded(inv, candidates);
-    let mut warnings = Vec::new();
+    let excluded = excluded(&f.inv, &f.candidates);
     let mut members = Vec::new();
     let mut wipe = Vec::new();
     let mut foreign = Vec::new();
-    let mut existing = Vec::new();
-    for c in candidates {
+    for c in &f.candidates {
         if excluded.iter().any(|e| e.device == c.disk.name) {
             continue;
         }
         match &c.content {
             Content::Blank => {}
             Content::Ephemera { luks_uuid } => {
-                existing.push(format!("/dev/{} (LUKS UUID {luks_uuid})", c.disk.name));
+                if unfinished_uuid
+                    .as_deref()
+                    .is_some_and(|u| !same_uuid(u, luks_uuid))
+                {
+                    // An unfinished run's mapping is open and another
+                    // header is on disk: decide on that one first.
+                    return Err(Error::Refused(format!(
+                        "/dev/{} holds ephemera's volume {luks_uuid} while an unfinished one is \
+                         open; run `ephemera teardown` or reboot",
+                        c.disk.name
+                    )));
+                }
                 wipe.push(c.disk.name.clone());
             }
             Content::Foreign { found } => {
@@ -192,6 +379,12 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
             }
         }
         members.push(c.disk.clone());
+    }
+    if unfinished_uuid.is_some() {
+        warnings.push(format!(
+            "/dev/mapper/{DM_NAME} is open with no file system: a run of this boot stopped before \
+             mkfs, so it holds no data; closing it and starting over"
+        ));
     }
 
     if !foreign.is_empty() {
@@ -209,20 +402,6 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
             )));
         }
     }
-    if !existing.is_empty() {
-        match cfg.on_existing {
-            OnExisting::Fail => {
-                return Err(Error::Refused(format!(
-                    "ephemera's volume from an earlier boot is on {} and on_existing = \"fail\"",
-                    existing.join(", ")
-                )))
-            }
-            OnExisting::Reformat => warnings.push(format!(
-                "an earlier ephemera volume on {} is unreadable (its key is gone); making a new one",
-                existing.join(", ")
-            )),
-        }
-    }
 
     let min = cfg.disks.min_disks as usize;
     if members.is_empty() && min == 0 {
@@ -234,7 +413,8 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
         });
     }
     if members.len() < min {
-        let seen: Vec<String> = candidates
+        let seen: Vec<String> = f
+            .candidates
             .iter()
             .map(|c| format!("/dev/{}", c.disk.name))
             .collect();
@@ -265,7 +445,6 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
         )));
     }
 
-    let spec = CipherSpec::parse(&cfg.luks.cipher).map_err(Error::Usage)?;
     let n = members.len() as u32;
     let raid = (n > 1).then(|| RaidPlan {
         name: MD_NAME.to_string(),
@@ -275,18 +454,19 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
         let stride = (r.chunk_kib * 1024 / FS_BLOCK).max(1);
         (stride, stride * n)
     });
+    let spec = &cfg.luks.cipher;
     Ok(Plan::Provision(Box::new(ProvisionPlan {
         excluded,
         cleanup: Cleanup {
-            close_dm: inv.dm.is_some(),
-            stop_md: inv.md.is_some(),
+            close_dm: f.inv.dm.is_some(),
+            stop_md: f.inv.md.is_some(),
         },
         members,
         wipe,
         raid,
         luks: LuksPlan {
-            cipher: spec.cipher,
-            mode: spec.mode,
+            cipher: spec.cipher.clone(),
+            mode: spec.mode.clone(),
             key_bits: cfg.luks.key_bits,
             sector_size: cfg.luks.sector_size,
             discards: cfg.luks.discards,
@@ -296,10 +476,7 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
             label: cfg.filesystem.label.clone(),
             stride,
         },
-        mount: MountPlan {
-            path: cfg.mount.path.clone(),
-            options: cfg.mount.options.clone(),
-        },
+        mount,
         escrow: cfg.escrow.public_key.as_ref().map(|k| EscrowPlan {
             public_key: k.clone(),
             path: cfg.escrow.path.clone(),
@@ -309,6 +486,33 @@ pub fn plan(inv: &Inventory, candidates: &[Candidate], cfg: &Config, force: bool
     })))
 }
 
+/// The message of a kept volume: which volume, that it can be recovered,
+/// and the one command that discards it. On the console and in the journal.
+pub fn kept_message(volumes: &[Earlier]) -> String {
+    let mut s = String::from("kept the encrypted volume of an earlier boot, untouched:");
+    for e in volumes {
+        s += &format!(
+            " LUKS UUID {} on /dev/{} (serial {})",
+            e.luks_uuid, e.disk, e.serial
+        );
+        match &e.envelope {
+            Some(p) => {
+                s += &format!(
+                    "; its data can be read with the escrow private key: \
+                     `ephemera recover --private-key KEY.pem` (envelope {}) opens and mounts it here",
+                    p.display()
+                )
+            }
+            None => s += " (no escrow envelope on this node)",
+        }
+        s += &format!(
+            "; to discard it and make a new volume: `ephemera discard --luks-uuid {}`",
+            e.luks_uuid
+        );
+    }
+    s
+}
+
 impl Plan {
     /// The plan in words, one step a line, for `ephemera plan`.
     pub fn describe(&self) -> String {
@@ -316,78 +520,89 @@ impl Plan {
             Plan::AlreadyProvisioned { device, mount } => {
                 format!("already provisioned: {device} is mounted at {mount}; nothing to do\n")
             }
+            Plan::Remount { device, mount } => format!(
+                "{device} (/dev/mapper/{DM_NAME}) is open but not mounted: its key is still in the kernel\n\
+                 mount it again at {} with {}\n",
+                mount.path.display(),
+                mount.options
+            ),
+            Plan::Keep { volumes } => format!("{}\n", kept_message(volumes)),
             Plan::NothingToDo { reason } => format!("nothing to do: {reason}\n"),
-            Plan::Provision(p) => {
-                let mut s = String::new();
-                for e in &p.excluded {
-                    s += &format!("skip /dev/{}: {}\n", e.device, e.reason);
-                }
-                for w in &p.warnings {
-                    s += &format!("warning: {w}\n");
-                }
-                if p.cleanup.close_dm {
-                    s += "close the ephemera mapping left by an unfinished run\n";
-                }
-                if p.cleanup.stop_md {
-                    s += &format!("stop /dev/{MD_NAME} left by an unfinished run\n");
-                }
-                for w in &p.wipe {
-                    s += &format!("erase the old signatures on /dev/{w}\n");
-                }
-                let names: Vec<String> = p
-                    .members
-                    .iter()
-                    .map(|m| format!("/dev/{} ({}, {} bytes)", m.name, m.serial, m.size_bytes))
-                    .collect();
-                let target = match &p.raid {
-                    Some(r) => {
-                        s += &format!(
-                            "build RAID0 /dev/{} over {} with a {} KiB chunk, no superblock\n",
-                            r.name,
-                            names.join(", "),
-                            r.chunk_kib
-                        );
-                        format!("/dev/{}", r.name)
-                    }
-                    None => {
-                        s += &format!("use the single disk {}\n", names.join(""));
-                        format!("/dev/{}", p.members[0].name)
-                    }
-                };
-                s += &format!(
-                    "format LUKS2 on {target}: {}-{}, {}-bit random key, {}-byte sectors, no keyslots\n",
-                    p.luks.cipher, p.luks.mode, p.luks.key_bits, p.luks.sector_size
-                );
-                s += &format!(
-                    "open it as /dev/mapper/{} (discards {}, workqueues {})\n",
-                    crate::discover::DM_NAME,
-                    on_off(p.luks.discards),
-                    on_off(p.luks.workqueues)
-                );
-                if let Some(e) = &p.escrow {
-                    s += &format!(
-                        "escrow the key to {} in {}{}\n",
-                        e.public_key.display(),
-                        e.path.display(),
-                        if e.console {
-                            " and on /dev/console"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                s += &format!("forget the key\nmake ext4 labelled {:?}", p.mkfs.label);
-                if let Some((stride, width)) = p.mkfs.stride {
-                    s += &format!(" (stride {stride}, stripe_width {width})");
-                }
-                s += &format!(
-                    "\nmount it at {} with {}\n",
-                    p.mount.path.display(),
-                    p.mount.options
-                );
-                s
-            }
+            Plan::Provision(p) => p.describe(),
         }
+    }
+}
+
+impl ProvisionPlan {
+    fn describe(&self) -> String {
+        let p = self;
+        let mut s = String::new();
+        for e in &p.excluded {
+            s += &format!("skip /dev/{}: {}\n", e.device, e.reason);
+        }
+        for w in &p.warnings {
+            s += &format!("warning: {w}\n");
+        }
+        if p.cleanup.close_dm {
+            s += "close the ephemera mapping left by an unfinished run\n";
+        }
+        if p.cleanup.stop_md {
+            s += &format!("stop /dev/{MD_NAME} left by an unfinished run\n");
+        }
+        for w in &p.wipe {
+            s += &format!("erase the old signatures on /dev/{w}\n");
+        }
+        let names: Vec<String> = p
+            .members
+            .iter()
+            .map(|m| format!("/dev/{} ({}, {} bytes)", m.name, m.serial, m.size_bytes))
+            .collect();
+        let target = match &p.raid {
+            Some(r) => {
+                s += &format!(
+                    "build RAID0 /dev/{} over {} with a {} KiB chunk, no superblock\n",
+                    r.name,
+                    names.join(", "),
+                    r.chunk_kib
+                );
+                format!("/dev/{}", r.name)
+            }
+            None => {
+                s += &format!("use the single disk {}\n", names.join(""));
+                format!("/dev/{}", p.members[0].name)
+            }
+        };
+        s += &format!(
+            "format LUKS2 on {target}: {}-{}, {}-bit random key, {}-byte sectors, no keyslots\n",
+            p.luks.cipher, p.luks.mode, p.luks.key_bits, p.luks.sector_size
+        );
+        s += &format!(
+            "open it as /dev/mapper/{DM_NAME} (discards {}, workqueues {})\n",
+            on_off(p.luks.discards),
+            on_off(p.luks.workqueues)
+        );
+        if let Some(e) = &p.escrow {
+            s += &format!(
+                "escrow the key to {} in {} (and a copy named by the LUKS UUID){}\n",
+                e.public_key.display(),
+                e.path.display(),
+                if e.console {
+                    " and on /dev/console"
+                } else {
+                    ""
+                }
+            );
+        }
+        s += &format!("forget the key\nmake ext4 labelled {:?}", p.mkfs.label);
+        if let Some((stride, width)) = p.mkfs.stride {
+            s += &format!(" (stride {stride}, stripe_width {width})");
+        }
+        s += &format!(
+            "\nmount it at {} with {}\n",
+            p.mount.path.display(),
+            p.mount.options
+        );
+        s
     }
 }
 

@@ -1,19 +1,20 @@
 //! Fixture trees: sysfs and procfs as real EC2 instance types show them,
 //! run through discovery and planning, compared with the expected plan.
-//! Each case is a folder under tests/fixtures: `root/` (the tree),
+//! Each case is a folder under tests/fixtures: `root/` (the tree, with
+//! escrow envelopes under `root/var/lib/ephemera` where a case has some),
 //! `probe.json` (what libblkid and an exclusive open would report per
-//! disk), `config.toml` (optional) and `expected.txt`.
+//! disk, and on `ephemera`, the open mapping), `config.toml` (optional) and
+//! `expected.txt`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ephemera::apply::survey;
 use ephemera::config::Config;
-use ephemera::discover::discover;
 use ephemera::error::Result;
 use ephemera::host::Host;
 use ephemera::plan::plan;
 use ephemera::probe::{Probe, Signature};
+use ephemera::survey::survey;
 
 #[derive(Default, serde::Deserialize)]
 struct FakeProbe {
@@ -57,8 +58,7 @@ fn plan_with(dir: &Path, cfg: &Config, force: bool) -> String {
         Err(_) => FakeProbe::default(),
     };
     let host = Host::new(dir.join("root"));
-    let inv = discover(&host);
-    let result = survey(&host, &inv, cfg, &probe).and_then(|c| plan(&inv, &c, cfg, force));
+    let result = survey(&host, cfg, &probe).and_then(|f| plan(&f, cfg, force));
     match result {
         Ok(p) => p.describe(),
         Err(e) => format!("error (exit {}): {e}\n", e.exit_code()),
@@ -159,4 +159,37 @@ fn force_overwrites_foreign_disks_but_not_disks_in_use() {
     let out = run_case_with(&fixtures.join("in-use"), true);
     assert_eq!(out, run_case(&fixtures.join("in-use")));
     assert!(out.contains("use the single disk /dev/nvme5n1"), "{out}");
+}
+
+/// Every state of the volume (`plan::Volume`) has a fixture case, so each
+/// state's action is pinned by an expected plan.
+#[test]
+fn every_volume_state_has_a_case() {
+    let mut seen = std::collections::BTreeSet::new();
+    for dir in cases() {
+        let probe: FakeProbe = std::fs::read_to_string(dir.join("probe.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or_default();
+        let cfg = match std::fs::read_to_string(dir.join("config.toml")) {
+            Ok(t) => Config::parse(&t, &dir).unwrap(),
+            Err(_) => Config::default(),
+        };
+        let host = Host::new(dir.join("root"));
+        let facts = survey(&host, &cfg, &probe).unwrap();
+        let v = serde_json::to_value(ephemera::plan::volume(&facts, &cfg)).unwrap();
+        seen.insert(v["state"].as_str().unwrap().to_string());
+    }
+    let all = [
+        "absent",
+        "mounted",
+        "mounted_elsewhere",
+        "unmounted",
+        "unfinished",
+        "earlier",
+    ];
+    let missing: Vec<&str> = all.into_iter().filter(|s| !seen.contains(*s)).collect();
+    assert!(
+        missing.is_empty(),
+        "no fixture for {missing:?}; seen {seen:?}"
+    );
 }

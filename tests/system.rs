@@ -8,10 +8,15 @@
 //! tests/system/guest/check.sh as a unit run on every boot.
 //!
 //! Boot 1 checks the volume, the root disk, the data unit's order, the escrow
-//! envelope and that reboot, halt, kexec, suspend and hibernate are refused;
-//! then it breaks the glass and reboots. Boot 2 (same disks) checks that a
-//! fresh volume was made before the data unit, then waits for the ACPI power
-//! button, which must power the system off cleanly.
+//! envelope; on Debian 13, a soft-reboot (the volume comes back mounted with
+//! its data); and that reboot, halt, kexec, suspend, hibernate, hybrid-sleep,
+//! suspend-then-hibernate and their services are refused; then it breaks the
+//! glass and reboots. Boot 2 (same disks): the escrowed volume is kept
+//! untouched (exit 5, the data unit does not start), then recovered in place
+//! with the private key (mounted, guard on, data unit started, boot 1's file
+//! back); break glass, reboot. Boot 3: kept again, discarded, a new volume
+//! before the data unit; then the ACPI power button must power off cleanly.
+//! The step-by-step story is in tests/system/guest/check.sh.
 //!
 //! Checks use tools other than ephemera: systemctl, findmnt, cryptsetup,
 //! mdadm, blkid, wipefs, systemd-inhibit in the guest; the serial log and
@@ -131,12 +136,16 @@ fn replace_pem(text: &str, pem: &str) -> String {
 
 /// The test's own cloud-config part: the check script, its unit and its
 /// settings; merged into the example's lists (write_files, runcmd).
-fn test_user_data(img: &Image) -> String {
+/// The escrow private key, on the test node only so that the check script
+/// can play ops recovering the volume; in production ops keep it offline.
+const PRIVATE_KEY: &str = "/root/escrow.key.pem";
+
+fn test_user_data(img: &Image, private_key: &[u8]) -> String {
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
     let env = format!(
         "DATA_DISKS={}\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\n",
+         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nPRIVATE_KEY={PRIVATE_KEY}\n",
         DATA_DISKS.len(),
         sample_file(),
         img.fact("root_partuuid"),
@@ -153,6 +162,7 @@ fn test_user_data(img: &Image) -> String {
          \x20 - path: /usr/local/sbin/ephemera-check\n    permissions: '0755'\n    encoding: b64\n    content: {}\n\
          \x20 - path: /etc/ephemera-check.env\n    encoding: b64\n    content: {}\n\
          \x20 - path: /etc/systemd/system/ephemera-check.service\n    encoding: b64\n    content: {}\n\
+         \x20 - path: {PRIVATE_KEY}\n    permissions: '0600'\n    encoding: b64\n    content: {}\n\
          runcmd:\n\
          \x20 - [systemctl, daemon-reload]\n\
          \x20 - [systemctl, enable, ephemera-check.service]\n\
@@ -160,6 +170,7 @@ fn test_user_data(img: &Image) -> String {
         b64(&check),
         b64(env.as_bytes()),
         b64(unit.as_bytes()),
+        b64(private_key),
     )
 }
 
@@ -287,13 +298,13 @@ fn full_boot(suite: &str) {
     for serial in DATA_DISKS {
         image(&dir, serial, 1024 * MIB);
     }
-    let (_sk, pk) = keypair(&dir);
+    let (sk, pk) = keypair(&dir);
     let pk = String::from_utf8(pk).unwrap();
     let seed = dir.join("seed");
     std::fs::create_dir_all(&seed).unwrap();
     let user_data = multipart(&[
         example_user_data("data-service.yaml", &pk),
-        test_user_data(&img),
+        test_user_data(&img, &sk),
     ]);
     std::fs::write(seed.join("user-data"), user_data).unwrap();
     std::fs::write(
@@ -354,12 +365,44 @@ fn full_boot(suite: &str) {
         b1.tail()
     );
 
+    // Boot 1 on a systemd with soft-reboot: the volume came back in the new userspace.
+    let systemd: u32 = b1.fact("systemd_version").parse().unwrap_or(0);
+    if systemd >= 254 {
+        b1.expect(
+            &mut problems,
+            "a soft-reboot happened",
+            "EPH-CHECK-BEGIN boot=1 userspace=2",
+        );
+    }
+
     // Boot 2: the same root and instance-store disks (a reboot keeps them).
-    // The power button must power off within 300 s (run-system.sh exits 5 otherwise).
-    let b2 = boot(
+    // The volume is kept (escrow), then recovered in place; then a reboot.
+    let b2 = boot(&dir, &img, "boot2", &[]);
+    b2.checks(&mut problems, 2);
+    if b2.fact("luks_uuid") != luks1 {
+        problems.push(format!(
+            "boot 2 recovered LUKS UUID {} vs boot 1 {luks1}",
+            b2.fact("luks_uuid")
+        ));
+    }
+    b2.expect(
+        &mut problems,
+        "the kept volume said so on the console",
+        &format!("ephemera discard --luks-uuid {luks1}"),
+    );
+    assert!(
+        b2.log.contains("reboot: Restarting system"),
+        "boot 2 did not end in a reboot, so there is no boot 3; problems: {problems:#?}; last lines of {}:\n{}",
+        b2.path.display(),
+        b2.tail()
+    );
+
+    // Boot 3: kept again, discarded, a new volume; then the power button,
+    // which must power off within 300 s (run-system.sh exits 5 otherwise).
+    let b3 = boot(
         &dir,
         &img,
-        "boot2",
+        "boot3",
         &[
             "--powerdown-on",
             "EPH-READY-FOR-POWERDOWN",
@@ -367,31 +410,34 @@ fn full_boot(suite: &str) {
             "300",
         ],
     );
-    b2.checks(&mut problems, 2);
-    let luks2 = b2.fact("luks_uuid");
-    if luks2.is_empty() || luks2 == luks1 {
-        problems.push(format!("boot 2 LUKS UUID {luks2} vs boot 1 {luks1}"));
+    b3.checks(&mut problems, 3);
+    let luks3 = b3.fact("luks_uuid");
+    if luks3.is_empty() || luks3 == luks1 {
+        problems.push(format!("boot 3 LUKS UUID {luks3} vs boot 1 {luks1}"));
     }
     // The power button (an EC2 stop) powers off cleanly despite the guard.
-    b2.expect(
+    b3.expect(
         &mut problems,
         "the power button powered off",
         "reboot: Power down",
     );
-    b2.expect(
+    b3.expect(
         &mut problems,
         "systemd shut down cleanly",
         "systemd-shutdown[1]: Syncing filesystems and block devices",
     );
-    if b2.log.contains("Kernel panic") {
-        problems.push("boot 2 panicked".into());
+    for b in [&b2, &b3] {
+        if b.log.contains("Kernel panic") {
+            problems.push(format!("{} panicked", b.path.display()));
+        }
     }
     let times = format!(
-        "systemd {}, kernel {}, boot 1 {:?}, boot 2 {:?}, total {:?}",
+        "systemd {}, kernel {}, boot 1 {:?}, boot 2 {:?}, boot 3 {:?}, total {:?}",
         b1.fact("systemd_version"),
         b1.fact("kernel"),
         b1.elapsed,
         b2.elapsed,
+        b3.elapsed,
         t.elapsed()
     );
     eprintln!("system: {suite}: {times}");

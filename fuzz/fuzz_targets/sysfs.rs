@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use ephemera::config::Config;
 use ephemera::discover::{self, natural_key, parse_mountinfo, parse_swaps};
 use ephemera::host::Host;
-use ephemera::plan::{self, Candidate};
-use ephemera::probe::Content;
+use ephemera::plan::{self, Candidate, Facts};
+use ephemera::probe::{Content, Signature};
 use libfuzzer_sys::fuzz_target;
 
 fn root() -> &'static PathBuf {
@@ -38,7 +38,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = natural_key(&text);
 
     // Fields separated by '|': model, serial, size, ro, dev, mountinfo,
-    // swaps, md chunk_size, md level, dm name.
+    // swaps, md chunk_size, md level, dm name, the first disk's ephemera
+    // LUKS UUID, a signature on the open mapping, an envelope's UUID.
     let f: Vec<&str> = text.split('|').collect();
     let get = |i: usize| f.get(i).copied().unwrap_or("");
     let _ = std::fs::remove_dir_all(root());
@@ -70,13 +71,32 @@ fuzz_target!(|data: &[u8]| {
     let candidates: Vec<Candidate> = inv
         .nvme
         .iter()
-        .map(|d| Candidate {
+        .enumerate()
+        .map(|(i, d)| Candidate {
             disk: d.clone(),
-            content: Content::Blank,
+            content: if i == 0 && !get(10).is_empty() {
+                Content::Ephemera {
+                    luks_uuid: get(10).into(),
+                }
+            } else {
+                Content::Blank
+            },
             busy: false,
         })
         .collect();
-    if let Ok(p) = plan::plan(&inv, &candidates, &cfg, false) {
+    let facts = Facts {
+        inv,
+        candidates,
+        mapping: (!get(11).is_empty()).then(|| {
+            vec![Signature {
+                kind: get(11).into(),
+                ..Signature::default()
+            }]
+        }),
+        envelopes: vec![(get(12).into(), PathBuf::from("/e.json"))],
+    };
+    let _ = plan::volume(&facts, &cfg);
+    if let Ok(p) = plan::plan(&facts, &cfg, false) {
         let _ = p.describe();
     }
 });

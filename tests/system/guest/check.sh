@@ -1,17 +1,27 @@
 #!/bin/bash
 # Runs in the full-system test guest (tests/system.rs ships it in the user-data
-# as /usr/local/sbin/ephemera-check, started by ephemera-check.service on
-# every boot). Checks the booted system with tools other than ephemera and
+# as /usr/local/sbin/ephemera-check, started by ephemera-check.service in every
+# userspace). Checks the booted system with tools other than ephemera and
 # prints TAP-like lines on the serial console:
 #   ok - WHAT | not ok - WHAT    one per check
 #   FACT NAME VALUE               values the host compares across boots
 #   REFUSAL NAME rc=N: MESSAGE    how a refused power action failed
 #   EPH-CHECK-END boot=N failed=K
-# then, on boot 1: breaks the glass (ephemera guard release) and reboots
-#   (QEMU runs with -no-reboot: the reboot ends that run, the host boots again);
-# on boot 2: prints EPH-READY-FOR-POWERDOWN and waits for the ACPI power button.
+# The instance's life, one kernel boot each (QEMU runs with -no-reboot: a
+# reboot ends that run, and the host boots the same disks again):
+#   boot 1: the first boot. The volume is made before the data unit. Where
+#     systemd has soft-reboot (254+), a soft-reboot: the new userspace must
+#     find the volume mounted again with its data. Then every refused action
+#     is tried; then the glass is broken and the node reboots.
+#   boot 2: a reboot with escrow: ephemera.service keeps the volume (exit 5),
+#     the data unit does not start, the disks are as they were. Ops recover it
+#     in place with the escrow private key: mounted, guard on, the data unit
+#     starts, boot 1's file is there. Break glass, reboot.
+#   boot 3: kept again; ops discard it: a new volume, the data unit starts.
+#     Then EPH-READY-FOR-POWERDOWN: the host presses the ACPI power button.
 # Settings: /etc/ephemera-check.env (DATA_DISKS, SAMPLE_UNIT, SAMPLE_FILE, ESCROW_PATH,
-# ROOT_PARTUUID, ROOT_FS_UUID, MOUNT).
+# ROOT_PARTUUID, ROOT_FS_UUID, MOUNT, PRIVATE_KEY: the escrow private key, on
+# the node for this test only: in production ops bring it in an emergency).
 set -u
 export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=cat
 exec </dev/null >/dev/ttyS0 2>&1
@@ -21,8 +31,19 @@ MOUNT=${MOUNT:-/mnt/ephemeral}
 
 state=/var/lib/ephemera-check
 mkdir -p "$state"
-boot=$(($(cat "$state/boots" 2>/dev/null || echo 0) + 1))
+# A kernel boot is counted once; a second start in the same kernel boot is
+# the userspace that a soft-reboot started.
+boot_id=$(cat /proc/sys/kernel/random/boot_id)
+if [[ $(cat "$state/boot_id" 2>/dev/null) == "$boot_id" ]]; then
+  boot=$(cat "$state/boots")
+  userspace=$(($(cat "$state/userspaces") + 1))
+else
+  boot=$(($(cat "$state/boots" 2>/dev/null || echo 0) + 1))
+  userspace=1
+fi
 echo "$boot" >"$state/boots"
+echo "$boot_id" >"$state/boot_id"
+echo "$userspace" >"$state/userspaces"
 sync
 
 failed=0
@@ -37,121 +58,106 @@ check() { # check WHAT CMD...: ok when CMD succeeds
 fact() { echo "FACT $1 $2"; }
 mono() { systemctl show -P "$2" "$1"; }
 
-echo "EPH-CHECK-BEGIN boot=$boot"
+echo "EPH-CHECK-BEGIN boot=$boot userspace=$userspace"
 fact systemd_version "$(systemctl --version | awk 'NR==1 {print $2}')"
 fact kernel "$(uname -r)"
 fact boot_id "$(cat /proc/sys/kernel/random/boot_id)"
 
-# --- the volume -------------------------------------------------------------
-# The unit is ordered before us; wait (bounded) in case it is still running.
-for _ in $(seq 120); do
-  case $(systemctl show -P ActiveState ephemera.service) in activating | inactive) sleep 1 ;; *) break ;; esac
-done
-check "ephemera.service is active ($(systemctl show -P ActiveState,SubState,Result ephemera.service | tr '\n' ' '))" \
-  test "$(systemctl show -P ActiveState ephemera.service)" = active
-check "ephemera.service exited 0" test "$(systemctl show -P ExecMainStatus ephemera.service)" = 0
-# It must run once per boot, after cloud-init wrote its config: a failed
-# first run that something else restarted later is a bug in the ordering.
-starts=$(journalctl -b -o cat -u ephemera.service 2>/dev/null | grep -c '^Starting ephemera.service' || true)
-fails=$(journalctl -b -o cat -u ephemera.service 2>/dev/null | grep -Ec '^Failed to start|Main process exited' || true)
-fact ephemera_journal "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service 2>/dev/null | tail -n 15 | tr '\n' '|')"
-check "ephemera.service started once this boot and never failed (starts=$starts failures=$fails)" \
-  test "$starts" = 1 -a "$fails" = 0
-# ... and after cloud-init wrote /etc/ephemera/config.toml (write_files runs in
-# cloud-init's network stage: cloud-init.service up to 24.2, cloud-init-network.service since).
-e_exec=$(mono ephemera.service ExecMainStartTimestampMonotonic)
-for u in cloud-init.service cloud-init-network.service; do
-  [[ $(systemctl show -P LoadState "$u") == loaded ]] || continue
-  ci=$(mono "$u" ActiveEnterTimestampMonotonic)
-  check "ephemera.service started after $u finished ($e_exec >= $ci)" test "$e_exec" -ge "$ci" -a "$ci" -gt 0
-done
-fact ephemera_after "$(systemctl show -P After ephemera.service)"
-src=$(findmnt -n -o SOURCE --mountpoint "$MOUNT" 2>/dev/null)
-fstype=$(findmnt -n -o FSTYPE --mountpoint "$MOUNT" 2>/dev/null)
-check "$MOUNT is mounted from /dev/mapper/ephemera as ext4 (findmnt: $src $fstype)" \
-  test "$src" = /dev/mapper/ephemera -a "$fstype" = ext4
-cs=$(cryptsetup status ephemera 2>&1)
-check "cryptsetup status: LUKS2, active" grep -q 'type: *LUKS2' <<<"$cs"
-backing=$(awk '$1 == "device:" {print $2}' <<<"$cs")
-luks_uuid=$(cryptsetup luksUUID "$backing" 2>/dev/null)
-fact luks_uuid "$luks_uuid"
-fact ext4_uuid "$(blkid -p -s UUID -o value /dev/mapper/ephemera)"
-check "LUKS2 header on $backing has no keyslots" \
-  test "$(cryptsetup luksDump --dump-json-metadata "$backing" 2>/dev/null | jq '.keyslots | length')" = 0
-if ((DATA_DISKS > 1)); then
-  md=$(mdadm --detail "$backing" 2>&1)
-  check "mdadm --detail $backing: raid0 over $DATA_DISKS devices" \
-    grep -Eq "Raid Level : raid0" <<<"$md"
-  check "md array has $DATA_DISKS members" \
-    test "$(grep -Ec '^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +active sync +/dev/nvme' <<<"$md")" = "$DATA_DISKS"
-fi
-if [[ $boot == 1 ]]; then
-  echo "written in boot 1" >"$MOUNT/check-boot1" && sync
-  echo "$luks_uuid" >"$state/luks_uuid.1"
-else
-  check "boot $boot: the LUKS UUID is new ($luks_uuid, boot 1: $(cat "$state/luks_uuid.1"))" \
-    test -n "$luks_uuid" -a "$luks_uuid" != "$(cat "$state/luks_uuid.1")"
-  check "boot $boot: the file written in boot 1 is gone (a fresh file system)" test ! -e "$MOUNT/check-boot1"
-fi
+# --- helpers ------------------------------------------------------------------
+wait_settled() { # wait_settled UNIT: bounded wait while it is starting
+  for _ in $(seq 120); do
+    case $(systemctl show -P ActiveState "$1") in activating | inactive) sleep 1 ;; *) return ;; esac
+  done
+}
+journal() { journalctl -b -o cat -u "$1" 2>/dev/null; }
 
-# --- the root disk ----------------------------------------------------------
-rootsrc=$(findmnt -n -o SOURCE /)
-rootdisk=/dev/$(lsblk -n -o PKNAME "$rootsrc" | head -n 1)
-fact root_source "$rootsrc"
-fact root_disk_serial "$(lsblk -n -d -o SERIAL "$rootdisk")"
-check "root is mounted from the EBSROOT disk ($rootdisk)" \
-  test "$(lsblk -n -d -o SERIAL "$rootdisk" | tr -d ' ')" = EBSROOT
-check "root partition's PARTUUID is unchanged" \
-  test "$(blkid -p -s PART_ENTRY_UUID -o value "$rootsrc")" = "$ROOT_PARTUUID"
-check "root file system's UUID is unchanged" \
-  test "$(blkid -p -s UUID -o value "$rootsrc")" = "$ROOT_FS_UUID"
-check "root disk holds only its GPT (wipefs: $(wipefs -n -p "$rootdisk" 2>&1 | awk -F, 'NR>1 {printf "%s ", $4}'))" \
-  test "$(wipefs -n -p "$rootdisk" 2>/dev/null | awk -F, 'NR>1 {print $4}' | sort -u | tr '\n' ' ')" = "PMBR gpt "
-check "root disk is not LUKS" eval "! cryptsetup isLuks $rootdisk && ! cryptsetup isLuks $rootsrc"
-check "root disk is held by nothing" test -z "$(ls "/sys/block/${rootdisk#/dev/}/holders")"
-check "root disk is not in the md array" eval "! grep -q '${rootdisk#/dev/}' /proc/mdstat"
+# The volume as a user checks it; sets luks_uuid and backing.
+volume_checks() { # volume_checks LABEL
+  local src fstype cs md
+  src=$(findmnt -n -o SOURCE --mountpoint "$MOUNT" 2>/dev/null)
+  fstype=$(findmnt -n -o FSTYPE --mountpoint "$MOUNT" 2>/dev/null)
+  check "$1: $MOUNT is mounted from /dev/mapper/ephemera as ext4 (findmnt: $src $fstype)" \
+    test "$src" = /dev/mapper/ephemera -a "$fstype" = ext4
+  cs=$(cryptsetup status ephemera 2>&1)
+  check "$1: cryptsetup status: LUKS2, active" grep -q 'type: *LUKS2' <<<"$cs"
+  backing=$(awk '$1 == "device:" {print $2}' <<<"$cs")
+  luks_uuid=$(cryptsetup luksUUID "$backing" 2>/dev/null)
+  check "$1: LUKS2 header on $backing has no keyslots" \
+    test "$(cryptsetup luksDump --dump-json-metadata "$backing" 2>/dev/null | jq '.keyslots | length')" = 0
+  if ((DATA_DISKS > 1)); then
+    md=$(mdadm --detail "$backing" 2>&1)
+    check "$1: mdadm --detail $backing: raid0 over $DATA_DISKS devices" \
+      grep -Eq "Raid Level : raid0" <<<"$md"
+    check "$1: md array has $DATA_DISKS members" \
+      test "$(grep -Ec '^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +active sync +/dev/nvme' <<<"$md")" = "$DATA_DISKS"
+  fi
+}
 
-# --- the data unit after the mount --------------------------------------------
-for _ in $(seq 60); do
-  case $(systemctl show -P ActiveState "$SAMPLE_UNIT") in activating | inactive) sleep 1 ;; *) break ;; esac
-done
-mount_unit=$(systemd-escape -p --suffix=mount "$MOUNT")
-m_active=$(mono "$mount_unit" ActiveEnterTimestampMonotonic)
-e_active=$(mono ephemera.service ActiveEnterTimestampMonotonic)
-s_start=$(mono "$SAMPLE_UNIT" ExecMainStartTimestampMonotonic)
-s_inact=$(mono "$SAMPLE_UNIT" InactiveExitTimestampMonotonic)
-fact order "mount=$m_active ephemera=$e_active sample_inactive_exit=$s_inact sample_exec=$s_start"
-check "$SAMPLE_UNIT ran ($(systemctl show -P ActiveState,Result "$SAMPLE_UNIT" | tr '\n' ' '))" \
-  test "$(systemctl show -P Result "$SAMPLE_UNIT")" = success -a "$s_start" -gt 0
-check "$SAMPLE_UNIT left inactive after ephemera.service became active ($s_inact >= $e_active)" \
-  test "$s_inact" -ge "$e_active" -a "$e_active" -gt 0
-check "$SAMPLE_UNIT started after $mount_unit became active ($s_start >= $m_active)" \
-  test "$s_start" -ge "$m_active" -a "$m_active" -gt 0
-check "$SAMPLE_FILE exists and is on the volume" \
-  test -s "$SAMPLE_FILE" -a "$(findmnt -n -o TARGET --target "$SAMPLE_FILE")" = "$MOUNT"
-fact sample_file "$(head -c 200 "$SAMPLE_FILE" 2>/dev/null | tr '\n' ' ')"
-fact journal_order "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service -u "$SAMPLE_UNIT" 2>/dev/null | grep -E 'Started|Finished|Starting' | tr '\n' '|')"
+# The data unit ran after the volume was mounted.
+data_unit_checks() { # data_unit_checks LABEL
+  local mount_unit m_active s_start
+  wait_settled "$SAMPLE_UNIT"
+  mount_unit=$(systemd-escape -p --suffix=mount "$MOUNT")
+  m_active=$(mono "$mount_unit" ActiveEnterTimestampMonotonic)
+  s_start=$(mono "$SAMPLE_UNIT" ExecMainStartTimestampMonotonic)
+  fact order "mount=$m_active sample_exec=$s_start"
+  check "$1: $SAMPLE_UNIT ran ($(systemctl show -P ActiveState,Result "$SAMPLE_UNIT" | tr '\n' ' '))" \
+    test "$(systemctl show -P Result "$SAMPLE_UNIT")" = success -a "$s_start" -gt 0
+  check "$1: $SAMPLE_UNIT started after $mount_unit became active ($s_start >= $m_active)" \
+    test "$s_start" -ge "$m_active" -a "$m_active" -gt 0
+  check "$1: $SAMPLE_FILE exists and is on the volume" \
+    test -s "$SAMPLE_FILE" -a "$(findmnt -n -o TARGET --target "$SAMPLE_FILE")" = "$MOUNT"
+}
 
-# --- escrow -----------------------------------------------------------------
-if [[ -n ${ESCROW_PATH:-} ]]; then
-  check "escrow file $ESCROW_PATH is mode 0400, owned by root ($(stat -c '%a %U' "$ESCROW_PATH" 2>&1))" \
-    test "$(stat -c '%a %U' "$ESCROW_PATH")" = "400 root"
-  echo "ESCROW-FILE $(jq -c . "$ESCROW_PATH" 2>&1)"
-  check "escrow file names this boot's LUKS UUID" grep -q "$luks_uuid" "$ESCROW_PATH"
-fi
+guard_checks() { # guard_checks LABEL
+  local inh
+  wait_settled ephemera-guard.service
+  check "$1: ephemera-guard.service is active" test "$(systemctl show -P ActiveState ephemera-guard.service)" = active
+  inh=$(systemd-inhibit --list --mode=block --no-pager 2>&1)
+  echo "$inh" | sed 's/^/# inhibitors: /'
+  check "$1: a block inhibitor for shutdown is held" grep -q 'shutdown' <<<"$inh"
+}
 
-# --- the reboot guard -------------------------------------------------------
-check "ephemera-guard.service is active" test "$(systemctl show -P ActiveState ephemera-guard.service)" = active
-inh=$(systemd-inhibit --list --mode=block --no-pager 2>&1)
-echo "$inh" | sed 's/^/# inhibitors: /'
-check "a block inhibitor for shutdown is held" grep -q 'shutdown' <<<"$inh"
-fact status_guard "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+# A volume of an earlier boot, kept: nothing written, nothing mounted.
+kept_checks() { # kept_checks LABEL WANT_UUID
+  local first
+  wait_settled ephemera.service
+  check "$1: ephemera.service failed with exit 5, the volume kept ($(systemctl show -P ActiveState,Result,ExecMainStatus ephemera.service | tr '\n' ' '))" \
+    test "$(systemctl show -P ExecMainStatus ephemera.service)" = 5
+  check "$1: nothing is mounted at $MOUNT" eval "! findmnt --mountpoint $MOUNT >/dev/null"
+  check "$1: no mapping is open" test ! -e /dev/mapper/ephemera
+  first=$(for d in /sys/block/nvme*n1; do [[ $(tr -d ' ' <"$d/device/serial") == "$FIRST_SERIAL" ]] && echo "/dev/${d##*/}"; done)
+  check "$1: the first member ($first) holds the same LUKS UUID ($2)" \
+    test "$(cryptsetup luksUUID "$first" 2>/dev/null)" = "$2"
+  check "$1: the escrow envelope is unchanged" \
+    test "$(sha256sum <"$ESCROW_PATH")" = "$(cat "$state/escrow.sha")"
+  check "$1: the journal names the volume and the discard command" \
+    eval "journal ephemera.service | grep -q 'LUKS UUID $2.*ephemera discard --luks-uuid $2'"
+  check "$1: $SAMPLE_UNIT did not start ($(systemctl show -P ActiveState,Result "$SAMPLE_UNIT" | tr '\n' ' '))" \
+    test "$(systemctl show -P ExecMainStartTimestampMonotonic "$SAMPLE_UNIT")" = 0
+  check "$1: ephemera status says earlier" \
+    test "$(ephemera status --json 2>/dev/null | jq -r '.state + " " + .earlier[0].luks_uuid')" = "earlier $2"
+}
+
+# What ops run on a kept volume: it must exit 0, and leave ephemera.service
+# active and the volume mounted.
+ops_command() { # ops_command NAME CMD...
+  local name=$1 out rc
+  shift
+  out=$("$@" 2>&1)
+  rc=$?
+  echo "$out" | sed "s/^/# $name: /"
+  check "$name exits 0" test "$rc" = 0
+  wait_settled ephemera.service
+  check "after $name: ephemera.service is active" test "$(systemctl show -P ActiveState ephemera.service)" = active
+  volume_checks "after $name"
+}
 
 still_up() { # no shutdown job queued, the manager not stopping
   local jobs
   sleep 2
   jobs=$(systemctl list-jobs --no-legend 2>/dev/null)
-  ! grep -Eq '(reboot|halt|kexec|poweroff|shutdown|suspend|hibernate|sleep)\.target' <<<"$jobs" &&
+  ! grep -Eq '(reboot|halt|kexec|poweroff|shutdown|suspend|hibernate|sleep)\.(target|service)' <<<"$jobs" &&
     [[ $(systemctl is-system-running 2>/dev/null) != stopping ]]
 }
 refused() { # refused NAME CMD...: must not go through; the system must stay up
@@ -171,7 +177,126 @@ refused() { # refused NAME CMD...: must not go through; the system must stay up
   fi
 }
 
+break_glass_and_reboot() {
+  local out
+  echo "EPH-CHECK-END boot=$boot failed=$failed"
+  out=$(ephemera guard release 2>&1)
+  echo "# ephemera guard release: rc=$? $out"
+  check "after release, ephemera-guard.service is inactive" \
+    test "$(systemctl show -P ActiveState ephemera-guard.service)" != active
+  check "after release, no block inhibitor is held" eval '! systemd-inhibit --list --mode=block --no-pager 2>&1 | grep -q shutdown'
+  echo "EPH-REBOOTING"
+  sync
+  systemctl reboot
+  echo "# systemctl reboot after release: rc=$?"
+  sleep infinity
+}
+
+# --- the root disk: never touched, every boot ------------------------------------
+if [[ $userspace == 1 ]]; then
+  rootsrc=$(findmnt -n -o SOURCE /)
+  rootdisk=/dev/$(lsblk -n -o PKNAME "$rootsrc" | head -n 1)
+  fact root_source "$rootsrc"
+  fact root_disk_serial "$(lsblk -n -d -o SERIAL "$rootdisk")"
+  check "root is mounted from the EBSROOT disk ($rootdisk)" \
+    test "$(lsblk -n -d -o SERIAL "$rootdisk" | tr -d ' ')" = EBSROOT
+  check "root partition's PARTUUID is unchanged" \
+    test "$(blkid -p -s PART_ENTRY_UUID -o value "$rootsrc")" = "$ROOT_PARTUUID"
+  check "root file system's UUID is unchanged" \
+    test "$(blkid -p -s UUID -o value "$rootsrc")" = "$ROOT_FS_UUID"
+  check "root disk holds only its GPT (wipefs: $(wipefs -n -p "$rootdisk" 2>&1 | awk -F, 'NR>1 {printf "%s ", $4}'))" \
+    test "$(wipefs -n -p "$rootdisk" 2>/dev/null | awk -F, 'NR>1 {print $4}' | sort -u | tr '\n' ' ')" = "PMBR gpt "
+  check "root disk is not LUKS" eval "! cryptsetup isLuks $rootdisk && ! cryptsetup isLuks $rootsrc"
+  check "root disk is held by nothing" test -z "$(ls "/sys/block/${rootdisk#/dev/}/holders")"
+  check "root disk is not in the md array" eval "! grep -q '${rootdisk#/dev/}' /proc/mdstat"
+fi
+
+# --- boot 1: the first boot -----------------------------------------------------
+if [[ $boot == 1 && $userspace == 1 ]]; then
+  wait_settled ephemera.service
+  check "ephemera.service is active ($(systemctl show -P ActiveState,SubState,Result ephemera.service | tr '\n' ' '))" \
+    test "$(systemctl show -P ActiveState ephemera.service)" = active
+  check "ephemera.service exited 0" test "$(systemctl show -P ExecMainStatus ephemera.service)" = 0
+  # It must run once per boot, after cloud-init wrote its config: a failed
+  # first run that something else restarted later is a bug in the ordering.
+  starts=$(journal ephemera.service | grep -c '^Starting ephemera.service' || true)
+  fails=$(journal ephemera.service | grep -Ec '^Failed to start|Main process exited' || true)
+  fact ephemera_journal "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service 2>/dev/null | tail -n 15 | tr '\n' '|')"
+  check "ephemera.service started once this boot and never failed (starts=$starts failures=$fails)" \
+    test "$starts" = 1 -a "$fails" = 0
+  # ... and after cloud-init wrote /etc/ephemera/config.toml (write_files runs in
+  # cloud-init's network stage: cloud-init.service up to 24.2, cloud-init-network.service since).
+  e_exec=$(mono ephemera.service ExecMainStartTimestampMonotonic)
+  for u in cloud-init.service cloud-init-network.service; do
+    [[ $(systemctl show -P LoadState "$u") == loaded ]] || continue
+    ci=$(mono "$u" ActiveEnterTimestampMonotonic)
+    check "ephemera.service started after $u finished ($e_exec >= $ci)" test "$e_exec" -ge "$ci" -a "$ci" -gt 0
+  done
+  fact ephemera_after "$(systemctl show -P After ephemera.service)"
+  volume_checks "boot 1"
+  fact luks_uuid "$luks_uuid"
+  fact ext4_uuid "$(blkid -p -s UUID -o value /dev/mapper/ephemera)"
+  echo "written in boot 1" >"$MOUNT/check-boot1" && sync
+  echo "$luks_uuid" >"$state/luks_uuid.1"
+  data_unit_checks "boot 1"
+  e_active=$(mono ephemera.service ActiveEnterTimestampMonotonic)
+  s_inact=$(mono "$SAMPLE_UNIT" InactiveExitTimestampMonotonic)
+  check "$SAMPLE_UNIT left inactive after ephemera.service became active ($s_inact >= $e_active)" \
+    test "$s_inact" -ge "$e_active" -a "$e_active" -gt 0
+  fact journal_order "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service -u "$SAMPLE_UNIT" 2>/dev/null | grep -E 'Started|Finished|Starting' | tr '\n' '|')"
+
+  # --- escrow
+  check "escrow file $ESCROW_PATH is mode 0400, owned by root ($(stat -c '%a %U' "$ESCROW_PATH" 2>&1))" \
+    test "$(stat -c '%a %U' "$ESCROW_PATH")" = "400 root"
+  echo "ESCROW-FILE $(jq -c . "$ESCROW_PATH" 2>&1)"
+  check "escrow file names this boot's LUKS UUID" grep -q "$luks_uuid" "$ESCROW_PATH"
+  copy="${ESCROW_PATH%.json}.$luks_uuid.json"
+  check "the envelope's copy named by the LUKS UUID ($copy) is the same" cmp -s "$ESCROW_PATH" "$copy"
+  sha256sum <"$ESCROW_PATH" >"$state/escrow.sha"
+  jq -r '.members[0]' "$ESCROW_PATH" >"$state/first_serial"
+  guard_checks "boot 1"
+  fact status_guard "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+
+  # --- soft-reboot: refused like a reboot while guarded (logind checks it
+  # with a reboot's polkit actions and inhibitor); once it happens, the
+  # kernel stays, and with it the volume's key: the new userspace must find
+  # the volume with its data, and guard it again.
+  if (($(systemctl --version | awk 'NR==1 {print $2}') >= 254)); then
+    refused "root: systemctl soft-reboot" systemctl soft-reboot
+    refused "root: systemctl start soft-reboot.target" systemctl start soft-reboot.target
+    refused "root: systemctl start systemd-soft-reboot.service" systemctl start systemd-soft-reboot.service
+    sha256sum <"$MOUNT/check-boot1" >"$state/data.sha"
+    out=$(ephemera guard release 2>&1)
+    echo "# ephemera guard release before the soft-reboot: rc=$? $out"
+    echo "EPH-SOFT-REBOOT"
+    sync
+    out=$(timeout 60 systemctl soft-reboot 2>&1)
+    echo "SOFTREBOOT rc=$?: $(tr '\n' ' ' <<<"$out")"
+    sleep 120
+    notok "the soft-reboot did not happen"
+  fi
+fi
+if [[ $boot == 1 && $userspace == 2 ]]; then
+  # The new userspace after a soft-reboot.
+  wait_settled ephemera.service
+  check "after soft-reboot: ephemera.service exited 0" test "$(systemctl show -P ExecMainStatus ephemera.service)" = 0
+  # systemd unmounts the volume on the way (ephemera mounts it again), or
+  # leaves it mounted (ephemera finds it so): either way, the same volume.
+  how=$(journal ephemera.service | grep -Eo 'mounting it again|already mounted' | tail -n 1)
+  fact soft_reboot_volume "$how"
+  check "after soft-reboot: ephemera found the open volume ($how)" test -n "$how"
+  volume_checks "after soft-reboot"
+  check "after soft-reboot: the same LUKS UUID" test "$luks_uuid" = "$(cat "$state/luks_uuid.1")"
+  check "after soft-reboot: the data written before it" \
+    test "$(sha256sum <"$MOUNT/check-boot1" 2>&1)" = "$(cat "$state/data.sha")"
+  guard_checks "after soft-reboot"
+  fact soft_reboot "kept"
+fi
 if [[ $boot == 1 ]]; then
+  # --- the reboot guard: every way to lose the data is refused.
+  check "reboot.target's description names ephemera and the break-glass" \
+    eval "systemctl show -P Description reboot.target | grep -q 'ephemera.*ephemera guard release'"
+  check "the login message names the guard and the break-glass" grep -q 'ephemera guard release' /run/motd.d/ephemera-guard
   # ops (group sudo, not via sudo) gets a logind session through su's PAM stack.
   refused "ops: systemctl reboot" su -l ops -c 'systemctl reboot'
   # Without the guard's polkit rule, ops (admin through group sudo) would be
@@ -180,6 +305,12 @@ if [[ $boot == 1 ]]; then
     eval '! grep -q "Interactive authentication required" <<<"$last_out"'
   refused "ops: systemctl reboot -i" su -l ops -c 'systemctl reboot -i'
   refused "root: systemctl reboot" systemctl reboot
+  # What root sees on a terminal (ssh): systemctl lists the inhibitors there.
+  refused "root, on a terminal: systemctl reboot" script -q -e -c 'systemctl reboot' /dev/null
+  if (($(systemctl --version | awk 'NR==1 {print $2}') >= 256)); then
+    check "root's refusal on a terminal names ephemera and the break-glass" \
+      eval "grep -q 'ephemera guard release' <<<\"\$last_out\""
+  fi
   refused "root: reboot" reboot
   refused "root: shutdown -r now" shutdown -r now
   refused "root: systemctl halt" systemctl halt
@@ -190,6 +321,8 @@ if [[ $boot == 1 ]]; then
   swap=/swapfile-check
   if fallocate -l 1G "$swap" && chmod 600 "$swap" && mkswap -q "$swap" && swapon "$swap"; then
     refused "root: systemctl hibernate (with swap)" systemctl hibernate
+    refused "root: systemctl hybrid-sleep (with swap)" systemctl hybrid-sleep
+    refused "root: systemctl suspend-then-hibernate (with swap)" systemctl suspend-then-hibernate
     swapoff "$swap"
   else
     notok "swap for the hibernate check"
@@ -200,28 +333,51 @@ if [[ $boot == 1 ]]; then
   refused "root: systemctl suspend" systemctl suspend
   refused "root: systemctl start suspend.target" systemctl start suspend.target
   refused "root: systemctl start reboot.target" systemctl start reboot.target
+  for svc in systemd-reboot systemd-kexec systemd-halt systemd-suspend systemd-hibernate \
+    systemd-hybrid-sleep systemd-suspend-then-hibernate; do
+    refused "root: systemctl start $svc.service" systemctl start "$svc.service"
+  done
   check "the system is still up after the refused actions ($(systemctl is-system-running))" still_up
   fact failed_units "$(systemctl list-units --failed --plain --no-legend | awk '{printf "%s ", $1}')"
-
-  echo "EPH-CHECK-END boot=$boot failed=$failed"
-  # Break glass, then reboot: this one must go through.
-  out=$(ephemera guard release 2>&1)
-  echo "# ephemera guard release: rc=$? $out"
-  check "after release, ephemera-guard.service is inactive" \
-    test "$(systemctl show -P ActiveState ephemera-guard.service)" != active
-  fact status_guard_after_release "$(ephemera status --json 2>/dev/null | jq -c .guard)"
-  check "after release, no block inhibitor is held" eval '! systemd-inhibit --list --mode=block --no-pager 2>&1 | grep -q shutdown'
   # The control: with the guard gone, ops' reboot falls back to the default
   # policy (authentication required), so the denial above was the guard's.
+  ephemera guard release >/dev/null 2>&1
   out=$(timeout 60 su -l ops -c 'systemctl reboot' 2>&1)
   echo "REFUSAL after release, ops: systemctl reboot rc=$?: $(tr '\n' ' ' <<<"$out")"
   check "after release, ops' reboot falls back to the default policy (authentication)" \
     grep -q "Interactive authentication required" <<<"$out"
-  echo "EPH-REBOOTING"
-  sync
-  systemctl reboot
-  echo "# systemctl reboot after release: rc=$?"
-else
+  fact status_guard_after_release "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+  break_glass_and_reboot
+fi
+
+FIRST_SERIAL=$(cat "$state/first_serial")
+old_uuid=$(cat "$state/luks_uuid.1")
+
+# --- boot 2: a reboot with escrow: kept, then recovered in place ------------------
+if [[ $boot == 2 ]]; then
+  kept_checks "boot 2" "$old_uuid"
+  ops_command recover ephemera recover --private-key "$PRIVATE_KEY"
+  check "after recover: the same LUKS UUID" test "$luks_uuid" = "$old_uuid"
+  check "after recover: boot 1's file is back" test "$(cat "$MOUNT/check-boot1" 2>&1)" = "written in boot 1"
+  data_unit_checks "after recover"
+  guard_checks "after recover"
+  check "after recover: the envelope is unchanged" test "$(sha256sum <"$ESCROW_PATH")" = "$(cat "$state/escrow.sha")"
+  fact luks_uuid "$luks_uuid"
+  break_glass_and_reboot
+fi
+
+# --- boot 3: kept again, then discarded: a new volume --------------------------------
+if [[ $boot == 3 ]]; then
+  kept_checks "boot 3" "$old_uuid"
+  ops_command discard ephemera discard --luks-uuid "$old_uuid"
+  fact luks_uuid "$luks_uuid"
+  check "after discard: a new LUKS UUID ($luks_uuid, boot 1: $old_uuid)" \
+    test -n "$luks_uuid" -a "$luks_uuid" != "$old_uuid"
+  check "after discard: boot 1's file is gone (a fresh file system)" test ! -e "$MOUNT/check-boot1"
+  check "after discard: escrow.json names the new volume" grep -q "$luks_uuid" "$ESCROW_PATH"
+  check "after discard: the discarded volume's envelope copy is kept" test -s "${ESCROW_PATH%.json}.$old_uuid.json"
+  data_unit_checks "after discard"
+  guard_checks "after discard"
   echo "EPH-CHECK-END boot=$boot failed=$failed"
   sync
   echo "EPH-READY-FOR-POWERDOWN"

@@ -11,9 +11,11 @@ mkdir -p /mnt/other && mount -o ro,noload "$other" /mnt/other
 esc=/var/lib/ephemera/escrow.json
 
 count() { ls /sys/block | grep -c "^$1" ; }
-# Undo a good volume with the standard tools, as a reboot would.
+# Undo a good volume with the standard tools, as a stop and start would:
+# the instance store comes back blank. (After a mere reboot, the volume and
+# its envelope would be kept, which next-boot.sh covers.)
 undo() {
-  umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
+  umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera && wipefs -q -a $a $b $c
 }
 # The volume as a user checks it, with tools other than ephemera. Prints
 # what is wrong and returns non-zero if anything is.

@@ -82,7 +82,37 @@ check_eq "re-run keeps the LUKS UUID" "$(cryptsetup luksUUID /dev/md_ephemera)" 
 check_eq "re-run keeps the data" "$(sha256sum $mnt/data | cut -d' ' -f1)" "$sha"
 check "plan says already provisioned" sh -c "ephemera plan --config $cfg | grep -q 'already provisioned'"
 
+check "envelope copy named by the LUKS UUID" cmp $esc /var/lib/ephemera/escrow.$uuid.json
+check_eq "envelope copy mode 0400" "$(stat -c %a /var/lib/ephemera/escrow.$uuid.json)" 400
+
+# `umount`, then a re-run: the volume is open and its key is in the kernel,
+# so it is mounted again with the same data (closing it would lose them).
+dm_before=$(cat /sys/block/dm-0/dev)
+umount $mnt
+check_eq "status after umount: unmounted" "$(ephemera status --json | jq -r .state)" unmounted
+check "plan after umount: mount it again" sh -c "ephemera plan --config $cfg | grep -q 'mount it again'"
+run_ephemera provision --config $cfg
+check_eq "re-run after umount exits 0" "$rc" 0
+check "re-run after umount says it mounts again" grep -q "mounting it again" /tmp/eph.err
+check "mounted again at $mnt" sh -c "grep -q ' $mnt ext4 ' /proc/mounts"
+check_eq "the same mapping, never closed" "$(cat /sys/block/dm-0/dev)" "$dm_before"
+check_eq "the same LUKS UUID" "$(cryptsetup luksUUID /dev/md_ephemera)" "$uuid"
+check_eq "the same data" "$(sha256sum $mnt/data | cut -d' ' -f1)" "$sha"
+check_eq "the envelope is unchanged" "$(jq -r .luks_uuid $esc)" "$uuid"
+
+# The break-glass works whatever the config holds; provision refuses it.
+printf 'bogus = 1\n' >/tmp/broken.toml
+mkdir -p /run/ephemera && echo on >/run/ephemera/guard
+run_ephemera --config /tmp/broken.toml guard release
+check_eq "guard release with a broken config exits 0" "$rc" 0
+check "guard release removed the marker" test ! -e /run/ephemera/guard
+run_ephemera --config /tmp/broken.toml guard off
+check_eq "guard off with a broken config exits 0" "$rc" 0
+run_ephemera --config /tmp/broken.toml provision
+check_eq "provision with a broken config exits 2" "$rc" 2
+check "status with a broken config still reports" sh -c "ephemera --config /tmp/broken.toml status --json | jq -e '.state == \"provisioned\"'"
+
 # A clean shutdown: what a reboot does. The key is gone with it.
 umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
-check "clean shutdown" test ! -e /dev/md_ephemera
+check "clean shutdown" nothing_left
 finish

@@ -1,0 +1,296 @@
+//! `provision`: survey, plan, then apply the plan step by step. Each step
+//! that makes something pushes its undo on a stack; if a later step fails,
+//! the stack is popped in reverse, so the disks look as they did before.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::discover::{self, DM_NAME, MD_NAME};
+use crate::error::{Error, Result};
+use crate::escrow;
+use crate::host::Host;
+use crate::key::VolumeKey;
+use crate::lock::lock;
+use crate::plan::{self, Facts, Plan, ProvisionPlan};
+use crate::probe::Probe;
+use crate::survey::survey;
+use crate::{cmd, luks, md, modules, mount};
+
+/// What `provision` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created {
+        luks_uuid: String,
+        device: PathBuf,
+    },
+    /// The open volume was mounted again, with its data.
+    Remounted,
+    AlreadyProvisioned,
+    NothingToDo,
+}
+
+/// How long `provision` waits for the NVMe driver to finish probing.
+const NVME_WAIT: Duration = Duration::from_secs(30);
+
+/// The survey and the plan: everything up to the first write.
+pub fn make_plan(
+    host: &Host,
+    cfg: &Config,
+    probe: &dyn Probe,
+    force: bool,
+) -> Result<(Facts, Plan)> {
+    let facts = survey(host, cfg, probe)?;
+    let p = plan::plan(&facts, cfg, force)?;
+    Ok((facts, p))
+}
+
+/// Logs one finished step with its duration.
+fn step<T>(name: &str, device: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = f()?;
+    tracing::info!(step = name, device = %device.display(), ms = start.elapsed().as_millis() as u64, "done");
+    Ok(out)
+}
+
+/// How to take back one thing this run made.
+enum Undo {
+    StopArray,
+    /// Our header, just written: erase it so the disk looks as it did.
+    EraseHeader(PathBuf),
+    Close,
+    Unmount(PathBuf),
+}
+
+/// What this run has made so far, newest last.
+#[derive(Default)]
+struct Made(Vec<Undo>);
+
+impl Made {
+    fn push(&mut self, u: Undo) {
+        self.0.push(u);
+    }
+
+    /// Undoes everything, newest first.
+    fn rollback(self, host: &Host) {
+        for u in self.0.into_iter().rev() {
+            let (what, r) = match &u {
+                Undo::Unmount(p) => ("unmount", mount::unmount(p)),
+                Undo::Close => ("close", luks::close()),
+                Undo::EraseHeader(dev) => (
+                    "erase header",
+                    luks::info(dev).and_then(|i| luks::erase_header(dev, i.data_offset)),
+                ),
+                Undo::StopArray => ("stop array", md::stop(host, MD_NAME)),
+            };
+            match r {
+                Ok(()) => tracing::info!("rollback: {what}: done"),
+                Err(e) => tracing::error!("rollback: {what}: {e}"),
+            }
+        }
+    }
+}
+
+/// The instance id where the platform gives one (EC2 Nitro puts it in the
+/// DMI board asset tag), else the hostname.
+pub fn host_name(host: &Host) -> String {
+    host.attr(&host.path("sys/devices/virtual/dmi/id/board_asset_tag"))
+        .filter(|t| t.starts_with("i-"))
+        .or_else(|| host.attr(&host.path("proc/sys/kernel/hostname")))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Outcome> {
+    // Every input is checked before the first write.
+    let escrow_key = match &cfg.escrow.public_key {
+        Some(p) => Some(escrow::load_public_key(p)?),
+        None => None,
+    };
+    crate::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?;
+    let _lock = lock(host)?;
+    crate::failpoint!("after-lock");
+    let pending = discover::wait_for_nvme(host, NVME_WAIT);
+    if !pending.is_empty() {
+        tracing::warn!(
+            "NVMe controllers still not ready after {} s, going on without them: {}",
+            NVME_WAIT.as_secs(),
+            pending.join("; ")
+        );
+    }
+    let (facts, p) = make_plan(host, cfg, probe, force)?;
+    let p = match p {
+        Plan::AlreadyProvisioned { device, mount } => {
+            tracing::info!("{device} is already mounted at {mount}; nothing to do");
+            return Ok(Outcome::AlreadyProvisioned);
+        }
+        Plan::NothingToDo { reason } => {
+            tracing::info!("nothing to do: {reason}");
+            return Ok(Outcome::NothingToDo);
+        }
+        Plan::Keep { volumes } => return Err(Error::Kept(plan::kept_message(&volumes))),
+        Plan::Remount { device, mount: m } => {
+            let mapped = host.path("dev/mapper").join(DM_NAME);
+            tracing::info!(
+                "{device} (/dev/mapper/{DM_NAME}) is open but not mounted; its key is still in \
+                 the kernel: mounting it again"
+            );
+            // Never closed on failure: the kernel holds the only key.
+            step("mount", &m.path, || {
+                mount::mount(&mapped, &m.path, &m.options)
+            })?;
+            tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
+            return Ok(Outcome::Remounted);
+        }
+        Plan::Provision(p) => p,
+    };
+    for w in &p.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut mods = vec!["dm_mod", "dm_crypt"];
+    if p.raid.is_some() {
+        mods.extend(["md_mod", "raid0"]);
+    }
+    modules::ensure(host, &mods)?;
+    cleanup(host, &facts, &p)?;
+
+    let mut made = Made::default();
+    let result = apply(host, &p, escrow_key.as_ref(), &mut made);
+    if let Err(e) = &result {
+        tracing::error!("provisioning failed: {e}; rolling back what this run made");
+        made.rollback(host);
+    }
+    result
+}
+
+/// Closes and stops what an unfinished run of this boot left behind (the
+/// plan only asks for it when the mapping holds no file system).
+fn cleanup(host: &Host, facts: &Facts, p: &ProvisionPlan) -> Result<()> {
+    if p.cleanup.close_dm {
+        if let Some(dm) = &facts.inv.dm {
+            step("close leftover mapping", &host.dev(&dm.kname), luks::close)?;
+        }
+    }
+    if p.cleanup.stop_md {
+        step("stop leftover array", &host.dev(MD_NAME), || {
+            md::stop(host, MD_NAME)
+        })?;
+    }
+    Ok(())
+}
+
+fn apply(
+    host: &Host,
+    p: &ProvisionPlan,
+    escrow_key: Option<&rsa::RsaPublicKey>,
+    made: &mut Made,
+) -> Result<Outcome> {
+    let members: Vec<PathBuf> = p.members.iter().map(|m| host.dev(&m.name)).collect();
+    for name in &p.wipe {
+        let dev = host.dev(name);
+        step("erase old signatures", &dev, || {
+            cmd::run(
+                &format!("erasing old signatures on {}", dev.display()),
+                "wipefs",
+                &["-a".as_ref(), dev.as_os_str()],
+            )
+            .map(drop)
+        })?;
+    }
+    crate::failpoint!("after-wipe");
+    let base = match &p.raid {
+        Some(r) => {
+            let dev = step("build RAID0", &host.dev(&r.name), || {
+                md::build_raid0(host, &r.name, &members, r.chunk_kib)
+            })?;
+            made.push(Undo::StopArray);
+            crate::failpoint!("after-md-build");
+            dev
+        }
+        None => members[0].clone(),
+    };
+    let mapped = host.path("dev/mapper").join(DM_NAME);
+    let uuid = make_volume(host, p, &base, &mapped, escrow_key, made)?;
+
+    step("make ext4", &mapped, || mount::mkfs(&mapped, &p.mkfs))?;
+    crate::failpoint!("after-mkfs");
+    step("mount", &p.mount.path, || {
+        mount::mount(&mapped, &p.mount.path, &p.mount.options)
+    })?;
+    made.push(Undo::Unmount(p.mount.path.clone()));
+    crate::failpoint!("after-mount");
+    tracing::info!(luks_uuid = %uuid, "provisioned {} at {}", mapped.display(), p.mount.path.display());
+    Ok(Outcome::Created {
+        luks_uuid: uuid,
+        device: mapped,
+    })
+}
+
+/// The volume key's whole life: made here, used to format and open the
+/// volume and to seal the escrow envelope, and dropped (zeroized) here, on
+/// every path, errors included. After this returns, the key is only in the
+/// kernel. Returns the LUKS UUID.
+fn make_volume(
+    host: &Host,
+    p: &ProvisionPlan,
+    base: &Path,
+    mapped: &Path,
+    escrow_key: Option<&rsa::RsaPublicKey>,
+    made: &mut Made,
+) -> Result<String> {
+    let key = VolumeKey::generate(p.luks.key_bits)?;
+    made.push(Undo::EraseHeader(base.to_path_buf()));
+    let header = step("format LUKS2", base, || luks::format(base, &p.luks, &key))?;
+    let uuid = header.uuid.clone();
+    crate::failpoint!("after-luks-format");
+    step("open LUKS2", mapped, || {
+        header.open(p.luks.discards, p.luks.workqueues, &key)
+    })?;
+    made.push(Undo::Close);
+    crate::failpoint!("after-luks-open");
+
+    if let (Some(e), Some(pk)) = (&p.escrow, escrow_key) {
+        let env = escrow::seal(
+            &key,
+            pk,
+            escrow::Header {
+                host: host_name(host),
+                luks_uuid: uuid.clone(),
+                cipher: format!("{}-{}", p.luks.cipher, p.luks.mode),
+                sector_size: p.luks.sector_size,
+                members: p.members.iter().map(|m| m.serial.clone()).collect(),
+                raid: p.raid.as_ref().map(|r| escrow::RaidInfo {
+                    level: 0,
+                    chunk_kib: r.chunk_kib,
+                }),
+            },
+        )?;
+        step("write escrow envelope", &e.path, || {
+            escrow::store(&env, &e.path)
+        })?;
+        crate::failpoint!("after-escrow-write");
+        if e.console {
+            write_console(host, &escrow::console_text(&env)?);
+        }
+    }
+    drop(key);
+    tracing::info!("volume key forgotten: it is only in the kernel now");
+    Ok(uuid)
+}
+
+/// Best effort: a console that cannot be written is logged, not fatal, as
+/// the envelope is in its file already.
+fn write_console(host: &Host, text: &str) {
+    use std::io::Write;
+    let path = host.dev("console");
+    let r = File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = r {
+        tracing::warn!(
+            "could not print the escrow envelope on {}: {e}",
+            path.display()
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! `recover`: opens a volume from its escrow envelope after the key was
+//! lost (a reboot): reassembles the array in the envelope's order, opens it
+//! with the decrypted key, mounts it. Never formats anything.
+//!
+//! On the node (systemd runs ephemera.service), it then starts
+//! ephemera.service again, which finds the volume mounted, arms the guard
+//! and lets the services that require it start, as at boot. Elsewhere (a
+//! rescue system, the test initramfs) it only mounts, where it is told.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::discover::{self, DM_NAME, MD_NAME};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::lock::lock;
+use crate::plan::{self, Volume};
+use crate::probe::Probe;
+use crate::survey::survey;
+use crate::{escrow, luks, md, modules, mount};
+
+/// This node's envelope for the one volume of an earlier boot on the disks.
+fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<PathBuf> {
+    let facts = survey(host, cfg, probe)?;
+    let volumes = match plan::volume(&facts, cfg) {
+        Volume::Earlier { volumes } => volumes,
+        _ => {
+            return Err(Error::Refused(format!(
+                "no volume of an earlier boot is on the disks with model {:?} (see `ephemera status`); \
+                 give the envelope with --escrow FILE",
+                cfg.disks.model
+            )))
+        }
+    };
+    let with: Vec<PathBuf> = volumes.into_iter().filter_map(|e| e.envelope).collect();
+    match with.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Error::Usage(format!(
+            "this node holds no escrow envelope for the volume on the disks (looked for {} and \
+             its copies by LUKS UUID); give it with --escrow FILE",
+            cfg.escrow.path.display()
+        ))),
+        _ => Err(Error::Usage(
+            "several volumes of earlier boots have envelopes here; choose one with --escrow FILE"
+                .into(),
+        )),
+    }
+}
+
+pub fn recover(
+    host: &Host,
+    cfg: &Config,
+    probe: &dyn Probe,
+    envelope: Option<&Path>,
+    private_key: &Path,
+) -> Result<()> {
+    let envelope = match envelope {
+        Some(p) => p.to_path_buf(),
+        None => host.abs(&envelope_on_node(host, cfg, probe)?),
+    };
+    let text = std::fs::read_to_string(&envelope).map_err(|e| {
+        Error::Usage(format!(
+            "escrow envelope {}: cannot read: {e}",
+            envelope.display()
+        ))
+    })?;
+    let env = escrow::parse(&text, &envelope)?;
+    tracing::info!(
+        "recovering LUKS UUID {} from {}",
+        env.luks_uuid,
+        envelope.display()
+    );
+    {
+        let _lock = lock(host)?;
+        open_and_mount(host, cfg, &env, private_key)?;
+    }
+    // The lock is released first: the unit's provision takes it.
+    if super::on_node(host) {
+        super::start_unit_and_dependents()?;
+    }
+    Ok(())
+}
+
+fn open_and_mount(
+    host: &Host,
+    cfg: &Config,
+    env: &escrow::Envelope,
+    private_key: &Path,
+) -> Result<()> {
+    let inv = discover::discover(host);
+    if inv.dm.is_some() {
+        return Err(Error::Refused(format!(
+            "/dev/mapper/{DM_NAME} is already open; nothing to recover in this boot"
+        )));
+    }
+    if inv.md.is_some() {
+        // An array of ours with nothing open on it: a run of this boot
+        // stopped before it opened anything. It keeps no superblock, so
+        // stopping it writes nothing.
+        md::stop(host, MD_NAME)?;
+    }
+    let inv = discover::discover(host);
+    let mut members = Vec::new();
+    for serial in &env.members {
+        let d = inv
+            .nvme
+            .iter()
+            .find(|d| &d.serial == serial)
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "no NVMe disk has serial {serial:?}, a member in the envelope"
+                ))
+            })?;
+        if !d.mounts.is_empty() || !d.holders.is_empty() || d.swap {
+            return Err(Error::Refused(format!(
+                "/dev/{} (serial {serial}) is in use",
+                d.name
+            )));
+        }
+        members.push(host.dev(&d.name));
+    }
+    // At boot a kept volume stops provision before it loads any module.
+    let mut mods = vec!["dm_mod", "dm_crypt"];
+    if env.raid.is_some() {
+        mods.extend(["md_mod", "raid0"]);
+    }
+    modules::ensure(host, &mods)?;
+    let sk = escrow::load_private_key(private_key)?;
+    let key = escrow::open(env, &sk)?;
+    drop(sk);
+    let base: PathBuf = match &env.raid {
+        Some(r) => md::build_raid0(host, MD_NAME, &members, r.chunk_kib)?,
+        None => members[0].clone(),
+    };
+    let mount_at = &cfg.mount.path;
+    let result = (|| {
+        let found = luks::info(&base)?;
+        if found.uuid != env.luks_uuid {
+            return Err(Error::Refused(format!(
+                "{} holds LUKS UUID {}, the envelope is for {}",
+                base.display(),
+                found.uuid,
+                env.luks_uuid
+            )));
+        }
+        luks::open(&base, cfg.luks.discards, cfg.luks.workqueues, &key)?;
+        let mapped = host.path("dev/mapper").join(DM_NAME);
+        if let Err(e) = mount::mount(&mapped, mount_at, &cfg.mount.options) {
+            // Nothing was written; the envelope still opens it.
+            let _ = luks::close();
+            return Err(e);
+        }
+        tracing::info!("recovered {} at {}", mapped.display(), mount_at.display());
+        Ok(())
+    })();
+    drop(key);
+    if result.is_err() && env.raid.is_some() {
+        let _ = md::stop(host, MD_NAME);
+    }
+    result
+}
