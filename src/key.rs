@@ -127,6 +127,10 @@ impl std::fmt::Debug for VolumeKey {
 ///   front. Child processes (mkfs) are not locked: mlockall is not inherited.
 pub fn harden_process() -> Result<()> {
     let fail = |what: &str, e: std::io::Error| Error::Failed(format!("{what}: {e}"));
+    // Before PR_SET_DUMPABLE: once the process is not dumpable, its /proc
+    // files belong to root, and a run as another user could not write this.
+    std::fs::write("/proc/self/coredump_filter", "0")
+        .map_err(|e| fail("writing 0 to /proc/self/coredump_filter", e))?;
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| Error::Failed(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
     let zero = nix::libc::rlimit {
@@ -140,18 +144,26 @@ pub fn harden_process() -> Result<()> {
             std::io::Error::last_os_error(),
         ));
     }
-    std::fs::write("/proc/self/coredump_filter", "0")
-        .map_err(|e| fail("writing 0 to /proc/self/coredump_filter", e))?;
     let flags = nix::libc::MCL_CURRENT | nix::libc::MCL_FUTURE;
     // SAFETY: mlockall takes flags only.
-    if unsafe { nix::libc::mlockall(flags | nix::libc::MCL_ONFAULT) } != 0 {
-        let e = std::io::Error::last_os_error();
+    let mut rc = unsafe { nix::libc::mlockall(flags | nix::libc::MCL_ONFAULT) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(nix::libc::EINVAL) {
         // Kernels before 4.4 lack MCL_ONFAULT: lock everything up front.
         // SAFETY: as above.
-        if e.raw_os_error() != Some(nix::libc::EINVAL) || unsafe { nix::libc::mlockall(flags) } != 0
-        {
-            return Err(fail("mlockall", std::io::Error::last_os_error()));
+        rc = unsafe { nix::libc::mlockall(flags) };
+    }
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        // Root (CAP_IPC_LOCK) is not bound by RLIMIT_MEMLOCK: a failure there
+        // is unexpected, so stop. Another user is (the whole address space
+        // is counted), and cannot provision or recover anyway: its run ends
+        // at the first privileged step, with its own error. The key's own
+        // page is still locked (VolumeKey).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { nix::libc::geteuid() } == 0 {
+            return Err(fail("mlockall", e));
         }
+        tracing::debug!("mlockall: {e} (not root: RLIMIT_MEMLOCK applies)");
     }
     Ok(())
 }
