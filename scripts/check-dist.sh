@@ -48,6 +48,11 @@ if "$root/usr/sbin/ephemera" --config "$root/etc/ephemera/config.toml" --model x
 else
   bad "the shipped config parses"
 fi
+if grep -qx 'LimitCORE=0' "$root/usr/lib/systemd/system/ephemera.service"; then
+  ok "ephemera.service sets LimitCORE=0"
+else
+  bad "ephemera.service sets LimitCORE=0"
+fi
 # systemd-analyze checks the unit files against the unpacked tree.
 out=$(systemd-analyze verify --man=no --root="$root" \
   /usr/lib/systemd/system/ephemera.service /usr/lib/systemd/system/ephemera-guard.service \

@@ -5,7 +5,7 @@
 //! line that names the key. Validation does no I/O except reading the escrow
 //! public key, so a bad config never reaches a disk.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,9 @@ pub struct Filesystem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mount {
+    /// Kept in normal form (`normal_path`): re-runs compare it with the
+    /// kernel's mount table, which has no `//`, `.` or trailing `/`.
+    #[serde(deserialize_with = "normal_path_de")]
     pub path: PathBuf,
     pub options: String,
 }
@@ -241,7 +244,7 @@ impl Config {
             self.disks.model = m.clone();
         }
         if let Some(p) = &o.mount {
-            self.mount.path = p.clone();
+            self.mount.path = normal_path(p);
         }
         if let Some(k) = &o.escrow_key {
             self.escrow.public_key = Some(k.clone());
@@ -282,7 +285,20 @@ impl Config {
             );
         }
         absolute("mount.path", &self.mount.path)?;
-        if self.mount.path == Path::new("/") {
+        // `..` is refused, not resolved: resolving it lexically is wrong
+        // across symlinks, and "/.." would slip past the check for "/".
+        if self
+            .mount
+            .path
+            .components()
+            .any(|c| c == Component::ParentDir)
+        {
+            return bad(
+                "mount.path",
+                format!("{} must not contain `..`", self.mount.path.display()),
+            );
+        }
+        if normal_path(&self.mount.path) == Path::new("/") {
             return bad("mount.path", "must not be /".into());
         }
         crate::mount::MountOptions::parse(&self.mount.options)
@@ -346,6 +362,19 @@ impl Events {
         }
         Ok(())
     }
+}
+
+/// `p` without repeated `/`, `.` components or a trailing `/`, as the kernel
+/// writes mount points: "/mnt//ephemeral/./" is "/mnt/ephemeral". `..` is
+/// kept as it is (validate refuses it).
+pub fn normal_path(p: &Path) -> PathBuf {
+    p.components().collect()
+}
+
+fn normal_path_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<PathBuf, D::Error> {
+    PathBuf::deserialize(d).map(|p| normal_path(&p))
 }
 
 fn absolute(key: &str, p: &Path) -> Result<()> {
@@ -517,6 +546,10 @@ mod tests {
             ("on_existing = \"wipe\"", "test.toml:1"),
             ("[mount]\npath = \"mnt\"", "mount.path"),
             ("[mount]\npath = \"/\"", "mount.path"),
+            ("[mount]\npath = \"//\"", "mount.path"),
+            ("[mount]\npath = \"/..\"", "mount.path"),
+            ("[mount]\npath = \"/mnt/..\"", "mount.path"),
+            ("[mount]\npath = \"/mnt/../ephemeral\"", "mount.path"),
             ("[mount]\noptions = \"noatime,,\"", "mount.options"),
             ("[escrow]\npublic_key = \"key.pem\"", "escrow.public_key"),
             ("[escrow]\npath = \"escrow.json\"", "escrow.path"),
@@ -557,6 +590,21 @@ mod tests {
                 !m.contains('\n'),
                 "{text:?}: message is not one line: {m:?}"
             );
+        }
+    }
+
+    #[test]
+    fn mount_paths_are_kept_in_normal_form() {
+        for p in ["/mnt/ephemeral/", "/mnt//ephemeral", "/mnt/./ephemeral/."] {
+            let c = parse(&format!("[mount]\npath = \"{p}\"")).unwrap();
+            assert_eq!(c.mount.path.as_os_str(), "/mnt/ephemeral", "{p}");
+            let mut c = Config::default();
+            c.apply(&Overrides {
+                model: None,
+                mount: Some(p.into()),
+                escrow_key: None,
+            });
+            assert_eq!(c.mount.path.as_os_str(), "/mnt/ephemeral", "--mount {p}");
         }
     }
 
