@@ -31,7 +31,8 @@ trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 for f in usr/sbin/ephemera usr/lib/systemd/system/ephemera.service usr/lib/systemd/system/ephemera-guard.service \
   usr/share/polkit-1/rules.d/50-ephemera-guard.rules usr/lib/systemd/logind.conf.d/ephemera.conf \
-  etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz; do
+  etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz usr/share/ephemera/runtime-after-ephemera.conf \
+  usr/lib/systemd/system/{containerd,docker,kubelet,ecs}.service.d/ephemera.conf; do
   if [[ -e $root/$f ]]; then ok "deb ships /$f"; else bad "deb ships /$f"; fi
 done
 if dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q "deb-systemd-helper enable ephemera.service"; then

@@ -78,6 +78,9 @@ pub enum Command {
     },
     /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
     Teardown,
+    /// Unmount the `[[bind]]` mounts of the volume, last first (ephemera.service's
+    /// ExecStop, after the runtimes ordered after it have stopped).
+    Unbind,
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
         #[command(subcommand)]
@@ -180,6 +183,11 @@ pub fn run(cli: Cli) -> Result<()> {
             erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;
         }
         Command::Guard { .. } => unreachable!("handled above"),
+        Command::Unbind => {
+            for t in crate::bind::unbind_configured(&host, &cfg)? {
+                tracing::info!("unmounted the bind {}", t.display());
+            }
+        }
         Command::Teardown => {
             for line in erase::teardown(&host, &cfg, &Blkid)? {
                 tracing::info!("{line}");

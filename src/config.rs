@@ -38,6 +38,8 @@ pub struct Config {
     pub filesystem: Filesystem,
     pub mount: Mount,
     pub escrow: Escrow,
+    /// `[[bind]]` entries: node directories placed on the volume.
+    pub bind: Vec<crate::bind::BindEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +104,7 @@ impl Default for Config {
             filesystem: Filesystem::default(),
             mount: Mount::default(),
             escrow: Escrow::default(),
+            bind: Vec::new(),
         }
     }
 }
@@ -258,6 +261,7 @@ impl Config {
         if let Some(k) = &self.escrow.public_key {
             absolute("escrow.public_key", k)?;
         }
+        crate::bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
         Ok(())
     }
 }
@@ -425,6 +429,9 @@ mod tests {
             ),
             ("[disks]\nmodel = \"  \"", "disks.model"),
             ("[disks", "test.toml:1"),
+            ("[[bind]]\npath = \"/etc\"", "bind[0]"),
+            ("[[bind]]\npath = \"/srv\"\nsub = 1", "sub"),
+            ("[[bind]]\nsubdir = \"x\"", "path"),
         ];
         for (text, needle) in cases {
             let m = usage_msg(text);
