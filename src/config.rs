@@ -75,6 +75,35 @@ pub struct Luks {
 #[serde(deny_unknown_fields, default)]
 pub struct Filesystem {
     pub label: String,
+    /// `ext4` (the default) or `xfs`.
+    #[serde(rename = "type")]
+    pub fstype: FsType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    Ext4,
+    Xfs,
+}
+
+impl FsType {
+    /// The kernel's and blkid's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+        }
+    }
+
+    /// The type blkid found on a device, if it is one ephemera makes.
+    pub fn from_blkid(kind: &str) -> Option<FsType> {
+        match kind {
+            "ext4" => Some(FsType::Ext4),
+            "xfs" => Some(FsType::Xfs),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +169,7 @@ impl Default for Filesystem {
     fn default() -> Self {
         Filesystem {
             label: "ephemeral".into(),
+            fstype: FsType::Ext4,
         }
     }
 }
@@ -249,6 +279,12 @@ impl Config {
             return bad(
                 "filesystem.label",
                 format!("{label:?} must be 1 to 16 bytes of printable text (an ext4 limit)"),
+            );
+        }
+        if self.filesystem.fstype == FsType::Xfs && (label.len() > 12 || label.contains(' ')) {
+            return bad(
+                "filesystem.label",
+                format!("{label:?} must be at most 12 bytes with no space for xfs"),
             );
         }
         absolute("mount.path", &self.mount.path)?;
@@ -430,6 +466,11 @@ mod tests {
             ("[disks]\nmodel = \"  \"", "disks.model"),
             ("[disks", "test.toml:1"),
             ("[[bind]]\npath = \"/etc\"", "bind[0]"),
+            ("[filesystem]\ntype = \"btrfs\"", "test.toml:2"),
+            (
+                "[filesystem]\ntype = \"xfs\"\nlabel = \"thirteen-char\"",
+                "filesystem.label",
+            ),
             ("[[bind]]\npath = \"/srv\"\nsub = 1", "sub"),
             ("[[bind]]\nsubdir = \"x\"", "path"),
         ];

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::bind::BindPlan;
-use crate::config::{Config, OnExisting};
+use crate::config::{Config, FsType, OnExisting};
 use crate::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
 use crate::probe::{Content, Signature};
@@ -166,6 +166,7 @@ pub struct LuksPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MkfsPlan {
+    pub fstype: FsType,
     pub label: String,
     /// ext4 `stride` and `stripe_width`, in 4 KiB blocks, for an array.
     pub stride: Option<(u32, u32)>,
@@ -175,6 +176,9 @@ pub struct MkfsPlan {
 pub struct MountPlan {
     pub path: PathBuf,
     pub options: String,
+    /// The filesystem to mount: the config's for a new volume, what blkid
+    /// found on the mapping for one that is open already.
+    pub fstype: FsType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -328,9 +332,15 @@ fn earlier_action(volumes: &[Earlier], on_existing: OnExisting) -> Result<Option
 }
 
 pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
+    let found_fs = f
+        .mapping
+        .iter()
+        .flatten()
+        .find_map(|s| FsType::from_blkid(&s.kind));
     let mount = MountPlan {
         path: cfg.mount.path.clone(),
         options: cfg.mount.options.clone(),
+        fstype: found_fs.unwrap_or(cfg.filesystem.fstype),
     };
     let binds = crate::bind::plans(&cfg.bind, &cfg.mount.path);
     let mut warnings = Vec::new();
@@ -492,6 +502,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             workqueues: cfg.luks.workqueues,
         },
         mkfs: MkfsPlan {
+            fstype: cfg.filesystem.fstype,
             label: cfg.filesystem.label.clone(),
             stride,
         },
@@ -630,9 +641,20 @@ impl ProvisionPlan {
                 }
             );
         }
-        s += &format!("forget the key\nmake ext4 labelled {:?}", p.mkfs.label);
-        if let Some((stride, width)) = p.mkfs.stride {
-            s += &format!(" (stride {stride}, stripe_width {width})");
+        s += &format!(
+            "forget the key\nmake {} labelled {:?}",
+            p.mkfs.fstype.name(),
+            p.mkfs.label
+        );
+        match (p.mkfs.stride, p.mkfs.fstype) {
+            (Some((stride, width)), FsType::Ext4) => {
+                s += &format!(" (stride {stride}, stripe_width {width})")
+            }
+            (Some((stride, width)), FsType::Xfs) => {
+                let (su, sw) = crate::mount::xfs_stripe(stride, width);
+                s += &format!(" (su {su}k, sw {sw})")
+            }
+            (None, _) => {}
         }
         s += &format!(
             "\nmount it at {} with {}\n",

@@ -151,7 +151,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             );
             // Never closed on failure: the kernel holds the only key.
             step("mount", &m.path, || {
-                mount::mount(&mapped, &m.path, &m.options)
+                mount::mount(&mapped, &m.path, &m.options, m.fstype)
             })?;
             tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
             if let Some(dm) = &facts.inv.dm {
@@ -229,10 +229,12 @@ fn apply(
     let mapped = host.path("dev/mapper").join(DM_NAME);
     let uuid = make_volume(host, p, &base, &mapped, escrow_key, made)?;
 
-    step("make ext4", &mapped, || mount::mkfs(&mapped, &p.mkfs))?;
+    step(&format!("make {}", p.mkfs.fstype.name()), &mapped, || {
+        mount::mkfs(&mapped, &p.mkfs)
+    })?;
     crate::failpoint!("after-mkfs");
     step("mount", &p.mount.path, || {
-        mount::mount(&mapped, &p.mount.path, &p.mount.options)
+        mount::mount(&mapped, &p.mount.path, &p.mount.options, p.mount.fstype)
     })?;
     made.push(Undo::Unmount(p.mount.path.clone()));
     crate::failpoint!("after-mount");

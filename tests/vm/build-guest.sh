@@ -32,6 +32,7 @@ host_tools=(
   blkid:util-linux wipefs:util-linux mkswap:util-linux findmnt:util-linux lsblk:util-linux
   sfdisk:fdisk mke2fs:e2fsprogs dumpe2fs:e2fsprogs e2fsck:e2fsprogs
   mkfs.xfs:xfsprogs openssl:openssl jq:jq ldd:libc-bin sha256sum:coreutils
+  cp:coreutils getfattr:attr setfattr:attr getfacl:acl setfacl:acl xfs_db:xfsprogs
   qemu-system-x86_64:qemu-system-x86
 )
 
@@ -194,6 +195,7 @@ build_base() {
     cat "$cache/kernel.stamp"
     dpkg-query -W -f='${Package} ${Version}\n' busybox-static busybox kmod cryptsetup-bin \
       libcryptsetup12 mdadm dmsetup util-linux fdisk e2fsprogs xfsprogs openssl jq libc6 \
+      coreutils attr acl \
       2>/dev/null || true
   } | sha256sum | cut -d' ' -f1)
   if [[ -f $cache/base.cpio.gz && -f $cache/base.stamp && $(cat "$cache/base.stamp") == "$inputs" ]]; then
@@ -216,7 +218,7 @@ build_base() {
 
   # Real tools, at their host paths, with their libraries.
   for tool in cryptsetup mdadm dmsetup blkid wipefs mkswap findmnt lsblk sfdisk \
-    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod; do
+    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod cp getfattr setfattr getfacl setfacl xfs_db; do
     path=$(command -v "$tool")
     copy_binary "$root" "$path" "$(readlink -f "$path")"
   done
