@@ -150,3 +150,42 @@ fn disks_not_ours_stay_byte_identical() {
         "no LUKS header on the free disks"
     );
 }
+
+#[test]
+#[ignore = "boots a QEMU VM; run by `make test`"]
+fn binds_on_xfs_two_disks() {
+    let dir = workdir("binds");
+    let binds = "[filesystem]\ntype = \"xfs\"\n\
+                 [[bind]]\npath = \"/var/lib/containerd\"\n\
+                 [[bind]]\npath = \"/var/log/pods\"\nsubdir = \"pod-logs\"\n";
+    boot(
+        &dir,
+        Scenario {
+            name: "boot",
+            script: "binds.sh",
+            files: vec![
+                ("config.toml", config(binds)),
+                (
+                    "bad-etc.toml",
+                    config("[[bind]]\npath = \"/etc/kubernetes\"\n"),
+                ),
+                (
+                    "bad-overlap.toml",
+                    config(
+                        "[[bind]]\npath = \"/var/lib/kubelet\"\n\
+                         [[bind]]\npath = \"/var/lib/kubelet/pods\"\n",
+                    ),
+                ),
+                (
+                    "bad-inside.toml",
+                    config("[[bind]]\npath = \"/mnt/ephemeral/x\"\n"),
+                ),
+            ],
+            // mkfs.xfs wants 300 MB and a 64 MB log at least.
+            disks: vec![
+                (image(&dir, "a", 512 * MIB), "EPH-A"),
+                (image(&dir, "b", 512 * MIB), "EPH-B"),
+            ],
+        },
+    );
+}
