@@ -529,4 +529,32 @@ mod tests {
         let m = ensure(&host, b, "254:0").unwrap_err().to_string();
         assert!(m.contains("something else is mounted there"), "{m}");
     }
+
+    /// The ephemera config that each shipped cloud-init example writes
+    /// parses and validates (cloud-init's own schema is checked by
+    /// scripts/check-dist.sh).
+    #[test]
+    fn cloud_init_examples_hold_valid_configs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cloud-init");
+        let mut binds = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let text = std::fs::read_to_string(&f).unwrap();
+            let Some(at) = text.find("path: /etc/ephemera/config.toml") else {
+                continue;
+            };
+            let toml: String = text[at..]
+                .lines()
+                .skip_while(|l| !l.trim_start().starts_with("content: |"))
+                .skip(1)
+                .take_while(|l| l.is_empty() || l.starts_with("      "))
+                .map(|l| format!("{}\n", l.get(6..).unwrap_or("")))
+                .collect();
+            let c = crate::config::Config::parse(&toml, &f).unwrap();
+            c.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            binds += c.bind.len();
+        }
+        assert!(binds >= 6, "the examples should show the usual binds");
+    }
 }
