@@ -1,4 +1,4 @@
-# [[bind]] entries and xfs, on two disks: bad entries refused before any
+# [[bind]] entries, xfs and aes-xts-plain64, on two disks: bad entries refused before any
 # write; the node directories' content copied onto the volume with owner,
 # mode, hard links, xattrs and ACLs; binds shared; a re-run stacks nothing;
 # after an unmount (binds and volume, or the volume alone) a re-run mounts
@@ -31,6 +31,7 @@ echo root-disk >$c/root-only
 
 run_ephemera provision --config $cfg
 check_eq "provision exits 0" "$rc" 0
+check "cipher aes-xts-plain64" sh -c "cryptsetup status ephemera | grep -Eq 'cipher: +aes-xts-plain64'"
 check_eq "xfs on the volume" "$(blkid -o value -s TYPE /dev/mapper/ephemera)" xfs
 geo=$(xfs_db -r -c 'sb 0' -c 'p unit' -c 'p width' /dev/mapper/ephemera)
 echo "$geo"
