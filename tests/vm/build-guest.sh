@@ -176,6 +176,7 @@ build_base() {
     cat "$cache/kernel.stamp"
     dpkg-query -W -f='${Package} ${Version}\n' busybox-static busybox kmod cryptsetup-bin \
       libcryptsetup12 mdadm dmsetup util-linux fdisk e2fsprogs xfsprogs openssl jq libc6 \
+      coreutils attr acl \
       2>/dev/null || true
   } | sha256sum | cut -d' ' -f1)
   if [[ -f $cache/base.cpio.gz && -f $cache/base.stamp && $(cat "$cache/base.stamp") == "$inputs" ]]; then
@@ -198,7 +199,7 @@ build_base() {
 
   # Real tools, at their host paths, with their libraries.
   for tool in cryptsetup mdadm dmsetup blkid wipefs mkswap findmnt lsblk sfdisk \
-    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod; do
+    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod cp getfattr setfattr getfacl setfacl xfs_db; do
     path=$(command -v "$tool")
     copy_binary "$root" "$path" "$(readlink -f "$path")"
   done
