@@ -26,7 +26,7 @@ pub fn check(e: &Event) {
         &Health {
             imds_up: true,
             last_success: None,
-            volume_provisioned: false,
+            volume_state: "absent",
         },
     );
     let series = m
