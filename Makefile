@@ -44,6 +44,16 @@ deb: deps
 	command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 	$(CARGO) deb --locked --output target/debian/ephemera.deb
 
+# --- Graviton (arm64), issue 12: cross-built with Debian 12's rustc-web and its
+# arm64 standard library (scripts/arm64.sh installs them); tested on Debian 12's
+# arm64 cloud kernel under qemu-system-aarch64 (TCG).
+.PHONY: build-arm64 deb-arm64
+build-arm64:
+	scripts/arm64.sh build
+
+deb-arm64:
+	scripts/arm64.sh deb target/debian/ephemera_arm64.deb
+
 # The .deb's contents and units, the polkit rule, cloud-init examples, Packer.
 dist-check: deb
 	scripts/check-dist.sh target/debian/ephemera.deb
