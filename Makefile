@@ -1,7 +1,8 @@
 # The two commands a new user needs, on a fresh Debian 12 machine as root:
 #   make demo   boots a VM with emulated NVMe disks and shows ephemera at work
-#   make test   runs every test: lint, unit, fixture trees, real kernel in QEMU,
-#               the shipped files, faults, full-system boots, fuzzing, audit
+#   make test   runs every test: lint, unit, fixture trees, real kernel in QEMU
+#               (x86-64, and arm64 with the arm64 .deb's binary), the shipped
+#               files, faults, full-system boots, fuzzing, audit
 # Each installs what it needs (Debian packages, the guest kernel) by itself.
 
 CARGO ?= cargo
@@ -29,7 +30,7 @@ vm: deps
 	tests/vm/build-guest.sh
 	$(CARGO) test --locked --release --test vm -- --ignored --test-threads=2
 
-test: lint unit vm dist-check faults system fuzz-ci audit
+test: lint unit vm arm64 dist-check faults system fuzz-ci audit
 
 # The main job on an emulated instance: a full Debian 12 system booted from
 # the baked image. demo-quick: the same job in a minimal initramfs (~2 min).
@@ -57,11 +58,16 @@ deb-arm64:
 # The real-kernel suite (tests/vm.rs) on Debian 12's arm64 cloud kernel,
 # with the cross-built binary: the same scenarios and checks as `make vm`.
 ARM64_BIN = $(CURDIR)/target/arm64/aarch64-unknown-linux-gnu/release/ephemera
-.PHONY: vm-arm64
+.PHONY: vm-arm64 arm64
 vm-arm64: deps build-arm64
 	EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh
 	EPHEMERA_VM_ARCH=arm64 EPHEMERA_VM_BINARY=$(ARM64_BIN) \
 	  $(CARGO) test --locked --release --test vm -- --ignored --test-threads=2
+
+# What `make test` runs for arm64 (about 5 min): the package, and the
+# real-kernel suite above. Not on arm64: the fault tests, the full-system
+# boots and the benchmark (x86-64 only).
+arm64: deb-arm64 vm-arm64
 
 # The .deb's contents and units, the polkit rule, cloud-init examples, Packer.
 dist-check: deb
