@@ -56,10 +56,10 @@ deb-arm64:
 	scripts/arm64.sh deb target/debian/ephemera_arm64.deb
 
 # The real-kernel suite (tests/vm.rs) on Debian 12's arm64 cloud kernel,
-# with the cross-built binary: the same scenarios and checks as `make vm`.
-ARM64_BIN = $(CURDIR)/target/arm64/aarch64-unknown-linux-gnu/release/ephemera
+# with the binary the arm64 .deb ships: the same scenarios and checks as `make vm`.
+ARM64_BIN = $(CURDIR)/target/arm64/deb-root/usr/sbin/ephemera
 .PHONY: vm-arm64 arm64
-vm-arm64: deps build-arm64
+vm-arm64: deps deb-arm64
 	EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh
 	EPHEMERA_VM_ARCH=arm64 EPHEMERA_VM_BINARY=$(ARM64_BIN) \
 	  $(CARGO) test --locked --release --test vm -- --ignored --test-threads=2

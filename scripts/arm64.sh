@@ -10,7 +10,8 @@
 #
 # usage: arm64.sh toolchain   install and check the cross toolchain (idempotent)
 #        arm64.sh build       + cargo build --release for aarch64
-#        arm64.sh deb [OUT]   + the .deb (default target/debian/ephemera_arm64.deb)
+#        arm64.sh deb [OUT]   + the .deb (default target/debian/ephemera_arm64.deb),
+#                             unpacked in target/arm64/deb-root for the VM tests
 #        arm64.sh env         print the environment the build uses (to eval)
 # The build goes to target/arm64 (its own target folder: another rustc than
 # the host's builds it, and the two must not share build-script outputs).
@@ -114,6 +115,11 @@ deb() {
   # and strips with aarch64-linux-gnu-strip.
   cargo deb --no-build --locked --target "$triple" --output "$out"
   dpkg-deb -f "$out" Architecture | grep -qx arm64 || die "$out is not an arm64 package"
+  # Unpacked, for the arm64 VM tests: they run the binary the package ships.
+  rm -rf "$repo/target/arm64/deb-root"
+  dpkg-deb -x "$out" "$repo/target/arm64/deb-root"
+  file -b "$repo/target/arm64/deb-root/usr/sbin/ephemera" | grep -q 'ARM aarch64' ||
+    die "the package's usr/sbin/ephemera is not an aarch64 binary"
   log "package: $out"
 }
 

@@ -171,9 +171,8 @@ build_sysroot() {
   # Inputs: the package list and the candidate arm64 versions in the apt lists.
   stamp=$( {
     echo "${sysroot_pkgs[*]}"
-    for p in "${sysroot_pkgs[@]}"; do
-      apt-cache show --no-all-versions "$p:arm64" 2>/dev/null | awk '/^Version:/ { print $2; exit }'
-    done
+    apt-cache show --no-all-versions "${sysroot_pkgs[@]/%/:arm64}" 2>/dev/null |
+      awk '/^(Package|Version):/ { print $2 }'
   } | sha256sum | cut -d' ' -f1)
   if [[ -d $sysroot && -f $cache/sysroot.stamp && $(cat "$cache/sysroot.stamp") == "$stamp" ]]; then
     return
