@@ -52,7 +52,7 @@ timeout=${BENCH_TIMEOUT:-900}
 mem=2048
 
 # Tools: the guest build installs QEMU and the guest's tools; jq for the JSON.
-command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+scripts/host-tools.sh bench
 if [[ -z $binary ]]; then
   if [[ -n $build ]]; then
     scripts/install-deps.sh >&2

@@ -30,24 +30,33 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 for f in usr/sbin/ephemera usr/lib/systemd/system/ephemera.service usr/lib/systemd/system/ephemera-guard.service \
+  usr/lib/systemd/system/ephemera-events.service \
   usr/share/polkit-1/rules.d/50-ephemera-guard.rules usr/lib/systemd/logind.conf.d/ephemera.conf \
   etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz; do
   if [[ -e $root/$f ]]; then ok "deb ships /$f"; else bad "deb ships /$f"; fi
 done
-if dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q "deb-systemd-helper enable ephemera.service"; then
-  ok "postinst enables ephemera.service"
-else
-  bad "postinst enables ephemera.service"
-fi
+for u in ephemera.service ephemera-events.service; do
+  if dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q "deb-systemd-helper enable $u"; then
+    ok "postinst enables $u"
+  else
+    bad "postinst enables $u"
+  fi
+done
 if "$root/usr/sbin/ephemera" --config "$root/etc/ephemera/config.toml" --model x plan >/dev/null 2>&1 ||
   [[ $? -eq 3 ]]; then
   ok "the shipped config parses"
 else
   bad "the shipped config parses"
 fi
+if grep -qx 'LimitCORE=0' "$root/usr/lib/systemd/system/ephemera.service"; then
+  ok "ephemera.service sets LimitCORE=0"
+else
+  bad "ephemera.service sets LimitCORE=0"
+fi
 # systemd-analyze checks the unit files against the unpacked tree.
 out=$(systemd-analyze verify --man=no --root="$root" \
-  /usr/lib/systemd/system/ephemera.service /usr/lib/systemd/system/ephemera-guard.service 2>&1 |
+  /usr/lib/systemd/system/ephemera.service /usr/lib/systemd/system/ephemera-guard.service \
+  /usr/lib/systemd/system/ephemera-events.service 2>&1 |
   grep -v -e "systemd-inhibit is not executable" -e "Unit .* not found" || true)
 if [[ -z $out ]]; then ok "systemd-analyze verify"; else bad "systemd-analyze verify: $out"; fi
 

@@ -10,7 +10,7 @@ use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::probe::Blkid;
-use crate::{guard, key, luks};
+use crate::{events, guard, key, luks};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +78,15 @@ pub enum Command {
     },
     /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
     Teardown,
+    /// Pending maintenance events and interruptions, from IMDS (needs no root).
+    Events {
+        #[arg(long)]
+        json: bool,
+        /// Poll forever: warn once per new event, write the metrics, run the
+        /// hook (ephemera-events.service).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
         #[command(subcommand)]
@@ -162,11 +171,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json: as_json } => {
-            let s = status::status(&host, &cfg, &Blkid)?;
+            let mut s = status::status(&host, &cfg, &Blkid)?;
+            s.events = events::pending(&cfg.events.endpoint).0;
             if as_json {
                 println!("{}", json(&s)?);
             } else {
                 print!("{}", s.describe());
+                if !s.events.is_empty() {
+                    for line in events::describe(&s.events).lines() {
+                        println!("event: {line}");
+                    }
+                }
             }
         }
         Command::Recover {
@@ -180,6 +195,10 @@ pub fn run(cli: Cli) -> Result<()> {
             erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;
         }
         Command::Guard { .. } => unreachable!("handled above"),
+        Command::Events {
+            json: as_json,
+            watch,
+        } => events::command(&cfg.events, &host, as_json, watch)?,
         Command::Teardown => {
             for line in erase::teardown(&host, &cfg, &Blkid)? {
                 tracing::info!("{line}");

@@ -5,7 +5,7 @@
 //! line that names the key. Validation does no I/O except reading the escrow
 //! public key, so a bad config never reaches a disk.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,7 @@ pub struct Config {
     pub filesystem: Filesystem,
     pub mount: Mount,
     pub escrow: Escrow,
+    pub events: Events,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +79,9 @@ pub struct Filesystem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mount {
+    /// Kept in normal form (`normal_path`): re-runs compare it with the
+    /// kernel's mount table, which has no `//`, `.` or trailing `/`.
+    #[serde(deserialize_with = "normal_path_de")]
     pub path: PathBuf,
     pub options: String,
 }
@@ -92,6 +96,24 @@ pub struct Escrow {
     pub console: bool,
 }
 
+/// The events watcher and `ephemera events` (src/events.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// The instance metadata service: `http://host[:port]`, no path.
+    pub endpoint: String,
+    /// Seconds between two polls of the watcher.
+    pub interval_secs: u64,
+    /// The metrics file (textfile-collector format); empty: none.
+    pub textfile: PathBuf,
+    /// Run once per new event, the event's JSON on stdin. Unset: no hook.
+    pub hook: Option<PathBuf>,
+    /// The hook is killed after this long.
+    pub hook_timeout_secs: u64,
+    /// The watcher's record of the events it acted on.
+    pub seen_file: PathBuf,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -102,6 +124,7 @@ impl Default for Config {
             filesystem: Filesystem::default(),
             mount: Mount::default(),
             escrow: Escrow::default(),
+            events: Events::default(),
         }
     }
 }
@@ -160,6 +183,19 @@ impl Default for Escrow {
     }
 }
 
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            endpoint: "http://169.254.169.254".into(),
+            interval_secs: 10,
+            textfile: "/var/lib/prometheus/node-exporter/ephemera.prom".into(),
+            hook: None,
+            hook_timeout_secs: 60,
+            seen_file: "/run/ephemera/events-seen.json".into(),
+        }
+    }
+}
+
 /// Command-line values that take precedence over the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -208,7 +244,7 @@ impl Config {
             self.disks.model = m.clone();
         }
         if let Some(p) = &o.mount {
-            self.mount.path = p.clone();
+            self.mount.path = normal_path(p);
         }
         if let Some(k) = &o.escrow_key {
             self.escrow.public_key = Some(k.clone());
@@ -249,7 +285,20 @@ impl Config {
             );
         }
         absolute("mount.path", &self.mount.path)?;
-        if self.mount.path == Path::new("/") {
+        // `..` is refused, not resolved: resolving it lexically is wrong
+        // across symlinks, and "/.." would slip past the check for "/".
+        if self
+            .mount
+            .path
+            .components()
+            .any(|c| c == Component::ParentDir)
+        {
+            return bad(
+                "mount.path",
+                format!("{} must not contain `..`", self.mount.path.display()),
+            );
+        }
+        if normal_path(&self.mount.path) == Path::new("/") {
             return bad("mount.path", "must not be /".into());
         }
         crate::mount::MountOptions::parse(&self.mount.options)
@@ -258,8 +307,74 @@ impl Config {
         if let Some(k) = &self.escrow.public_key {
             absolute("escrow.public_key", k)?;
         }
+        self.events.validate()
+    }
+}
+
+impl Events {
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Usage(format!("config events.{key}: {why}")));
+        let host = self
+            .endpoint
+            .strip_prefix("http://")
+            .map(|h| h.strip_suffix('/').unwrap_or(h))
+            .unwrap_or("");
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        {
+            return bad(
+                "endpoint",
+                format!(
+                    "{:?} is not http://HOST[:PORT] with no path (for example http://169.254.169.254)",
+                    self.endpoint
+                ),
+            );
+        }
+        if !(1..=3600).contains(&self.interval_secs) {
+            return bad(
+                "interval_secs",
+                format!("{} is not between 1 and 3600", self.interval_secs),
+            );
+        }
+        if !self.textfile.as_os_str().is_empty() {
+            absolute("events.textfile", &self.textfile)?;
+            if self.textfile.extension().is_none_or(|e| e != "prom") {
+                return bad(
+                    "textfile",
+                    format!(
+                        "{} does not end in .prom (node_exporter reads only those)",
+                        self.textfile.display()
+                    ),
+                );
+            }
+        }
+        if let Some(h) = &self.hook {
+            absolute("events.hook", h)?;
+        }
+        absolute("events.seen_file", &self.seen_file)?;
+        if !(1..=3600).contains(&self.hook_timeout_secs) {
+            return bad(
+                "hook_timeout_secs",
+                format!("{} is not between 1 and 3600", self.hook_timeout_secs),
+            );
+        }
         Ok(())
     }
+}
+
+/// `p` without repeated `/`, `.` components or a trailing `/`, as the kernel
+/// writes mount points: "/mnt//ephemeral/./" is "/mnt/ephemeral". `..` is
+/// kept as it is (validate refuses it).
+pub fn normal_path(p: &Path) -> PathBuf {
+    p.components().collect()
+}
+
+fn normal_path_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<PathBuf, D::Error> {
+    PathBuf::deserialize(d).map(|p| normal_path(&p))
 }
 
 fn absolute(key: &str, p: &Path) -> Result<()> {
@@ -385,6 +500,13 @@ mod tests {
             public_key = "/etc/ephemera/escrow.pem"
             path = "/root/escrow.json"
             console = false
+            [events]
+            endpoint = "http://127.0.0.1:8169/"
+            interval_secs = 5
+            textfile = ""
+            hook = "/usr/local/sbin/drain"
+            hook_timeout_secs = 30
+            seen_file = "/var/lib/ephemera/seen.json"
             "#,
         )
         .unwrap();
@@ -398,6 +520,14 @@ mod tests {
             Some(Path::new("/etc/ephemera/escrow.pem"))
         );
         assert!(!c.escrow.console);
+        assert_eq!(c.events.endpoint, "http://127.0.0.1:8169/");
+        assert_eq!(c.events.interval_secs, 5);
+        assert_eq!(c.events.textfile, Path::new(""));
+        assert_eq!(
+            c.events.hook.as_deref(),
+            Some(Path::new("/usr/local/sbin/drain"))
+        );
+        assert_eq!(c.events.hook_timeout_secs, 30);
     }
 
     #[test]
@@ -416,6 +546,10 @@ mod tests {
             ("on_existing = \"wipe\"", "test.toml:1"),
             ("[mount]\npath = \"mnt\"", "mount.path"),
             ("[mount]\npath = \"/\"", "mount.path"),
+            ("[mount]\npath = \"//\"", "mount.path"),
+            ("[mount]\npath = \"/..\"", "mount.path"),
+            ("[mount]\npath = \"/mnt/..\"", "mount.path"),
+            ("[mount]\npath = \"/mnt/../ephemeral\"", "mount.path"),
             ("[mount]\noptions = \"noatime,,\"", "mount.options"),
             ("[escrow]\npublic_key = \"key.pem\"", "escrow.public_key"),
             ("[escrow]\npath = \"escrow.json\"", "escrow.path"),
@@ -424,6 +558,29 @@ mod tests {
                 "filesystem.label",
             ),
             ("[disks]\nmodel = \"  \"", "disks.model"),
+            (
+                "[events]\nendpoint = \"https://169.254.169.254\"",
+                "events.endpoint",
+            ),
+            (
+                "[events]\nendpoint = \"http://h/latest\"",
+                "events.endpoint",
+            ),
+            ("[events]\nendpoint = \"http://\"", "events.endpoint"),
+            ("[events]\ninterval_secs = 0", "events.interval_secs"),
+            ("[events]\ninterval_secs = 3601", "events.interval_secs"),
+            ("[events]\ntextfile = \"ephemera.prom\"", "events.textfile"),
+            (
+                "[events]\ntextfile = \"/var/lib/x/ephemera.txt\"",
+                "events.textfile",
+            ),
+            ("[events]\nhook = \"drain.sh\"", "events.hook"),
+            (
+                "[events]\nhook_timeout_secs = 0",
+                "events.hook_timeout_secs",
+            ),
+            ("[events]\npoll = 5", "poll"),
+            ("[events]\nseen_file = \"seen.json\"", "events.seen_file"),
             ("[disks", "test.toml:1"),
         ];
         for (text, needle) in cases {
@@ -433,6 +590,21 @@ mod tests {
                 !m.contains('\n'),
                 "{text:?}: message is not one line: {m:?}"
             );
+        }
+    }
+
+    #[test]
+    fn mount_paths_are_kept_in_normal_form() {
+        for p in ["/mnt/ephemeral/", "/mnt//ephemeral", "/mnt/./ephemeral/."] {
+            let c = parse(&format!("[mount]\npath = \"{p}\"")).unwrap();
+            assert_eq!(c.mount.path.as_os_str(), "/mnt/ephemeral", "{p}");
+            let mut c = Config::default();
+            c.apply(&Overrides {
+                model: None,
+                mount: Some(p.into()),
+                escrow_key: None,
+            });
+            assert_eq!(c.mount.path.as_os_str(), "/mnt/ephemeral", "--mount {p}");
         }
     }
 

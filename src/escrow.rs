@@ -18,9 +18,12 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::key::VolumeKey;
+use crate::md;
 
 pub const ALG: &str = "RSA-OAEP-256";
 pub const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA key the `rsa` crate accepts (its `RsaPublicKey::MAX_SIZE`).
+pub const MAX_RSA_BITS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -59,11 +62,17 @@ fn read_pem(path: &Path, what: &str) -> Result<Zeroizing<String>> {
 }
 
 /// Reads an RSA public key, SPKI (`BEGIN PUBLIC KEY`) or PKCS#1 (`BEGIN RSA
-/// PUBLIC KEY`), and refuses keys under 2048 bits.
+/// PUBLIC KEY`), and refuses keys under 2048 or over 4096 bits.
 pub fn load_public_key(path: &Path) -> Result<RsaPublicKey> {
     let what = "escrow public key";
     let pem = read_pem(path, what)?;
     let bad = |why: String| Error::Usage(format!("{what} {}: {why}", path.display()));
+    // The rsa crate refuses moduli over 4096 bits as malformed: say so first.
+    if let Some(bits) = modulus_bits(&pem).filter(|b| *b > MAX_RSA_BITS) {
+        return Err(bad(format!(
+            "RSA key is {bits} bits; at most {MAX_RSA_BITS} are supported (use a 2048 to {MAX_RSA_BITS}-bit key)"
+        )));
+    }
     let key = if pem.contains("-----BEGIN RSA PUBLIC KEY-----") {
         RsaPublicKey::from_pkcs1_pem(pem.trim())
             .map_err(|e| bad(format!("malformed PKCS#1 RSA public key: {e}")))?
@@ -90,6 +99,25 @@ pub fn load_public_key(path: &Path) -> Result<RsaPublicKey> {
         )));
     }
     Ok(key)
+}
+
+/// The modulus size of a PEM RSA public key (SPKI or PKCS#1), read from its
+/// ASN.1 without the rsa crate's size limit; None if it is not one.
+fn modulus_bits(pem: &str) -> Option<usize> {
+    use rsa::pkcs1::der::Document;
+    let (label, doc) = Document::from_pem(pem.trim()).ok()?;
+    let spki;
+    let pkcs1 = match label {
+        "PUBLIC KEY" => {
+            spki = rsa::pkcs8::spki::SubjectPublicKeyInfoRef::try_from(doc.as_bytes()).ok()?;
+            spki.subject_public_key.raw_bytes()
+        }
+        "RSA PUBLIC KEY" => doc.as_bytes(),
+        _ => return None,
+    };
+    let key = rsa::pkcs1::RsaPublicKey::try_from(pkcs1).ok()?;
+    let n = key.modulus.as_bytes();
+    Some(n.len() * 8 - n.first()?.leading_zeros() as usize)
 }
 
 /// Reads an RSA private key, PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1.
@@ -136,6 +164,12 @@ pub struct Header {
     pub raid: Option<RaidInfo>,
 }
 
+/// Encrypts the key to `to`. The copies this makes, and how long they live
+/// (rsa 0.9.10): the OAEP-encoded block and its `BigUint` are `Zeroizing`
+/// inside the crate and wiped before `encrypt` returns; the temporaries of
+/// the modular exponentiation (num-bigint-dig) are freed unwiped, and the
+/// crate's API offers no hook to reach them. They live only during this
+/// call, in memory that `key::harden_process` keeps out of swap and cores.
 pub fn seal(key: &VolumeKey, to: &RsaPublicKey, h: Header) -> Result<Envelope> {
     let ct = to
         .encrypt(
@@ -165,40 +199,124 @@ pub fn seal(key: &VolumeKey, to: &RsaPublicKey, h: Header) -> Result<Envelope> {
     })
 }
 
-/// Parses an envelope and checks what `recover` relies on.
+/// The longest ciphertext: base64 of one block of the largest key (4096 bits).
+const MAX_CIPHERTEXT_B64: usize = MAX_RSA_BITS.div_ceil(8).div_ceil(3) * 4;
+
+/// What `recover` hands to the kernel, worked out from an envelope alone: the
+/// members to find by serial, the md ioctl values, the LUKS2 header to
+/// expect and the key's length. Pure, so the whole envelope-to-ioctl path
+/// can be fuzzed (fuzz/fuzz_targets/envelope.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryParams {
+    pub serials: Vec<String>,
+    pub raid: Option<md::Raid0Geometry>,
+    pub luks_uuid: String,
+    pub key_bytes: usize,
+    pub sector_size: u32,
+}
+
+/// Checks every field of an envelope against the values provision can write,
+/// and returns what recovery does with it. An envelope may come from
+/// anywhere (a console log, a ticket), so nothing in it is trusted.
+pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, String> {
+    if env.version != 1 {
+        return Err(format!("version {} is not supported (1 is)", env.version));
+    }
+    if env.recipient.alg != ALG {
+        return Err(format!("algorithm {:?} is not {ALG}", env.recipient.alg));
+    }
+    let text = |what: &str, v: &str, max: usize| {
+        if v.len() > max || v.contains(char::is_control) {
+            Err(format!("{what} is not up to {max} bytes of printable text"))
+        } else {
+            Ok(())
+        }
+    };
+    text("created", &env.created, 64)?;
+    text("host", &env.host, 255)?;
+    text("cipher", &env.cipher, 64)?;
+    crate::config::CipherSpec::parse(&env.cipher).map_err(|why| format!("cipher: {why}"))?;
+    if !is_uuid(&env.luks_uuid) {
+        return Err(format!("luks_uuid {:?} is not a UUID", env.luks_uuid));
+    }
+    if ![128, 256, 384, 512].contains(&env.key_bits) {
+        return Err(format!(
+            "key_bits {} is not one of 128, 256, 384, 512",
+            env.key_bits
+        ));
+    }
+    if ![512, 1024, 2048, 4096].contains(&env.sector_size) {
+        return Err(format!(
+            "sector_size {} is not one of 512, 1024, 2048, 4096",
+            env.sector_size
+        ));
+    }
+    let fp = &env.recipient.key_fingerprint;
+    if !(fp.len() == 71
+        && fp.starts_with("sha256:")
+        && fp[7..].bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err("recipient.key_fingerprint is not sha256: and 64 hex digits".into());
+    }
+    if env.ciphertext.trim().len() > MAX_CIPHERTEXT_B64 {
+        return Err(format!(
+            "ciphertext is longer than a {MAX_RSA_BITS}-bit RSA block ({MAX_CIPHERTEXT_B64} base64 characters)"
+        ));
+    }
+    if env.members.is_empty() {
+        return Err("lists no members".into());
+    }
+    for (i, m) in env.members.iter().enumerate() {
+        // NVMe serials are 20 bytes of printable ASCII, trimmed.
+        if m.is_empty() || m.len() > 20 || !m.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "member {i} {m:?} is not an NVMe serial (1 to 20 printable characters)"
+            ));
+        }
+        if env.members[..i].contains(m) {
+            return Err(format!("member {m:?} is listed twice"));
+        }
+    }
+    let raid = match (&env.raid, env.members.len()) {
+        (None, 1) => None,
+        (None, _) => return Err("lists several members but no raid".into()),
+        (Some(_), 1) => return Err("gives a raid for a single member".into()),
+        (Some(r), n) => {
+            if r.level != 0 {
+                return Err(format!("raid level {} is not RAID0", r.level));
+            }
+            Some(md::Raid0Geometry::new(n, r.chunk_kib).map_err(|why| format!("raid: {why}"))?)
+        }
+    };
+    Ok(RecoveryParams {
+        serials: env.members.clone(),
+        raid,
+        luks_uuid: env.luks_uuid.clone(),
+        key_bytes: env.key_bits as usize / 8,
+        sector_size: env.sector_size,
+    })
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Parses an envelope and checks every field (`recovery_params`).
 pub fn parse(text: &str, origin: &Path) -> Result<Envelope> {
     let bad = |why: String| Error::Usage(format!("escrow envelope {}: {why}", origin.display()));
     let env: Envelope = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
-    if env.version != 1 {
-        return Err(bad(format!(
-            "version {} is not supported (1 is)",
-            env.version
-        )));
-    }
-    if env.recipient.alg != ALG {
-        return Err(bad(format!(
-            "algorithm {:?} is not {ALG}",
-            env.recipient.alg
-        )));
-    }
-    if env.members.is_empty() {
-        return Err(bad("lists no members".into()));
-    }
-    if env.members.len() > 1 && env.raid.is_none() {
-        return Err(bad("lists several members but no raid".into()));
-    }
-    if let Some(r) = &env.raid {
-        if r.level != 0 || !r.chunk_kib.is_power_of_two() {
-            return Err(bad(format!(
-                "raid level {} chunk {} KiB is not RAID0 with a power-of-two chunk",
-                r.level, r.chunk_kib
-            )));
-        }
-    }
+    recovery_params(&env).map_err(bad)?;
     Ok(env)
 }
 
-/// Decrypts the envelope's key into locked memory.
+/// Decrypts the envelope's key into locked memory. rsa 0.9.10 wipes its own
+/// decrypted `BigUint` and encoded block; the plaintext `Vec` it returns is
+/// wrapped in `Zeroizing` at once and moved into the locked page by
+/// `VolumeKey::take`, which wipes it. The private key zeroizes itself on drop.
 pub fn open(env: &Envelope, key: &RsaPrivateKey) -> Result<VolumeKey> {
     let fp = fingerprint(&key.to_public_key())?;
     if fp != env.recipient.key_fingerprint {
@@ -318,7 +436,7 @@ mod tests {
     fn header() -> Header {
         Header {
             host: "i-0123".into(),
-            luks_uuid: "u".into(),
+            luks_uuid: "0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e".into(),
             cipher: "twofish-xts-plain64".into(),
             sector_size: 4096,
             members: vec!["AWS1".into(), "AWS2".into()],
@@ -335,34 +453,49 @@ mod tests {
         let host = Host::new(t.path());
         let path = Path::new("/var/lib/ephemera/escrow.json");
         assert_eq!(
-            path_for(path, "u-1"),
-            Path::new("/var/lib/ephemera/escrow.u-1.json")
+            path_for(path, "00000000-0000-4000-8000-000000000001"),
+            Path::new("/var/lib/ephemera/escrow.00000000-0000-4000-8000-000000000001.json")
         );
-        assert_eq!(find_envelope(&host, path, "u-1"), None);
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000001"),
+            None
+        );
         let sk = keypair(2048);
         let key = VolumeKey::generate(512).unwrap();
         let mut env = seal(&key, &sk.to_public_key(), header()).unwrap();
-        env.luks_uuid = "u-1".into();
+        env.luks_uuid = "00000000-0000-4000-8000-000000000001".into();
         let real = host.abs(path);
         store(&env, &real).unwrap();
         assert_eq!(
-            find_envelope(&host, path, "u-1").as_deref(),
-            Some(Path::new("/var/lib/ephemera/escrow.u-1.json"))
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000001").as_deref(),
+            Some(Path::new(
+                "/var/lib/ephemera/escrow.00000000-0000-4000-8000-000000000001.json"
+            ))
         );
         // A newer volume: escrow.json names it, u-1's copy stays as it was.
-        let first = std::fs::read(host.abs(&path_for(path, "u-1"))).unwrap();
-        env.luks_uuid = "u-2".into();
+        let first =
+            std::fs::read(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001")))
+                .unwrap();
+        env.luks_uuid = "00000000-0000-4000-8000-000000000002".into();
         store(&env, &real).unwrap();
         assert_eq!(
-            std::fs::read(host.abs(&path_for(path, "u-1"))).unwrap(),
+            std::fs::read(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001")))
+                .unwrap(),
             first
         );
-        assert!(find_envelope(&host, path, "u-2").is_some());
-        assert!(find_envelope(&host, path, "u-1").is_some());
+        assert!(find_envelope(&host, path, "00000000-0000-4000-8000-000000000002").is_some());
+        assert!(find_envelope(&host, path, "00000000-0000-4000-8000-000000000001").is_some());
         // An envelope written before the copies existed: escrow.json alone.
-        std::fs::remove_file(host.abs(&path_for(path, "u-2"))).unwrap();
-        assert_eq!(find_envelope(&host, path, "u-2").as_deref(), Some(path));
-        assert_eq!(find_envelope(&host, path, "u-3"), None);
+        std::fs::remove_file(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000002")))
+            .unwrap();
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000002").as_deref(),
+            Some(path)
+        );
+        assert_eq!(
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000003"),
+            None
+        );
     }
 
     #[test]
@@ -445,6 +578,95 @@ mod tests {
     }
 
     #[test]
+    fn recovery_params_are_what_the_kernel_gets() {
+        let sk = keypair(2048);
+        let mut raw = [1u8; 64];
+        let vk = VolumeKey::take(&mut raw).unwrap();
+        let env = seal(&vk, &sk.to_public_key(), header()).unwrap();
+        let p = recovery_params(&env).unwrap();
+        assert_eq!(p.serials, env.members);
+        assert_eq!(
+            p.raid,
+            Some(md::Raid0Geometry {
+                disks: env.members.len() as i32,
+                chunk_bytes: 256 * 1024
+            })
+        );
+        assert_eq!(p.key_bytes, 64);
+        // The largest chunk config allows still fits the ioctl's int.
+        assert_eq!(
+            md::Raid0Geometry::new(2, md::MAX_CHUNK_KIB)
+                .unwrap()
+                .chunk_bytes,
+            1 << 30
+        );
+    }
+
+    /// A PEM RSA public key with an `bits`-bit modulus, built by hand (the
+    /// rsa crate cannot make one over 4096 bits).
+    fn big_public_key_pems(bits: usize) -> (String, String) {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let n = body.len();
+            let mut v = vec![tag];
+            match n {
+                0..=127 => v.push(n as u8),
+                128..=255 => v.extend([0x81, n as u8]),
+                _ => v.extend([0x82, (n >> 8) as u8, n as u8]),
+            }
+            v.extend(body);
+            v
+        }
+        let mut modulus = vec![0u8; 1 + bits / 8];
+        modulus[1] = 0xc3; // top bit set: exactly `bits` bits, after the sign byte
+        *modulus.last_mut().unwrap() = 0x01;
+        let pkcs1 = tlv(0x30, &[tlv(0x02, &modulus), tlv(0x02, &[1, 0, 1])].concat());
+        let alg = tlv(
+            0x30,
+            &[
+                tlv(
+                    0x06,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+                ),
+                vec![0x05, 0x00],
+            ]
+            .concat(),
+        );
+        let spki = tlv(
+            0x30,
+            &[alg, tlv(0x03, &[&[0u8][..], &pkcs1].concat())].concat(),
+        );
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        (pem("PUBLIC KEY", &spki), pem("RSA PUBLIC KEY", &pkcs1))
+    }
+
+    #[test]
+    fn keys_over_4096_bits_are_refused_with_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spki, pkcs1) = big_public_key_pems(8192);
+        for (name, pem) in [("spki.pem", spki), ("pkcs1.pem", pkcs1)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, pem).unwrap();
+            match load_public_key(&p) {
+                Err(Error::Usage(m)) => {
+                    assert!(m.contains("8192 bits") && m.contains("at most 4096"), "{m}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn damaged_envelopes_are_usage_errors() {
         let p = Path::new("e.json");
         let sk = keypair(2048);
@@ -464,6 +686,26 @@ mod tests {
             mutate(&|v| v["members"] = serde_json::json!([])),
             mutate(&|v| v["raid"] = serde_json::Value::Null),
             mutate(&|v| v["raid"]["chunk_kib"] = 100.into()),
+            // 2^21 KiB and up overflowed the md ioctl's int (chunk_kib * 1024).
+            mutate(&|v| v["raid"]["chunk_kib"] = (1u32 << 21).into()),
+            mutate(&|v| v["raid"]["chunk_kib"] = (1u32 << 31).into()),
+            mutate(&|v| v["raid"]["chunk_kib"] = 2.into()),
+            mutate(&|v| v["raid"]["level"] = 5.into()),
+            mutate(&|v| v["members"] = serde_json::json!(["EPH-A"])),
+            mutate(&|v| v["members"] = serde_json::json!(["EPH-A", "EPH-A"])),
+            mutate(&|v| v["members"] = serde_json::json!(["EPH-A", ""])),
+            mutate(&|v| v["members"] = serde_json::json!(["EPH-A", "a serial with spaces"])),
+            mutate(&|v| v["members"] = serde_json::json!(["EPH-A", "X".repeat(21)])),
+            mutate(&|v| v["members"] = (0..65).map(|i| format!("S{i}")).collect()),
+            mutate(&|v| v["key_bits"] = 0.into()),
+            mutate(&|v| v["key_bits"] = 4294967295u32.into()),
+            mutate(&|v| v["sector_size"] = 3.into()),
+            mutate(&|v| v["luks_uuid"] = "not-a-uuid".into()),
+            mutate(&|v| v["cipher"] = "twofish".into()),
+            mutate(&|v| v["host"] = "a\nb".into()),
+            mutate(&|v| v["created"] = "x".repeat(65).into()),
+            mutate(&|v| v["recipient"]["key_fingerprint"] = "sha256:zz".into()),
+            mutate(&|v| v["ciphertext"] = "A".repeat(700).into()),
             mutate(&|v| {
                 v.as_object_mut()
                     .unwrap()

@@ -5,6 +5,8 @@
 //!
 //! `EPHEMERA_FAILPOINT=NAME=ACTION[;NAME=ACTION...]` arms them, where ACTION is
 //! - `kill`: SIGKILL this process (a crash at that step boundary);
+//! - `abort`: abort(3), SIGABRT, a crash that dumps core where the system
+//!   lets it (the core-dump scan in tests/faults.rs);
 //! - `error`: fail the step, so `provision` rolls back what it made;
 //! - `sleep:MS`: wait MS milliseconds, then go on;
 //! - `hang`: print `EPHEMERA-FAILPOINT-HANG NAME` on /dev/console and wait
@@ -52,6 +54,10 @@ mod imp {
                 // SAFETY: raise(3) has no memory-safety preconditions.
                 unsafe { nix::libc::raise(nix::libc::SIGKILL) };
                 unreachable!("SIGKILL returned");
+            }
+            "abort" => {
+                let _ = std::io::stderr().flush();
+                std::process::abort();
             }
             "error" => Err(Error::Failed(format!("failpoint {name}: injected error"))),
             "hang" => {

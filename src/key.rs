@@ -106,11 +106,66 @@ impl std::fmt::Debug for VolumeKey {
     }
 }
 
-/// Makes this process undumpable: no core file, no ptrace by non-root, and
-/// `/proc/PID/mem` closed to others, for as long as a key may be in memory.
+/// Hardens this process for as long as a key may be in memory (called before
+/// the key is made or decrypted, by `provision` and `recover`). Layers, each
+/// covering the case the one before does not:
+/// - `PR_SET_DUMPABLE` 0: no core at all, whatever `fs.suid_dumpable` says
+///   (that sysctl is the value the kernel gives `dumpable` on a credential
+///   change; it does not override an explicit 0: the core-dump fault test
+///   sees no core with `fs.suid_dumpable=2` and a piped `core_pattern`); also
+///   no ptrace by non-root and `/proc/PID/mem` closed to others;
+/// - should `dumpable` ever be reset (a credential change in a later
+///   version or a library): `RLIMIT_CORE` 0 stops a core file, and
+///   `/proc/self/coredump_filter` 0 leaves a core piped to a handler (the
+///   kernel ignores `RLIMIT_CORE` for pipes) with no anonymous or file
+///   memory, so none of the key's copies: libcryptsetup's, in its ordinary
+///   heap while a context is open, nor the `rsa` crate's temporaries, which
+///   its API gives no way to wipe;
+/// - `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: no page of the
+///   process, those copies included, is ever written to swap. ONFAULT locks
+///   pages as they are touched, so thread stacks are not filled in up
+///   front. Child processes (mkfs) are not locked: mlockall is not inherited.
 pub fn harden_process() -> Result<()> {
+    let fail = |what: &str, e: std::io::Error| Error::Failed(format!("{what}: {e}"));
+    // Before PR_SET_DUMPABLE: once the process is not dumpable, its /proc
+    // files belong to root, and a run as another user could not write this.
+    std::fs::write("/proc/self/coredump_filter", "0")
+        .map_err(|e| fail("writing 0 to /proc/self/coredump_filter", e))?;
     nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| Error::Failed(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))
+        .map_err(|e| Error::Failed(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
+    let zero = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(fail(
+            "setrlimit(RLIMIT_CORE, 0)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let flags = nix::libc::MCL_CURRENT | nix::libc::MCL_FUTURE;
+    // SAFETY: mlockall takes flags only.
+    let mut rc = unsafe { nix::libc::mlockall(flags | nix::libc::MCL_ONFAULT) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(nix::libc::EINVAL) {
+        // Kernels before 4.4 lack MCL_ONFAULT: lock everything up front.
+        // SAFETY: as above.
+        rc = unsafe { nix::libc::mlockall(flags) };
+    }
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        // Root (CAP_IPC_LOCK) is not bound by RLIMIT_MEMLOCK: a failure there
+        // is unexpected, so stop. Another user is (the whole address space
+        // is counted), and cannot provision or recover anyway: its run ends
+        // at the first privileged step, with its own error. The key's own
+        // page is still locked (VolumeKey).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { nix::libc::geteuid() } == 0 {
+            return Err(fail("mlockall", e));
+        }
+        tracing::debug!("mlockall: {e} (not root: RLIMIT_MEMLOCK applies)");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,10 +29,34 @@ fn lib_err(what: String) -> impl FnOnce(libcryptsetup_rs::LibcryptErr) -> Error 
     move |e| Error::Failed(format!("{what}: {e}"))
 }
 
-fn forward_log(level: CryptLogLevel, msg: &str, _: Option<&mut ()>) {
+/// libcryptsetup messages that every run of ephemera causes on purpose, and
+/// that are therefore not news: "WARNING: keyslots area (4096 bytes) is very
+/// small, ..." follows from `format`'s 4 KiB keyslots area (no keyslot is
+/// ever added). Shown at debug level only, so the boot log has no warning
+/// that is not one.
+const EXPECTED_MESSAGES: &[&str] = &["WARNING: keyslots area (4096 bytes) is very small"];
+
+/// The level a libcryptsetup message is logged at: errors as errors, its
+/// warnings (normal messages starting `WARNING:`) as warnings, the expected
+/// messages above and the verbose/debug ones at debug, the rest as info.
+fn log_level(level: CryptLogLevel, msg: &str) -> tracing::Level {
     match level {
-        CryptLogLevel::Error => tracing::error!(target: "libcryptsetup", "{msg}"),
-        CryptLogLevel::Normal => tracing::info!(target: "libcryptsetup", "{msg}"),
+        CryptLogLevel::Error => tracing::Level::ERROR,
+        CryptLogLevel::Normal if EXPECTED_MESSAGES.iter().any(|m| msg.starts_with(m)) => {
+            tracing::Level::DEBUG
+        }
+        CryptLogLevel::Normal if msg.starts_with("WARNING") => tracing::Level::WARN,
+        CryptLogLevel::Normal => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    }
+}
+
+fn forward_log(level: CryptLogLevel, msg: &str, _: Option<&mut ()>) {
+    let msg = msg.trim_end();
+    match log_level(level, msg) {
+        tracing::Level::ERROR => tracing::error!(target: "libcryptsetup", "{msg}"),
+        tracing::Level::WARN => tracing::warn!(target: "libcryptsetup", "{msg}"),
+        tracing::Level::INFO => tracing::info!(target: "libcryptsetup", "{msg}"),
         _ => tracing::debug!(target: "libcryptsetup", "{msg}"),
     }
 }
@@ -257,4 +281,32 @@ pub fn erase_header(dev: &Path, header_bytes: u64) -> Result<()> {
         left -= n as u64;
     }
     f.sync_all().map_err(Error::io("syncing", dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn expected_messages_are_not_warnings_but_real_ones_are() {
+        let small = "WARNING: keyslots area (4096 bytes) is very small, available LUKS2 keyslot count is very limited.";
+        assert_eq!(log_level(CryptLogLevel::Normal, small), Level::DEBUG);
+        // Another size is not what ephemera asked for: still a warning.
+        let other = "WARNING: keyslots area (8192 bytes) is very small, available LUKS2 keyslot count is very limited.";
+        assert_eq!(log_level(CryptLogLevel::Normal, other), Level::WARN);
+        assert_eq!(
+            log_level(
+                CryptLogLevel::Normal,
+                "WARNING: Locking directory /run/cryptsetup is missing!"
+            ),
+            Level::WARN
+        );
+        assert_eq!(log_level(CryptLogLevel::Error, small), Level::ERROR);
+        assert_eq!(
+            log_level(CryptLogLevel::Normal, "Command successful."),
+            Level::INFO
+        );
+        assert_eq!(log_level(CryptLogLevel::Debug, "anything"), Level::DEBUG);
+    }
 }

@@ -87,6 +87,45 @@ pub fn wait_for_node(path: &Path) -> Result<()> {
     }
 }
 
+/// The most members an array may have: more than any instance type offers
+/// (24 instance-store disks), far below what the ioctls' `int`s can hold.
+pub const MAX_MEMBERS: usize = 64;
+/// The largest chunk, as config's `raid.chunk_kib` allows: 1 GiB, so the
+/// chunk in bytes fits the ioctl's `int`.
+pub const MAX_CHUNK_KIB: u32 = 1 << 20;
+
+/// The values SET_ARRAY_INFO gets for a RAID0 array, checked: what both
+/// `provision` and `recover` (from an envelope, which may be hostile) hand
+/// to the kernel. Pure, so it can be fuzzed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raid0Geometry {
+    /// `raid_disks`, `nr_disks`, `active_disks`, `working_disks`.
+    pub disks: i32,
+    /// `chunk_size`, in bytes: a power of two, 4 KiB to 1 GiB.
+    pub chunk_bytes: i32,
+}
+
+impl Raid0Geometry {
+    pub fn new(members: usize, chunk_kib: u32) -> std::result::Result<Self, String> {
+        if !(1..=MAX_MEMBERS).contains(&members) {
+            return Err(format!(
+                "{members} members: 1 to {MAX_MEMBERS} are supported"
+            ));
+        }
+        if !chunk_kib.is_power_of_two() || !(4..=MAX_CHUNK_KIB).contains(&chunk_kib) {
+            return Err(format!(
+                "chunk {chunk_kib} KiB is not a power of two between 4 and {MAX_CHUNK_KIB}"
+            ));
+        }
+        let chunk_bytes = chunk_kib
+            .checked_mul(1024)
+            .and_then(|b| i32::try_from(b).ok())
+            .ok_or_else(|| format!("chunk {chunk_kib} KiB does not fit the md ioctl"))?;
+        let disks = i32::try_from(members).map_err(|_| format!("{members} members"))?;
+        Ok(Raid0Geometry { disks, chunk_bytes })
+    }
+}
+
 /// Creates the named array `name` (which must start with `md_`) over
 /// `members` in that order, and starts it. Returns its device node.
 pub fn build_raid0(
@@ -95,6 +134,8 @@ pub fn build_raid0(
     members: &[PathBuf],
     chunk_kib: u32,
 ) -> Result<PathBuf> {
+    let geo = Raid0Geometry::new(members.len(), chunk_kib)
+        .map_err(|why| Error::Usage(format!("RAID0 array {name}: {why}")))?;
     let new_array = host.path("sys/module/md_mod/parameters/new_array");
     std::fs::write(&new_array, name).map_err(|e| {
         Error::Failed(format!(
@@ -115,7 +156,7 @@ pub fn build_raid0(
         let _ = unsafe { stop_array(md.as_raw_fd()) };
         Error::Failed(format!("{what} on {}: {e}", dev.display()))
     };
-    let n = members.len() as i32;
+    let n = geo.disks;
     let info = ArrayInfo {
         level: 0,
         nr_disks: n,
@@ -127,7 +168,7 @@ pub fn build_raid0(
         not_persistent: 1,
         active_disks: n,
         working_disks: n,
-        chunk_size: (chunk_kib * 1024) as i32,
+        chunk_size: geo.chunk_bytes,
         ..Default::default()
     };
     // SAFETY: `info` is a valid mdu_array_info_t for the duration of the call.

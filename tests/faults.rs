@@ -803,6 +803,149 @@ fn key_leak_scan() {
     assert_eq!(hits, 0, "the volume key leaked");
 }
 
+/// The key-leak scan's forms of a 64-byte key.
+fn key_forms(key: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        ("raw", key.to_vec()),
+        ("raw first half", key[..32].to_vec()),
+        ("raw second half", key[32..].to_vec()),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+        ("base64", b64.clone().into_bytes()),
+        (
+            "base64 unpadded",
+            b64.trim_end_matches('=').as_bytes().to_vec(),
+        ),
+        ("base64url", b64url.into_bytes()),
+    ]
+}
+
+/// Bytes of memory an ELF core carries: the file sizes of its PT_LOAD segments.
+fn core_memory_bytes(core: &[u8]) -> u64 {
+    assert_eq!(&core[..4], b"\x7fELF", "not an ELF core");
+    let u16_at = |o: usize| u16::from_le_bytes(core[o..o + 2].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(core[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&ph| u32::from_le_bytes(core[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| u64_at(ph + 0x20))
+        .sum()
+}
+
+#[test]
+#[ignore = "boots a QEMU VM; run by `make faults`"]
+fn crash_cores_hold_no_key() {
+    let d = dir("cores");
+    let (_sk, pk) = keypair(&d);
+    let disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
+        .iter()
+        .map(|s| (image(&d, s, 64 * MIB), *s))
+        .collect();
+    let log = boot(
+        &d,
+        Scenario {
+            name: "boot",
+            script: "faults-core.sh",
+            files: vec![
+                (
+                    "config.toml",
+                    config("[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n"),
+                ),
+                ("escrow.pub.pem", pk),
+            ],
+            disks,
+        },
+    );
+    let b64: String = between(&log, "EPHEMERA-CORES-BEGIN", "EPHEMERA-CORES-END")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let out = d.join("cores");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(d.join("cores.b64"), b64).unwrap();
+    sh(&format!(
+        "cd {} && base64 -d cores.b64 | gunzip | tar -x -C cores",
+        d.display()
+    ));
+    // The control's core carries its memory: the scan can see what is there.
+    let control = std::fs::read(out.join("control.core")).unwrap();
+    assert!(
+        find(&control, b"EPH-CORE-CONTROL-1EPH-CORE-CONTROL-2") >= 1,
+        "the control's marker is not in its core"
+    );
+    let points = [
+        "after-lock",
+        "after-wipe",
+        "after-md-build",
+        "after-luks-format",
+        "after-luks-open",
+        "after-escrow-write",
+        "after-mkfs",
+        "after-mount",
+    ];
+    // Every run crashed at its failpoint (the guest checks the exit status
+    // and the last failpoint reached).
+    let result = result_line(&log, "CORE-RESULT");
+    assert_eq!(result[0], ("crashed".to_string(), 8), "{result:?}");
+    // A core that reaches the pipe anyway (none should: PR_SET_DUMPABLE 0
+    // stops the dump whatever fs.suid_dumpable says) must carry no process
+    // memory, only the kernel's always-dumped vDSO and vvar pages (24 KiB on
+    // Debian 12's kernel; a dumpable ephemera's core is about 6 MiB), and no
+    // form of the key where the run escrowed it.
+    let (mut cores, mut with_key, mut hits, mut memory) = (0, 0, 0, 0);
+    for p in points {
+        let Ok(core) = std::fs::read(out.join(format!("{p}.core"))) else {
+            eprintln!("crash at {p}: no core");
+            continue;
+        };
+        cores += 1;
+        let mem = core_memory_bytes(&core);
+        eprintln!("core at {p}: {} bytes, {mem} bytes of memory", core.len());
+        memory += mem;
+        let env_path = out.join(format!("{p}.escrow.json"));
+        if let Ok(text) = std::fs::read_to_string(&env_path) {
+            let env: serde_json::Value = serde_json::from_str(&text).unwrap();
+            std::fs::write(d.join("ct.b64"), env["ciphertext"].as_str().unwrap()).unwrap();
+            let key = sh_out(&format!(
+                "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
+                 -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
+                d.display()
+            ));
+            assert_eq!(key.len(), 64);
+            with_key += 1;
+            for (form, needle) in key_forms(&key) {
+                let n = find(&core, &needle);
+                if n > 0 {
+                    eprintln!("KEY LEAK: {n} hit(s) of the key ({form}) in the core at {p}");
+                }
+                hits += n;
+            }
+        }
+    }
+    let control_mem = core_memory_bytes(&control);
+    figure("core_crashes", points.len());
+    figure("core_dumps_written", cores);
+    figure("core_dumps_with_known_key", with_key);
+    figure("core_key_forms_searched", key_forms(&[0u8; 64]).len());
+    figure("core_key_hits", hits);
+    figure("core_memory_bytes_total", memory);
+    figure("control_core_memory_bytes", control_mem);
+    assert!(
+        control_mem > 64 * 1024,
+        "the control's core carries {control_mem} bytes of memory"
+    );
+    assert_eq!(hits, 0, "the volume key is in a core dump");
+    assert!(
+        memory <= cores as u64 * 32 * 1024,
+        "ephemera's cores carry {memory} bytes of memory (the control's: {control_mem})"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 2. Power loss, 3. a disk that disappears or fails: the host acts through
 // the QEMU monitor when the guest's serial log shows a marker.

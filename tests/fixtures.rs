@@ -42,10 +42,6 @@ fn run_case(dir: &Path) -> String {
 }
 
 fn run_case_with(dir: &Path, force: bool) -> String {
-    let probe: FakeProbe = match std::fs::read_to_string(dir.join("probe.json")) {
-        Ok(t) => serde_json::from_str(&t).unwrap(),
-        Err(_) => FakeProbe::default(),
-    };
     let cfg_path = dir.join("config.toml");
     let cfg = if cfg_path.exists() {
         Config::load(&cfg_path, true).unwrap()
@@ -53,8 +49,16 @@ fn run_case_with(dir: &Path, force: bool) -> String {
         Config::default()
     };
     cfg.validate().unwrap();
+    plan_with(dir, &cfg, force)
+}
+
+fn plan_with(dir: &Path, cfg: &Config, force: bool) -> String {
+    let probe: FakeProbe = match std::fs::read_to_string(dir.join("probe.json")) {
+        Ok(t) => serde_json::from_str(&t).unwrap(),
+        Err(_) => FakeProbe::default(),
+    };
     let host = Host::new(dir.join("root"));
-    let result = survey(&host, &cfg, &probe).and_then(|f| plan(&f, &cfg, force));
+    let result = survey(&host, cfg, &probe).and_then(|f| plan(&f, cfg, force));
     match result {
         Ok(p) => p.describe(),
         Err(e) => format!("error (exit {}): {e}\n", e.exit_code()),
@@ -97,8 +101,39 @@ fn plans_match_expected() {
 #[test]
 fn the_root_disk_is_never_a_member() {
     for dir in cases() {
-        let out = run_case(&dir);
-        assert!(!out.contains("/dev/nvme0n1 ("), "{}: {out}", dir.display());
+        for force in [false, true] {
+            let out = run_case_with(&dir, force);
+            assert!(!out.contains("/dev/nvme0n1 ("), "{}: {out}", dir.display());
+        }
+    }
+    // Where the root disk is instance storage itself (the model filter keeps
+    // it, and the probe reports nothing), the in-use logic alone skips it and
+    // the free disk is used.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/instance-store-root");
+    for force in [false, true] {
+        let out = run_case_with(&dir, force);
+        assert!(
+            out.contains("skip /dev/nvme0n1: it is mounted at /"),
+            "{out}"
+        );
+        assert!(
+            out.contains("use the single disk /dev/nvme1n1 (AWS1A2B3C4D5E6F7A8B9"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_trailing_slash_in_mount_path_keeps_re_runs_a_no_op() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/already-provisioned");
+    for path in ["/mnt/ephemeral/", "/mnt//ephemeral", "/mnt/./ephemeral/"] {
+        let cfg = Config::parse(
+            &format!("[mount]\npath = \"{path}\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(plan_with(&dir, &cfg, false), run_case(&dir), "{path}");
     }
 }
 

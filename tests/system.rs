@@ -8,15 +8,18 @@
 //! tests/system/guest/check.sh as a unit run on every boot.
 //!
 //! Boot 1 checks the volume, the root disk, the data unit's order, the escrow
-//! envelope; on Debian 13, a soft-reboot (the volume comes back mounted with
-//! its data); and that reboot, halt, kexec, suspend, hibernate, hybrid-sleep,
-//! suspend-then-hibernate and their services are refused; then it breaks the
-//! glass and reboots. Boot 2 (same disks): the escrowed volume is kept
-//! untouched (exit 5, the data unit does not start), then recovered in place
-//! with the private key (mounted, guard on, data unit started, boot 1's file
-//! back); break glass, reboot. Boot 3: kept again, discarded, a new volume
-//! before the data unit; then the ACPI power button must power off cleanly.
-//! The step-by-step story is in tests/system/guest/check.sh.
+//! envelope; the events watcher (against the IMDS test server in the guest,
+//! its metrics as prometheus-node-exporter serves them, its hook); on Debian
+//! 13, a soft-reboot (refused while guarded; after the break-glass the volume
+//! comes back mounted with its data); and that reboot, halt, kexec, suspend,
+//! hibernate, hybrid-sleep, suspend-then-hibernate and their services are
+//! refused; then it breaks the glass and reboots. Boot 2 (same disks): the
+//! escrowed volume is kept untouched (exit 5, the data unit does not start),
+//! then recovered in place with the private key (mounted, guard on, data unit
+//! started, boot 1's file back); break glass, reboot. Boot 3: kept again,
+//! discarded, a new volume before the data unit; then the ACPI power button
+//! must power off cleanly. The step-by-step story is in
+//! tests/system/guest/check.sh.
 //!
 //! Checks use tools other than ephemera: systemctl, findmnt, cryptsetup,
 //! mdadm, blkid, wipefs, systemd-inhibit in the guest; the serial log and
@@ -52,6 +55,23 @@ fn deb() -> &'static Path {
         assert!(deb.is_file(), "make deb made no {}", deb.display());
         eprintln!("system: make deb in {:?}", t.elapsed());
         deb
+    })
+}
+
+/// The IMDS test server as a program (examples/imds_server.rs), built once
+/// per test process; the guest gets it on the NoCloud seed volume.
+fn imds_server() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo).current_dir(repo()).args([
+            "build",
+            "--locked",
+            "--release",
+            "--example",
+            "imds_server",
+        ]));
+        repo().join("target/release/examples/imds_server")
     })
 }
 
@@ -145,7 +165,7 @@ fn test_user_data(img: &Image, private_key: &[u8]) -> String {
     let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
     let env = format!(
         "DATA_DISKS={}\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nPRIVATE_KEY={PRIVATE_KEY}\n",
+         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nPRIVATE_KEY={PRIVATE_KEY}\nIMDS_PORT=8169\n",
         DATA_DISKS.len(),
         sample_file(),
         img.fact("root_partuuid"),
@@ -302,6 +322,9 @@ fn full_boot(suite: &str) {
     let pk = String::from_utf8(pk).unwrap();
     let seed = dir.join("seed");
     std::fs::create_dir_all(&seed).unwrap();
+    let imds = seed.join("imds_server");
+    std::fs::copy(imds_server(), &imds).unwrap();
+    run(Command::new("strip").arg(&imds));
     let user_data = multipart(&[
         example_user_data("data-service.yaml", &pk),
         test_user_data(&img, &sk),

@@ -1,12 +1,14 @@
-//! The escrow envelope parser, and `open` on what it accepts: never panics;
-//! every rejection is a one-line usage error (exit 2).
+//! The escrow envelope parser, the values `recover` hands to the md ioctls
+//! and libcryptsetup (escrow::recovery_params, md::Raid0Geometry), and
+//! `open` on what it accepts: never panics; every rejection is a one-line
+//! usage error (exit 2); every accepted envelope gives in-range ioctl values.
 #![no_main]
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use ephemera::error::{Error, EXIT_USAGE};
-use ephemera::escrow;
+use ephemera::{escrow, md};
 use libfuzzer_sys::fuzz_target;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::RsaPrivateKey;
@@ -34,6 +36,25 @@ fuzz_target!(|data: &[u8]| {
     match escrow::parse(text, Path::new("escrow.json")) {
         Err(e) => one_line_usage(&e),
         Ok(mut env) => {
+            // The whole envelope-to-ioctl path: what parse accepts gives
+            // values the kernel can take, with no overflow on the way.
+            let p = escrow::recovery_params(&env).expect("parse accepted it");
+            assert!((1..=md::MAX_MEMBERS).contains(&p.serials.len()));
+            assert!([16, 32, 48, 64].contains(&p.key_bytes), "{}", p.key_bytes);
+            assert!([512, 1024, 2048, 4096].contains(&p.sector_size));
+            match p.raid {
+                None => assert_eq!(p.serials.len(), 1),
+                Some(g) => {
+                    assert_eq!(g.disks as usize, p.serials.len());
+                    assert!(g.disks >= 2);
+                    assert!(g.chunk_bytes >= 4096 && g.chunk_bytes <= 1 << 30);
+                    assert!((g.chunk_bytes as u32).is_power_of_two());
+                    assert_eq!(
+                        g.chunk_bytes as u64,
+                        env.raid.as_ref().unwrap().chunk_kib as u64 * 1024
+                    );
+                }
+            }
             // The console form parses back to the same envelope.
             let console = escrow::console_text(&env).unwrap();
             let body = console

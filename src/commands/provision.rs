@@ -239,8 +239,12 @@ fn make_volume(
     made: &mut Made,
 ) -> Result<String> {
     let key = VolumeKey::generate(p.luks.key_bits)?;
-    made.push(Undo::EraseHeader(base.to_path_buf()));
+    // libcryptsetup opens the device exclusively to format it: that open,
+    // not the survey's, is what proves at the moment of writing that nothing
+    // else holds the disk (the survey's open is closed by then). A format
+    // that fails wrote no header; one that succeeded is undone by erasing it.
     let header = step("format LUKS2", base, || luks::format(base, &p.luks, &key))?;
+    made.push(Undo::EraseHeader(base.to_path_buf()));
     let uuid = header.uuid.clone();
     crate::failpoint!("after-luks-format");
     step("open LUKS2", mapped, || {

@@ -26,6 +26,8 @@ pub struct Status {
     pub mount: Option<MountStatus>,
     /// The reboot guard is on.
     pub guard: bool,
+    /// Pending maintenance events and interruptions (src/events.rs).
+    pub events: Vec<crate::events::Event>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +119,7 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         luks,
         mount,
         guard: crate::guard::is_on(host),
+        events: Vec::new(),
     })
 }
 

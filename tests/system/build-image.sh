@@ -58,25 +58,15 @@ packages=(
   cloud-init sudo kmod linux-image-cloud-amd64 initramfs-tools zstd
   e2fsprogs cryptsetup-bin mdadm jq openssl procps util-linux
   libcryptsetup12 libblkid1 ca-certificates
+  prometheus-node-exporter curl
 )
 # The root file system, fixed so the kernel command line can name it.
 ROOT_PARTUUID=6f0e5b1a-3c1d-4e55-9a7e-0e9e0e9e0001
 IMG_SIZE=3G
 
-host_tools=(mmdebstrap:mmdebstrap mke2fs:e2fsprogs sfdisk:fdisk qemu-img:qemu-utils
-  qemu-system-x86_64:qemu-system-x86 mkfs.vfat:dosfstools mcopy:mtools flock:util-linux jq:jq socat:socat)
-ensure_host_tools() {
-  local entry missing=()
-  for entry in "${host_tools[@]}"; do
-    command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
-  done
-  [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
-  ((${#missing[@]})) || return 0
-  log "installing ${missing[*]}"
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
-ensure_host_tools
+# Host packages (mmdebstrap, QEMU, mtools...): scripts/host-tools.sh, one apt
+# transaction and a check of every tool afterwards.
+"$repo/scripts/host-tools.sh" system
 
 key=$( {
   echo "$suite"

@@ -93,6 +93,8 @@ fi
 mkfs.vfat -C -n CIDATA "$tmp/seed.img" 2048 >/dev/null
 MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data" ::
 [[ ! -f $seed/network-config ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/network-config" ::
+# A test tool for the guest, if given: the IMDS test server (tests/system.rs).
+[[ ! -f $seed/imds_server ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/imds_server" ::
 
 monarg=$monitor
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot

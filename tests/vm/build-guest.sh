@@ -33,22 +33,6 @@ esac
 log() { echo "build-guest: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# Host commands this script copies into the guest or uses itself, with their packages.
-host_tools=(
-  busybox:busybox-static cpio:cpio gzip:gzip kmod:kmod depmod:kmod
-  cryptsetup:cryptsetup-bin mdadm:mdadm dmsetup:dmsetup
-  blkid:util-linux wipefs:util-linux mkswap:util-linux findmnt:util-linux lsblk:util-linux
-  sfdisk:fdisk mke2fs:e2fsprogs dumpe2fs:e2fsprogs e2fsck:e2fsprogs
-  mkfs.xfs:xfsprogs openssl:openssl jq:jq ldd:libc-bin sha256sum:coreutils
-  qemu-system-x86_64:qemu-system-x86
-)
-# arm64 guests: QEMU for aarch64, the tree of arm64 tools, and binutils that read
-# and strip aarch64 binaries (host packages, to move with the project's list).
-if [[ $arch == arm64 ]]; then
-  host_tools+=(qemu-system-aarch64:qemu-system-arm mmdebstrap:mmdebstrap
-    aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu readelf:binutils)
-fi
-
 apt_updated=
 apt_update_once() {
   [[ -n $apt_updated ]] && return
@@ -57,16 +41,12 @@ apt_update_once() {
   apt_updated=1
 }
 
+# Host packages (the tools copied into the guest, QEMU): scripts/host-tools.sh,
+# one apt transaction and a check of every tool afterwards.
+# An arm64 guest also needs the group vm-arm64 (QEMU for aarch64, mmdebstrap
+# for the arm64 tree, binutils that read and strip aarch64 binaries).
 ensure_host_tools() {
-  local entry missing=()
-  for entry in "${host_tools[@]}"; do
-    command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
-  done
-  ((${#missing[@]})) || return 0
-  ((EUID == 0)) || die "missing host packages (${missing[*]}); run as root to install them"
-  apt_update_once
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  if [[ $arch == arm64 ]]; then "$repo/scripts/host-tools.sh" vm vm-arm64; else "$repo/scripts/host-tools.sh" vm; fi
 }
 
 # The kernel package to boot: the current Debian 12 cloud kernel unless overridden.

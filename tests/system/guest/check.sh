@@ -153,6 +153,92 @@ ops_command() { # ops_command NAME CMD...
   volume_checks "after $name"
 }
 
+# The events watcher (issue 10): every boot it is enabled and active and,
+# with no IMDS, says so once; on boot 1 it meets the IMDS test server.
+events_checks() {
+check "ephemera-events.service is enabled and active ($(systemctl is-enabled ephemera-events.service) $(systemctl show -P ActiveState ephemera-events.service))" \
+  test "$(systemctl is-enabled ephemera-events.service)-$(systemctl show -P ActiveState ephemera-events.service)" = enabled-active
+# The guest has no network, so no IMDS: said once, at info level.
+noimds=$(journalctl -b -o cat -u ephemera-events.service | grep -c 'no instance metadata service' || true)
+check "the watcher said once that there is no IMDS ($noimds lines)" test "$noimds" = 1
+if [[ $boot == 1 && -n ${IMDS_PORT:-} ]]; then
+  # The IMDS test server (examples/imds_server.rs, on 127.0.0.1 only) comes on
+  # the NoCloud seed volume; it serves the files in /run/imds.
+  mkdir -p /run/imds /run/cidata
+  mount -o ro /dev/disk/by-label/CIDATA /run/cidata && install -m 755 /run/cidata/imds_server /usr/local/sbin/imds_server
+  umount /run/cidata
+  cat >/run/imds/scheduled.json <<'JSON'
+[{"NotBefore": "21 Jan 2031 09:00:43 GMT", "Code": "system-reboot", "Description": "scheduled reboot",
+  "EventId": "instance-event-sysreboot1", "NotAfter": "21 Jan 2031 09:17:23 GMT", "State": "active"},
+ {"NotBefore": "22 Jan 2031 09:00:00 GMT", "Code": "instance-stop", "Description": "[Canceled] scheduled stop",
+  "EventId": "instance-event-canceled1", "State": "active"}]
+JSON
+  systemd-run --quiet --unit=imds-test /usr/local/sbin/imds_server "$IMDS_PORT" /run/imds
+  cat >/usr/local/sbin/events-hook <<'HOOK'
+#!/bin/sh
+cat >>/run/events-hook.log
+HOOK
+  chmod 755 /usr/local/sbin/events-hook
+  cat >>/etc/ephemera/config.toml <<TOML
+
+[events]
+endpoint = "http://127.0.0.1:$IMDS_PORT"
+interval_secs = 2
+hook = "/usr/local/sbin/events-hook"
+TOML
+  systemctl restart ephemera-events.service
+  metrics() { curl -s --max-time 5 http://127.0.0.1:9100/metrics; }
+  wait_metric() { # wait_metric TEXT: until node_exporter serves it (bounded: 90 s)
+    local _
+    for _ in $(seq 90); do
+      metrics | grep -qF -- "$1" && return 0
+      sleep 1
+    done
+    return 1
+  }
+  # node_exporter re-emits the series with its labels sorted by name.
+  reboot_series='ephemera_event_not_before_seconds{code="system-reboot",data_loss="true",id="instance-event-sysreboot1",source="scheduled"} '
+  check "node_exporter serves the scheduled reboot as a data-loss event" wait_metric "$reboot_series"
+  m=$(metrics)
+  grep '^ephemera_' <<<"$m" | sed 's/^/# metrics: /'
+  value=$(grep -F -- "$reboot_series" <<<"$m" | awk '{printf "%d", $2}')
+  check "its value is the event's NotBefore ($value)" test "$value" = "$(date -u -d '2031-01-21 09:00:43' +%s)"
+  check "node_exporter: the volume is provisioned" grep -qF 'ephemera_volume_state{state="provisioned"} 1' <<<"$m"
+  check "node_exporter: IMDS is up" grep -qxF 'ephemera_imds_up 1' <<<"$m"
+  check "node_exporter: one pending data-loss event" grep -qxF 'ephemera_events_pending{data_loss="true"} 1' <<<"$m"
+  check "node_exporter: a last successful poll" grep -Eq '^ephemera_imds_last_success_timestamp_seconds [1-9]' <<<"$m"
+  # node_exporter lists the files it read whole; its scrape_error covers every
+  # file in the directory, the package's own collectors' too.
+  grep -E '^node_textfile' <<<"$m" | sed 's/^/# metrics: /'
+  ls -la /var/lib/prometheus/node-exporter | sed 's/^/# textfile dir: /'
+  check "node_exporter read ephemera.prom without error" \
+    grep -qF 'node_textfile_mtime_seconds{file="/var/lib/prometheus/node-exporter/ephemera.prom"}' <<<"$m"
+  check "the canceled stop is not shown" eval "! grep -q instance-event-canceled1 <<<\"\$m\""
+  check "the watcher warned once, saying the data is lost" \
+    test "$(journalctl -b -o cat -u ephemera-events.service | grep -c 'system-reboot instance-event-sysreboot1.*THIS DESTROYS THE DATA')" = 1
+  check "the hook got the event on stdin" test "$(jq -r .id /run/events-hook.log 2>&1)" = instance-event-sysreboot1
+  # A spot interruption arrives; then the watcher restarts: nothing is done twice.
+  echo '{"action": "terminate", "time": "2031-01-21T08:58:00Z"}' >/run/imds/spot.json
+  check "node_exporter serves the spot interruption" wait_metric 'ephemera_event_not_before_seconds{code="spot-terminate",data_loss="true",id="",source="spot"}'
+  systemctl restart ephemera-events.service
+  before=$(metrics | grep '^ephemera_imds_last_success' || true)
+  for _ in $(seq 60); do
+    [[ $(metrics | grep '^ephemera_imds_last_success' || true) != "$before" ]] && break
+    sleep 1
+  done
+  check "the restarted watcher polled again" test "$(metrics | grep '^ephemera_imds_last_success' || true)" != "$before"
+  check "the hook ran once per event, across the restart ($(wc -l </run/events-hook.log) runs)" \
+    test "$(jq -r .code /run/events-hook.log | tr '\n' ' ')" = "system-reboot spot-terminate "
+  check "ephemera events --json, as ops (not root), lists both" \
+    test "$(su -l ops -c '/usr/sbin/ephemera events --json' 2>/dev/null | jq -r '[.[].code] | join(" ")')" = "spot-terminate system-reboot"
+  check "ephemera status --json carries the events" \
+    test "$(ephemera status --json 2>/dev/null | jq '.events | length')" = 2
+  fact events_journal "$(journalctl -b -o cat -u ephemera-events.service | tail -n 8 | tr '\n' '|')"
+  systemctl stop imds-test.service
+fi
+
+}
+
 still_up() { # no shutdown job queued, the manager not stopping
   local jobs
   sleep 2
@@ -256,6 +342,7 @@ if [[ $boot == 1 && $userspace == 1 ]]; then
   jq -r '.members[0]' "$ESCROW_PATH" >"$state/first_serial"
   guard_checks "boot 1"
   fact status_guard "$(ephemera status --json 2>/dev/null | jq -c .guard)"
+  events_checks
 
   # --- soft-reboot: refused like a reboot while guarded (logind checks it
   # with a reboot's polkit actions and inhibitor); once it happens, the
@@ -359,6 +446,7 @@ old_uuid=$(cat "$state/luks_uuid.1")
 
 # --- boot 2: a reboot with escrow: kept, then recovered in place ------------------
 if [[ $boot == 2 ]]; then
+  events_checks
   kept_checks "boot 2" "$old_uuid"
   ops_command recover ephemera recover --private-key "$PRIVATE_KEY"
   check "after recover: the same LUKS UUID" test "$luks_uuid" = "$old_uuid"
@@ -372,6 +460,7 @@ fi
 
 # --- boot 3: kept again, then discarded: a new volume --------------------------------
 if [[ $boot == 3 ]]; then
+  events_checks
   kept_checks "boot 3" "$old_uuid"
   ops_command discard ephemera discard --luks-uuid "$old_uuid"
   fact luks_uuid "$luks_uuid"

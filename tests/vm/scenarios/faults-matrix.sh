@@ -94,6 +94,22 @@ run_ephemera provision --config $cfg
 check_eq "control: good config provisions the blank disk" "$rc" 0
 check_eq "control: LUKS on the blank disk" "$(blkid -p -o value -s TYPE "$blank")" crypto_LUKS
 undo_blank
+
+# A disk taken by someone else between the survey and the format (here a
+# dm-linear mapping, made while provision waits at a failpoint): the format
+# itself proves the disk unused (libcryptsetup opens it O_EXCL), so the run
+# fails, writes no header, and leaves the other holder as it was.
+(EPHEMERA_FAILPOINT="after-wipe=sleep:6000" ephemera provision --config $cfg 2>/tmp/race.err; echo $? >/tmp/race.rc) &
+i=0
+until grep -q "EPHEMERA-FAILPOINT after-wipe" /tmp/race.err 2>/dev/null || [ $i -ge 600 ]; do sleep 0.1; i=$((i + 1)); done
+dmsetup create grab --table "0 $(cat "/sys/block/${blank#/dev/}/size") linear $blank 0"
+wait
+cat /tmp/race.err
+check_eq "disk taken before the format: exit 1" "$(cat /tmp/race.rc)" 1
+check "disk taken before the format: no header written" sh -c "blkid -p $blank; test \$? -eq 2"
+check "disk taken before the format: the other holder is intact" dmsetup info grab
+check "disk taken before the format: nothing made" nothing_made
+dmsetup remove grab
 release_all
 
 # --- The matrix: layout serial | exit | message (with @ for the device).

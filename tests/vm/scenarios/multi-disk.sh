@@ -9,6 +9,9 @@ order=$(printf '%s\n' "$d0" "$d1" "$d2" | sort -V | tr '\n' ' ')
 
 run_ephemera provision --config $cfg
 check_eq "provision exits 0" "$rc" 0
+# libcryptsetup's expected note on the 4 KiB keyslots area is no warning.
+check "no expected libcryptsetup note in the log" sh -c "! grep -q 'keyslots area (4096 bytes)' /tmp/eph.err"
+check "no WARN line in the log" sh -c "! grep -q ' WARN ' /tmp/eph.err"
 
 detail=$(mdadm --detail /dev/md_ephemera)
 echo "$detail"

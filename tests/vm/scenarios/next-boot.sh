@@ -40,8 +40,13 @@ check_eq "still not one byte changed" "$(disks_sha)" "$before"
 # --- 2. The README's runbook, as the README gives it (the host test
 # extracted it), with nothing but jq, base64, openssl, mdadm and cryptsetup.
 mkdir -p /root/ops && cp $esc /scenario/escrow.key.pem /root/ops/
-(cd /root/ops && set -e && . /scenario/runbook.sh)
+# The key file's mode, seen just before the runbook shreds it (an ops user
+# on the instance must not read it while recovery runs).
+shred() { stat -c %a /run/vk.bin >/tmp/vk.mode; command shred "$@"; }
+(umask 022 && cd /root/ops && set -e && . /scenario/runbook.sh)
 check_eq "runbook exits 0" "$?" 0
+unset -f shred
+check_eq "runbook's key file is readable by root only" "$(cat /tmp/vk.mode)" 600
 check "runbook opens the volume" test -b /dev/mapper/recovered
 check "runbook leaves no key file" test ! -e /run/vk.bin
 check_eq "runbook reads the data back" "$(sha256sum /mnt/recovered/data | cut -d' ' -f1)" "$want_sha"
