@@ -32,7 +32,8 @@ dpkg-deb -x "$deb" "$root"
 for f in usr/sbin/ephemera usr/lib/systemd/system/ephemera.service usr/lib/systemd/system/ephemera-guard.service \
   usr/lib/systemd/system/ephemera-events.service \
   usr/share/polkit-1/rules.d/50-ephemera-guard.rules usr/lib/systemd/logind.conf.d/ephemera.conf \
-  etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz; do
+  etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz usr/share/ephemera/runtime-after-ephemera.conf \
+  usr/lib/systemd/system/{containerd,docker,kubelet,ecs}.service.d/ephemera.conf; do
   if [[ -e $root/$f ]]; then ok "deb ships /$f"; else bad "deb ships /$f"; fi
 done
 for u in ephemera.service ephemera-events.service; do

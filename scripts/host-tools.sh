@@ -39,6 +39,7 @@ group_vm=(
   blkid:util-linux wipefs:util-linux mkswap:util-linux findmnt:util-linux lsblk:util-linux
   sfdisk:fdisk mke2fs:e2fsprogs dumpe2fs:e2fsprogs e2fsck:e2fsprogs
   mkfs.xfs:xfsprogs openssl:openssl jq:jq ldd:libc-bin sha256sum:coreutils
+  cp:coreutils getfattr:attr setfattr:attr getfacl:acl setfacl:acl xfs_db:xfsprogs
   qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
 )
 # The full-system images (mmdebstrap) and their boots.

@@ -87,6 +87,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
+    /// Unmount the `[[bind]]` mounts of the volume, last first (ephemera.service's
+    /// ExecStop, after the runtimes ordered after it have stopped).
+    Unbind,
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
         #[command(subcommand)]
@@ -199,6 +202,11 @@ pub fn run(cli: Cli) -> Result<()> {
             json: as_json,
             watch,
         } => events::command(&cfg.events, &host, as_json, watch)?,
+        Command::Unbind => {
+            for t in crate::bind::unbind_configured(&host, &cfg)? {
+                tracing::info!("unmounted the bind {}", t.display());
+            }
+        }
         Command::Teardown => {
             for line in erase::teardown(&host, &cfg, &Blkid)? {
                 tracing::info!("{line}");

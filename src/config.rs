@@ -39,6 +39,8 @@ pub struct Config {
     pub mount: Mount,
     pub escrow: Escrow,
     pub events: Events,
+    /// `[[bind]]` entries: node directories placed on the volume.
+    pub bind: Vec<crate::bind::BindEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,35 @@ pub struct Luks {
 #[serde(deny_unknown_fields, default)]
 pub struct Filesystem {
     pub label: String,
+    /// `ext4` (the default) or `xfs`.
+    #[serde(rename = "type")]
+    pub fstype: FsType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    Ext4,
+    Xfs,
+}
+
+impl FsType {
+    /// The kernel's and blkid's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+        }
+    }
+
+    /// The type blkid found on a device, if it is one ephemera makes.
+    pub fn from_blkid(kind: &str) -> Option<FsType> {
+        match kind {
+            "ext4" => Some(FsType::Ext4),
+            "xfs" => Some(FsType::Xfs),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +156,7 @@ impl Default for Config {
             mount: Mount::default(),
             escrow: Escrow::default(),
             events: Events::default(),
+            bind: Vec::new(),
         }
     }
 }
@@ -160,6 +192,7 @@ impl Default for Filesystem {
     fn default() -> Self {
         Filesystem {
             label: "ephemeral".into(),
+            fstype: FsType::Ext4,
         }
     }
 }
@@ -284,6 +317,12 @@ impl Config {
                 format!("{label:?} must be 1 to 16 bytes of printable text (an ext4 limit)"),
             );
         }
+        if self.filesystem.fstype == FsType::Xfs && (label.len() > 12 || label.contains(' ')) {
+            return bad(
+                "filesystem.label",
+                format!("{label:?} must be at most 12 bytes with no space for xfs"),
+            );
+        }
         absolute("mount.path", &self.mount.path)?;
         // `..` is refused, not resolved: resolving it lexically is wrong
         // across symlinks, and "/.." would slip past the check for "/".
@@ -307,6 +346,7 @@ impl Config {
         if let Some(k) = &self.escrow.public_key {
             absolute("escrow.public_key", k)?;
         }
+        crate::bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
         self.events.validate()
     }
 }
@@ -582,6 +622,14 @@ mod tests {
             ("[events]\npoll = 5", "poll"),
             ("[events]\nseen_file = \"seen.json\"", "events.seen_file"),
             ("[disks", "test.toml:1"),
+            ("[[bind]]\npath = \"/etc\"", "bind[0]"),
+            ("[filesystem]\ntype = \"btrfs\"", "test.toml:2"),
+            (
+                "[filesystem]\ntype = \"xfs\"\nlabel = \"thirteen-char\"",
+                "filesystem.label",
+            ),
+            ("[[bind]]\npath = \"/srv\"\nsub = 1", "sub"),
+            ("[[bind]]\nsubdir = \"x\"", "path"),
         ];
         for (text, needle) in cases {
             let m = usage_msg(text);

@@ -35,6 +35,9 @@ pub struct Disk {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MountEntry {
     pub devno: String,
+    /// The directory of the filesystem mounted there: `/` for the whole
+    /// filesystem, the subdirectory for a bind.
+    pub root: String,
     pub path: String,
     pub fstype: String,
 }
@@ -119,6 +122,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let fstype = post.split(' ').next()?;
             Some(MountEntry {
                 devno: f.get(2)?.to_string(),
+                root: unescape_octal(f.get(3)?),
                 path: unescape_octal(f.get(4)?),
                 fstype: fstype.to_string(),
             })
@@ -254,7 +258,12 @@ fn read_dm(host: &Host, mounts: &[MountEntry]) -> Option<DmVolume> {
             DmVolume {
                 uuid: host.attr(&dir.join("dm/uuid")).unwrap_or_default(),
                 slaves: host.entries(&dir.join("slaves")),
-                mount: mounts.iter().find(|m| m.devno == devno).cloned(),
+                // The whole filesystem's mount, not one of its binds
+                // (which may stay after the volume's own unmount).
+                mount: mounts
+                    .iter()
+                    .find(|m| m.devno == devno && m.root == "/")
+                    .cloned(),
                 kname,
                 devno,
             }

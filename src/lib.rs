@@ -11,9 +11,10 @@
 //! - The layers that act: `discover` (sysfs), `probe` (libblkid), `md`
 //!   (RAID0 ioctls), `luks` (libcryptsetup), `key` (the key in locked
 //!   memory), `escrow` (RSA envelopes), `mount` (mkfs, mount), `guard`
-//!   (reboot guard), `cipher`, `modules`, `lock`, `cmd` (subprocesses),
+//!   (reboot guard), `bind` (node directories bound from the volume), `cipher`, `modules`, `lock`, `cmd` (subprocesses),
 //!   `host` (the root everything is read through), `failpoint` (tests).
 
+pub mod bind;
 pub mod cipher;
 pub mod cli;
 pub mod cmd;

@@ -1,10 +1,11 @@
-//! ext4 on the opened volume, and the mount.
+//! The filesystem on the opened volume (ext4 or xfs), and the mount.
 
 use std::path::Path;
 
 use sys_mount::{Mount, MountFlags, UnmountFlags};
 
 use crate::cmd;
+use crate::config::FsType;
 use crate::error::{Error, Result};
 use crate::plan::MkfsPlan;
 
@@ -61,12 +62,47 @@ impl MountOptions {
 
 pub fn mkfs(dev: &Path, plan: &MkfsPlan) -> Result<()> {
     let dev_s = dev.to_string_lossy();
-    cmd::run(
-        &format!("making ext4 on {dev_s}"),
-        "mkfs.ext4",
-        &mkfs_args(plan, &dev_s),
-    )?;
+    match plan.fstype {
+        FsType::Ext4 => cmd::run(
+            &format!("making ext4 on {dev_s}"),
+            "mkfs.ext4",
+            &mkfs_args(plan, &dev_s),
+        )?,
+        FsType::Xfs => cmd::run(
+            &format!("making xfs on {dev_s}"),
+            "mkfs.xfs",
+            &mkfs_xfs_args(plan, &dev_s),
+        )?,
+    };
     Ok(())
+}
+
+/// xfs's stripe unit (KiB) and width (members) from ext4's stride and
+/// stripe width in 4 KiB blocks: the array's chunk and member count.
+pub fn xfs_stripe(stride: u32, width: u32) -> (u32, u32) {
+    (stride * 4, width / stride.max(1))
+}
+
+/// `mkfs.xfs`'s arguments. xfs makes inodes on demand and does not
+/// zero its data area, so there is nothing lazy to ask for; what is asked:
+/// - `-K`: no discard of the whole device at mkfs (the mapping is fresh,
+///   and discards are off by default, as for ext4);
+/// - `-d su=,sw=`: allocation aligned to the array's chunk and width
+///   (mkfs.xfs cannot see the geometry through dm-crypt on md);
+/// - no `-f`: a mapping opened with a new key holds no signature, and
+///   mkfs.xfs refuses one it finds rather than overwrite it.
+///
+/// The defaults stay (crc, finobt, reflink, a log sized by mkfs): the
+/// filesystem is a normal one that xfs_repair and the EKS AMI's know.
+fn mkfs_xfs_args(plan: &MkfsPlan, dev: &str) -> Vec<String> {
+    let mut a: Vec<String> = ["-q", "-K", "-L", &plan.label].map(String::from).to_vec();
+    if let Some((stride, width)) = plan.stride {
+        let (su, sw) = xfs_stripe(stride, width);
+        a.push("-d".into());
+        a.push(format!("su={su}k,sw={sw}"));
+    }
+    a.push(dev.into());
+    a
 }
 
 /// `mkfs.ext4`'s arguments. Everything that would grow with the disk is
@@ -112,10 +148,10 @@ fn mkfs_args(plan: &MkfsPlan, dev: &str) -> Vec<String> {
     .to_vec()
 }
 
-pub fn mount(dev: &Path, path: &Path, options: &str) -> Result<()> {
+pub fn mount(dev: &Path, path: &Path, options: &str, fstype: FsType) -> Result<()> {
     let opts = MountOptions::parse(options).map_err(Error::Usage)?;
     std::fs::create_dir_all(path).map_err(Error::io("creating mount point", path))?;
-    let mut b = Mount::builder().fstype("ext4").flags(opts.flags);
+    let mut b = Mount::builder().fstype(fstype.name()).flags(opts.flags);
     if !opts.data.is_empty() {
         b = b.data(&opts.data);
     }
@@ -148,6 +184,31 @@ mod tests {
         assert!(MountOptions::parse("no atime").is_err());
     }
 
+    #[test]
+    fn xfs_is_aligned_to_the_array() {
+        let p = MkfsPlan {
+            fstype: FsType::Xfs,
+            label: "ephemeral".into(),
+            // 256 KiB chunk over 8 members, in 4 KiB blocks.
+            stride: Some((64, 512)),
+        };
+        let a = mkfs_xfs_args(&p, "/dev/mapper/ephemera");
+        assert_eq!(
+            a,
+            [
+                "-q",
+                "-K",
+                "-L",
+                "ephemeral",
+                "-d",
+                "su=256k,sw=8",
+                "/dev/mapper/ephemera"
+            ]
+        );
+        let one = mkfs_xfs_args(&MkfsPlan { stride: None, ..p }, "/dev/x");
+        assert!(!one.contains(&"-d".to_string()));
+    }
+
     /// The bench's kernel floor must make the same filesystem as ephemera,
     /// or the ratio compares two different jobs.
     #[test]
@@ -160,6 +221,7 @@ mod tests {
             .collect::<String>();
         let args = mkfs_args(
             &MkfsPlan {
+                fstype: FsType::Ext4,
                 label: "ephemeral".into(),
                 stride: None,
             },

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{Config, OnExisting};
+pub use crate::bind::BindPlan;
+use crate::config::{Config, FsType, OnExisting};
 use crate::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
 use crate::probe::{Content, Signature};
@@ -95,14 +96,17 @@ pub enum Volume {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Plan {
     /// The volume is already mounted where the config says: change nothing.
+    /// The binds are made again where one is missing (never stacked).
     AlreadyProvisioned {
         device: String,
         mount: String,
+        binds: Vec<BindPlan>,
     },
-    /// The volume is open but not mounted: mount it again.
+    /// The volume is open but not mounted: mount it again, then its binds.
     Remount {
         device: String,
         mount: MountPlan,
+        binds: Vec<BindPlan>,
     },
     /// A readable volume from an earlier boot: leave it as it is, exit 5.
     Keep {
@@ -133,6 +137,8 @@ pub struct ProvisionPlan {
     pub mkfs: MkfsPlan,
     pub mount: MountPlan,
     pub escrow: Option<EscrowPlan>,
+    /// Node directories bound from the volume once it is mounted.
+    pub binds: Vec<BindPlan>,
     pub warnings: Vec<String>,
 }
 
@@ -160,6 +166,7 @@ pub struct LuksPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MkfsPlan {
+    pub fstype: FsType,
     pub label: String,
     /// ext4 `stride` and `stripe_width`, in 4 KiB blocks, for an array.
     pub stride: Option<(u32, u32)>,
@@ -169,6 +176,9 @@ pub struct MkfsPlan {
 pub struct MountPlan {
     pub path: PathBuf,
     pub options: String,
+    /// The filesystem to mount: the config's for a new volume, what blkid
+    /// found on the mapping for one that is open already.
+    pub fstype: FsType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -322,16 +332,29 @@ fn earlier_action(volumes: &[Earlier], on_existing: OnExisting) -> Result<Option
 }
 
 pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
+    let found_fs = f
+        .mapping
+        .iter()
+        .flatten()
+        .find_map(|s| FsType::from_blkid(&s.kind));
     let mount = MountPlan {
         path: cfg.mount.path.clone(),
         options: cfg.mount.options.clone(),
+        fstype: found_fs.unwrap_or(cfg.filesystem.fstype),
     };
+    let binds = crate::bind::plans(&cfg.bind, &cfg.mount.path);
     let mut warnings = Vec::new();
     // The header of an unfinished run's mapping is erased with the others.
     let mut unfinished_uuid = None;
     match volume(f, cfg) {
         Volume::Absent => {}
-        Volume::Mounted { device, mount } => return Ok(Plan::AlreadyProvisioned { device, mount }),
+        Volume::Mounted { device, mount } => {
+            return Ok(Plan::AlreadyProvisioned {
+                device,
+                mount,
+                binds,
+            })
+        }
         Volume::MountedElsewhere { device, mount } => {
             return Err(Error::Refused(format!(
                 "ephemera's volume {device} is already mounted at {mount}, not at mount.path {}; \
@@ -340,7 +363,13 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
                 cfg.mount.path.display()
             )))
         }
-        Volume::Unmounted { device, .. } => return Ok(Plan::Remount { device, mount }),
+        Volume::Unmounted { device, .. } => {
+            return Ok(Plan::Remount {
+                device,
+                mount,
+                binds,
+            })
+        }
         Volume::Unfinished { luks_uuid, .. } => unfinished_uuid = Some(luks_uuid),
         Volume::Earlier { volumes } => match earlier_action(&volumes, cfg.on_existing)? {
             None => return Ok(Plan::Keep { volumes }),
@@ -473,6 +502,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             workqueues: cfg.luks.workqueues,
         },
         mkfs: MkfsPlan {
+            fstype: cfg.filesystem.fstype,
             label: cfg.filesystem.label.clone(),
             stride,
         },
@@ -482,6 +512,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             path: cfg.escrow.path.clone(),
             console: cfg.escrow.console,
         }),
+        binds,
         warnings,
     })))
 }
@@ -517,14 +548,31 @@ impl Plan {
     /// The plan in words, one step a line, for `ephemera plan`.
     pub fn describe(&self) -> String {
         match self {
-            Plan::AlreadyProvisioned { device, mount } => {
+            Plan::AlreadyProvisioned {
+                device,
+                mount,
+                binds,
+            } if binds.is_empty() => {
                 format!("already provisioned: {device} is mounted at {mount}; nothing to do\n")
             }
-            Plan::Remount { device, mount } => format!(
+            Plan::AlreadyProvisioned {
+                device,
+                mount,
+                binds,
+            } => format!(
+                "already provisioned: {device} is mounted at {mount}\n{}",
+                describe_binds(binds, "bind again where missing:")
+            ),
+            Plan::Remount {
+                device,
+                mount,
+                binds,
+            } => format!(
                 "{device} (/dev/mapper/{DM_NAME}) is open but not mounted: its key is still in the kernel\n\
-                 mount it again at {} with {}\n",
+                 mount it again at {} with {}\n{}",
                 mount.path.display(),
-                mount.options
+                mount.options,
+                describe_binds(binds, "bind again where missing:")
             ),
             Plan::Keep { volumes } => format!("{}\n", kept_message(volumes)),
             Plan::NothingToDo { reason } => format!("nothing to do: {reason}\n"),
@@ -593,17 +641,45 @@ impl ProvisionPlan {
                 }
             );
         }
-        s += &format!("forget the key\nmake ext4 labelled {:?}", p.mkfs.label);
-        if let Some((stride, width)) = p.mkfs.stride {
-            s += &format!(" (stride {stride}, stripe_width {width})");
+        s += &format!(
+            "forget the key\nmake {} labelled {:?}",
+            p.mkfs.fstype.name(),
+            p.mkfs.label
+        );
+        match (p.mkfs.stride, p.mkfs.fstype) {
+            (Some((stride, width)), FsType::Ext4) => {
+                s += &format!(" (stride {stride}, stripe_width {width})")
+            }
+            (Some((stride, width)), FsType::Xfs) => {
+                let (su, sw) = crate::mount::xfs_stripe(stride, width);
+                s += &format!(" (su {su}k, sw {sw})")
+            }
+            (None, _) => {}
         }
         s += &format!(
             "\nmount it at {} with {}\n",
             p.mount.path.display(),
             p.mount.options
         );
+        s += &describe_binds(
+            &p.binds,
+            "bind, after copying what the node directory holds onto the volume:",
+        );
         s
     }
+}
+
+/// One line per bind, or nothing.
+fn describe_binds(binds: &[BindPlan], what: &str) -> String {
+    let mut s = String::new();
+    for b in binds {
+        s += &format!(
+            "{what} {} on {} (shared)\n",
+            b.source.display(),
+            b.target.display()
+        );
+    }
+    s
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -150,3 +150,91 @@ fn disks_not_ours_stay_byte_identical() {
         "no LUKS header on the free disks"
     );
 }
+
+#[test]
+#[ignore = "boots a QEMU VM; run by `make test`"]
+fn binds_on_xfs_two_disks() {
+    let dir = workdir("binds");
+    // aes-xts end to end, as the README recommends for throughput-bound nodes.
+    let binds = "[luks]\ncipher = \"aes-xts-plain64\"\n\
+                 [filesystem]\ntype = \"xfs\"\n\
+                 [[bind]]\npath = \"/var/lib/containerd\"\n\
+                 [[bind]]\npath = \"/var/log/pods\"\nsubdir = \"pod-logs\"\n";
+    boot(
+        &dir,
+        Scenario {
+            name: "boot",
+            script: "binds.sh",
+            files: vec![
+                ("config.toml", config(binds)),
+                (
+                    "bad-etc.toml",
+                    config("[[bind]]\npath = \"/etc/kubernetes\"\n"),
+                ),
+                (
+                    "bad-overlap.toml",
+                    config(
+                        "[[bind]]\npath = \"/var/lib/kubelet\"\n\
+                         [[bind]]\npath = \"/var/lib/kubelet/pods\"\n",
+                    ),
+                ),
+                (
+                    "bad-inside.toml",
+                    config("[[bind]]\npath = \"/mnt/ephemeral/x\"\n"),
+                ),
+            ],
+            // mkfs.xfs wants 300 MB and a 64 MB log at least.
+            disks: vec![
+                (image(&dir, "a", 512 * MIB), "EPH-A"),
+                (image(&dir, "b", 512 * MIB), "EPH-B"),
+            ],
+        },
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU VMs; run by `make test`"]
+fn xfs_escrow_runbook_and_recover_next_boot() {
+    let dir = workdir("xfs-recover");
+    let disks = vec![
+        (image(&dir, "a", 512 * MIB), "EPH-A"),
+        (image(&dir, "b", 512 * MIB), "EPH-B"),
+    ];
+    let (sk, pk) = keypair(&dir);
+    let tail = "[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n\
+                [[bind]]\npath = \"/var/lib/containerd\"\n";
+    let cfg = config(&format!("[filesystem]\ntype = \"xfs\"\n{tail}"));
+    let log = boot(
+        &dir,
+        Scenario {
+            name: "boot1",
+            script: "xfs-boot1.sh",
+            files: vec![("config.toml", cfg.clone()), ("escrow.pub.pem", pk.clone())],
+            disks: disks.clone(),
+        },
+    );
+    let envelope = between(
+        &log,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    );
+    let sha = between(&log, "DATA-SHA256 ", "\n").to_string();
+    boot(
+        &dir,
+        Scenario {
+            name: "boot2",
+            script: "xfs-recover.sh",
+            files: vec![
+                ("config.toml", cfg),
+                ("ext4.toml", config(tail)),
+                ("escrow.pub.pem", pk),
+                ("escrow.json", envelope.as_bytes().to_vec()),
+                ("priv.pem", sk.clone()),
+                ("escrow.key.pem", sk),
+                ("runbook.sh", readme_runbook().into_bytes()),
+                ("data.sha256", sha.into_bytes()),
+            ],
+            disks,
+        },
+    );
+}

@@ -16,7 +16,7 @@ use crate::lock::lock;
 use crate::plan::{self, Facts, Plan, ProvisionPlan};
 use crate::probe::Probe;
 use crate::survey::survey;
-use crate::{cmd, luks, md, modules, mount};
+use crate::{bind, cmd, luks, md, modules, mount};
 
 /// What `provision` did.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,6 +61,8 @@ enum Undo {
     EraseHeader(PathBuf),
     Close,
     Unmount(PathBuf),
+    /// The binds of this run, on the volume with this device number.
+    Unbind(Vec<plan::BindPlan>, String),
 }
 
 /// What this run has made so far, newest last.
@@ -77,6 +79,7 @@ impl Made {
         for u in self.0.into_iter().rev() {
             let (what, r) = match &u {
                 Undo::Unmount(p) => ("unmount", mount::unmount(p)),
+                Undo::Unbind(b, devno) => ("unbind", bind::unbind_all(host, b, devno).map(drop)),
                 Undo::Close => ("close", luks::close()),
                 Undo::EraseHeader(dev) => (
                     "erase header",
@@ -120,8 +123,15 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
     }
     let (facts, p) = make_plan(host, cfg, probe, force)?;
     let p = match p {
-        Plan::AlreadyProvisioned { device, mount } => {
-            tracing::info!("{device} is already mounted at {mount}; nothing to do");
+        Plan::AlreadyProvisioned {
+            device,
+            mount,
+            binds,
+        } => {
+            tracing::info!("{device} is already mounted at {mount}; nothing to do for it");
+            if let Some(dm) = &facts.inv.dm {
+                bind::ensure_all(host, &binds, &dm.devno)?;
+            }
             return Ok(Outcome::AlreadyProvisioned);
         }
         Plan::NothingToDo { reason } => {
@@ -129,7 +139,11 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             return Ok(Outcome::NothingToDo);
         }
         Plan::Keep { volumes } => return Err(Error::Kept(plan::kept_message(&volumes))),
-        Plan::Remount { device, mount: m } => {
+        Plan::Remount {
+            device,
+            mount: m,
+            binds,
+        } => {
             let mapped = host.path("dev/mapper").join(DM_NAME);
             tracing::info!(
                 "{device} (/dev/mapper/{DM_NAME}) is open but not mounted; its key is still in \
@@ -137,9 +151,12 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             );
             // Never closed on failure: the kernel holds the only key.
             step("mount", &m.path, || {
-                mount::mount(&mapped, &m.path, &m.options)
+                mount::mount(&mapped, &m.path, &m.options, m.fstype)
             })?;
             tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
+            if let Some(dm) = &facts.inv.dm {
+                bind::ensure_all(host, &binds, &dm.devno)?;
+            }
             return Ok(Outcome::Remounted);
         }
         Plan::Provision(p) => p,
@@ -212,13 +229,22 @@ fn apply(
     let mapped = host.path("dev/mapper").join(DM_NAME);
     let uuid = make_volume(host, p, &base, &mapped, escrow_key, made)?;
 
-    step("make ext4", &mapped, || mount::mkfs(&mapped, &p.mkfs))?;
+    step(&format!("make {}", p.mkfs.fstype.name()), &mapped, || {
+        mount::mkfs(&mapped, &p.mkfs)
+    })?;
     crate::failpoint!("after-mkfs");
     step("mount", &p.mount.path, || {
-        mount::mount(&mapped, &p.mount.path, &p.mount.options)
+        mount::mount(&mapped, &p.mount.path, &p.mount.options, p.mount.fstype)
     })?;
     made.push(Undo::Unmount(p.mount.path.clone()));
     crate::failpoint!("after-mount");
+    if !p.binds.is_empty() {
+        let devno = bind::devno_of(&mapped)?;
+        // Pushed first: a bind that fails half way is taken down too.
+        made.push(Undo::Unbind(p.binds.clone(), devno.clone()));
+        bind::ensure_all(host, &p.binds, &devno)?;
+        crate::failpoint!("after-bind");
+    }
     tracing::info!(luks_uuid = %uuid, "provisioned {} at {}", mapped.display(), p.mount.path.display());
     Ok(Outcome::Created {
         luks_uuid: uuid,

@@ -72,7 +72,7 @@ pub fn recover(
     );
     {
         let _lock = lock(host)?;
-        open_and_mount(host, cfg, &env, private_key)?;
+        open_and_mount(host, cfg, probe, &env, private_key)?;
     }
     // The lock is released first: the unit's provision takes it.
     if super::on_node(host) {
@@ -84,6 +84,7 @@ pub fn recover(
 fn open_and_mount(
     host: &Host,
     cfg: &Config,
+    probe: &dyn Probe,
     env: &escrow::Envelope,
     private_key: &Path,
 ) -> Result<()> {
@@ -145,7 +146,16 @@ fn open_and_mount(
         }
         luks::open(&base, cfg.luks.discards, cfg.luks.workqueues, &key)?;
         let mapped = host.path("dev/mapper").join(DM_NAME);
-        if let Err(e) = mount::mount(&mapped, mount_at, &cfg.mount.options) {
+        // The filesystem the volume holds (ext4 or xfs), whatever the
+        // config says now; the config's when blkid names neither.
+        let fstype = probe
+            .signatures(&mapped)
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|s| crate::config::FsType::from_blkid(&s.kind))
+            .unwrap_or(cfg.filesystem.fstype);
+        if let Err(e) = mount::mount(&mapped, mount_at, &cfg.mount.options, fstype) {
             // Nothing was written; the envelope still opens it.
             let _ = luks::close();
             return Err(e);

@@ -144,7 +144,7 @@ copy_binary() {
 # copied to the guest's /usr/lib/aarch64-linux-gnu (with the ELF interpreter).
 sysroot=$cache/sysroot
 sysroot_pkgs=(busybox-static cryptsetup-bin mdadm dmsetup util-linux fdisk e2fsprogs
-  xfsprogs openssl jq kmod coreutils libc6)
+  xfsprogs openssl jq kmod coreutils attr acl libc6)
 
 build_sysroot() {
   local stamp
@@ -279,6 +279,7 @@ build_base() {
     [[ $arch == amd64 ]] || cat "$cache/sysroot.stamp"
     dpkg-query -W -f='${Package} ${Version}\n' busybox-static busybox kmod cryptsetup-bin \
       libcryptsetup12 mdadm dmsetup util-linux fdisk e2fsprogs xfsprogs openssl jq libc6 \
+      coreutils attr acl \
       2>/dev/null || true
   } | sha256sum | cut -d' ' -f1)
   if [[ -f $cache/base.cpio.gz && -f $cache/base.stamp && $(cat "$cache/base.stamp") == "$inputs" ]]; then
@@ -301,7 +302,7 @@ build_base() {
 
   # Real tools, at their host paths, with their libraries.
   for tool in cryptsetup mdadm dmsetup blkid wipefs mkswap findmnt lsblk sfdisk \
-    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod; do
+    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod cp getfattr setfattr getfacl setfacl xfs_db; do
     if [[ $arch == arm64 ]]; then
       path=$(sysroot_tool "$tool")
       tool=${path#"$sysroot"}
