@@ -1,7 +1,8 @@
 # The two commands a new user needs, on a fresh Debian 12 machine as root:
 #   make demo   boots a VM with emulated NVMe disks and shows ephemera at work
-#   make test   runs every test: lint, unit, fixture trees, real kernel in QEMU,
-#               the shipped files, faults, full-system boots, fuzzing, audit
+#   make test   runs every test: lint, unit, fixture trees, real kernel in QEMU
+#               (x86-64, and arm64 with the arm64 .deb's binary), the shipped
+#               files, faults, full-system boots, fuzzing, audit
 # Each installs what it needs (Debian packages, the guest kernel) by itself.
 
 CARGO ?= cargo
@@ -35,7 +36,7 @@ vm: deps
 	tests/vm/build-guest.sh
 	$(CARGO) test --locked --release --test vm -- --ignored --test-threads=2
 
-test: lint unit host-tools-proof vm dist-check faults system fuzz-ci audit
+test: lint unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
 
 # The main job on an emulated instance: a full Debian 12 system booted from
 # the baked image. demo-quick: the same job in a minimal initramfs (~2 min).
@@ -49,6 +50,30 @@ demo-quick: build
 deb: deps
 	command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 	$(CARGO) deb --locked --output target/debian/ephemera.deb
+
+# --- Graviton (arm64), issue 12: cross-built with Debian 12's rustc-web and its
+# arm64 standard library (scripts/arm64.sh installs them); tested on Debian 12's
+# arm64 cloud kernel under qemu-system-aarch64 (TCG).
+.PHONY: build-arm64 deb-arm64
+build-arm64:
+	scripts/arm64.sh build
+
+deb-arm64:
+	scripts/arm64.sh deb target/debian/ephemera_arm64.deb
+
+# The real-kernel suite (tests/vm.rs) on Debian 12's arm64 cloud kernel,
+# with the binary the arm64 .deb ships: the same scenarios and checks as `make vm`.
+ARM64_BIN = $(CURDIR)/target/arm64/deb-root/usr/sbin/ephemera
+.PHONY: vm-arm64 arm64
+vm-arm64: deps deb-arm64
+	EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh
+	EPHEMERA_VM_ARCH=arm64 EPHEMERA_VM_BINARY=$(ARM64_BIN) \
+	  $(CARGO) test --locked --release --test vm -- --ignored --test-threads=2
+
+# What `make test` runs for arm64 (about 5 min): the package, and the
+# real-kernel suite above. Not on arm64: the fault tests, the full-system
+# boots and the benchmark (x86-64 only).
+arm64: deb-arm64 vm-arm64
 
 # The .deb's contents and units, the polkit rule, cloud-init examples, Packer.
 dist-check: deb

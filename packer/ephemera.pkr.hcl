@@ -12,6 +12,10 @@
 #               source_ami_owner = "099720109477", ssh_username = "ubuntu"
 #   Amazon Linux 2023: not supported by install.sh yet (it installs a .deb;
 #               AL2023 needs an RPM).
+#
+# Graviton (arm64): `make deb-arm64`, then
+#   packer build -var architecture=arm64 -var instance_type=t4g.small \
+#     -var source_ami_name="debian-12-arm64-*" -var deb=target/debian/ephemera_arm64.deb packer/
 
 variable "region" {
   type    = string
@@ -39,6 +43,12 @@ variable "ssh_username" {
   default = "admin"
 }
 
+variable "architecture" {
+  type        = string
+  description = "The base image's architecture: x86_64, or arm64 for Graviton (with an arm64 instance_type, base image and deb)."
+  default     = "x86_64"
+}
+
 variable "deb" {
   type        = string
   description = "The package made by `make deb`."
@@ -54,7 +64,7 @@ source "amazon-ebs" "ephemera" {
     filters = {
       name                = var.source_ami_name
       virtualization-type = "hvm"
-      architecture        = "x86_64"
+      architecture        = var.architecture
       root-device-type    = "ebs"
     }
     owners      = [var.source_ami_owner]

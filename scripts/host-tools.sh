@@ -6,7 +6,7 @@
 #
 # usage: host-tools.sh GROUP...      install what is missing, then check
 #        host-tools.sh --check GROUP...  only check (no apt-get)
-#   GROUP  build | vm | system | bench | all
+#   GROUP  build | vm | vm-arm64 | system | bench | all
 #
 # What it guarantees:
 # - Everything missing is installed in ONE apt-get transaction, with
@@ -51,19 +51,27 @@ group_system=(
   python3:python3-minimal # tests/system/demo.sh fills in the user-data with it
 )
 group_bench=("${group_vm[@]}")
+# The arm64 guest (EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh), on top of vm.
+# (The arm64 cross toolchain itself is installed by scripts/arm64.sh: it needs
+# dpkg's arm64 architecture enabled and versions matched across architectures.)
+group_vm_arm64=(
+  qemu-system-aarch64:qemu-system-arm mmdebstrap:mmdebstrap
+  aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu readelf:binutils
+)
 
 check_only=
 [[ ${1:-} == --check ]] && { check_only=1; shift; }
-(($#)) || { log "usage: host-tools.sh [--check] build|vm|system|bench|all..."; exit 2; }
+(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|bench|all..."; exit 2; }
 entries=()
 for g in "$@"; do
   case $g in
     build) entries+=("${group_build[@]}") ;;
     vm) entries+=("${group_vm[@]}") ;;
+    vm-arm64) entries+=("${group_vm_arm64[@]}") ;;
     system) entries+=("${group_system[@]}") ;;
     bench) entries+=("${group_bench[@]}") ;;
     all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}") ;;
-    *) log "unknown group: $g (build, vm, system, bench, all)"; exit 2 ;;
+    *) log "unknown group: $g (build, vm, vm-arm64, system, bench, all)"; exit 2 ;;
   esac
 done
 

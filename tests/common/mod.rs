@@ -30,15 +30,27 @@ pub fn guest() {
     READY.get_or_init(|| {
         let build = repo().join("tests/vm/build-guest.sh");
         run(&mut Command::new(&build));
-        run(Command::new(&build)
-            .arg("add-binary")
-            .arg(env!("CARGO_BIN_EXE_ephemera")));
+        run(Command::new(&build).arg("add-binary").arg(binary()));
     });
+}
+
+/// The ephemera binary the guest runs: the one this test run was built with,
+/// or, for a guest of another architecture (EPHEMERA_VM_ARCH=arm64), the
+/// cross-built one that EPHEMERA_VM_BINARY names (`make vm-arm64` sets both).
+fn binary() -> PathBuf {
+    match std::env::var_os("EPHEMERA_VM_BINARY") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_ephemera")),
+    }
 }
 
 /// A clean work folder for one test, kept after a failure for inspection.
 pub fn workdir(name: &str) -> PathBuf {
-    let d = repo().join("target/vm-tests").join(name);
+    let tests = match std::env::var("EPHEMERA_VM_ARCH").as_deref() {
+        Ok("arm64") => "target/vm-tests-arm64",
+        _ => "target/vm-tests",
+    };
+    let d = repo().join(tests).join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -103,6 +115,15 @@ pub fn boot_raw(
     }
     let status = cmd.status().unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // The guest's kernel is of the architecture asked for (the init prints
+    // `uname -m`), so an arm64 run cannot pass on an x86-64 guest.
+    if text.contains("EPHEMERA-VM-BOOTED") {
+        let want = match std::env::var("EPHEMERA_VM_ARCH").as_deref() {
+            Ok("arm64") => "EPHEMERA-VM-ARCH aarch64",
+            _ => "EPHEMERA-VM-ARCH x86_64",
+        };
+        assert!(text.contains(want), "{}: no `{want}` line", log.display());
+    }
     (status, text, log)
 }
 

@@ -9,8 +9,11 @@
 # usage: build-guest.sh                   build/refresh kernel and base (idempotent)
 #        build-guest.sh add-binary BIN... also write ephemera.cpio.gz with each BIN
 #                                         as /usr/sbin/<basename BIN>
-# env:   EPHEMERA_VM_CACHE       cache folder (default <repo>/target/vm)
-#        EPHEMERA_VM_KERNEL_PKG  kernel package (default: what linux-image-cloud-amd64
+# env:   EPHEMERA_VM_ARCH        amd64 (default) or arm64 (Graviton: Debian 12's arm64
+#                                cloud kernel, and the guest's tools taken from a
+#                                Debian 12 arm64 tree that mmdebstrap extracts)
+#        EPHEMERA_VM_CACHE       cache folder (default <repo>/target/vm, target/vm-arm64)
+#        EPHEMERA_VM_KERNEL_PKG  kernel package (default: what linux-image-cloud-ARCH
 #                                depends on in the apt lists)
 # Needs root on Debian 12: installs missing host packages with apt-get.
 set -euo pipefail
@@ -20,7 +23,12 @@ export LC_ALL=C
 
 script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(cd "$(dirname "$script")/../.." && pwd)
-cache=${EPHEMERA_VM_CACHE:-$repo/target/vm}
+arch=${EPHEMERA_VM_ARCH:-amd64}
+case $arch in
+  amd64) cache=${EPHEMERA_VM_CACHE:-$repo/target/vm} ;;
+  arm64) cache=${EPHEMERA_VM_CACHE:-$repo/target/vm-arm64} ;;
+  *) echo "build-guest: EPHEMERA_VM_ARCH must be amd64 or arm64, not $arch" >&2; exit 1 ;;
+esac
 
 log() { echo "build-guest: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -35,28 +43,32 @@ apt_update_once() {
 
 # Host packages (the tools copied into the guest, QEMU): scripts/host-tools.sh,
 # one apt transaction and a check of every tool afterwards.
-ensure_host_tools() { "$repo/scripts/host-tools.sh" vm; }
+# An arm64 guest also needs the group vm-arm64 (QEMU for aarch64, mmdebstrap
+# for the arm64 tree, binutils that read and strip aarch64 binaries).
+ensure_host_tools() {
+  if [[ $arch == arm64 ]]; then "$repo/scripts/host-tools.sh" vm vm-arm64; else "$repo/scripts/host-tools.sh" vm; fi
+}
 
 # The kernel package to boot: the current Debian 12 cloud kernel unless overridden.
 kernel_pkg() {
   local pkg=${EPHEMERA_VM_KERNEL_PKG:-}
   if [[ -z $pkg ]]; then
-    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-      awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+    pkg=$(apt-cache depends "linux-image-cloud-$arch:$arch" 2>/dev/null |
+      awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { sub(/:.*/, "", $2); print $2; exit }')
     if [[ -z $pkg ]]; then
       apt_update_once # apt lists missing or stale on a fresh machine
-      pkg=$(apt-cache depends linux-image-cloud-amd64 |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+      pkg=$(apt-cache depends "linux-image-cloud-$arch:$arch" |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { sub(/:.*/, "", $2); print $2; exit }')
     fi
   fi
-  [[ -n $pkg ]] || die "cannot find the cloud kernel package (apt-cache depends linux-image-cloud-amd64)"
+  [[ -n $pkg ]] || die "cannot find the cloud kernel package (apt-cache depends linux-image-cloud-$arch:$arch)"
   echo "$pkg"
 }
 
 # Unpack vmlinuz + modules without installing the kernel on the host.
 build_kernel() {
   local pkg=$1 kver=${1#linux-image-} version stamp tmp
-  version=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '/^Version:/ { print $2; exit }')
+  version=$(apt-cache show --no-all-versions "$pkg:$arch" 2>/dev/null | awk '/^Version:/ { print $2; exit }')
   stamp="$pkg $version"
   if [[ -f $cache/vmlinuz && -f $cache/kernel.stamp && $(cat "$cache/kernel.stamp") == "$stamp" ]]; then
     return
@@ -64,7 +76,7 @@ build_kernel() {
   log "fetching $pkg $version"
   tmp=$(mktemp -d "$cache/kernel.tmp.XXXXXX")
   # Sandbox user root: _apt cannot write into root's temp folders.
-  (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2)
+  (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg:$arch" >&2)
   dpkg -x "$tmp"/*.deb "$tmp/x"
   [[ -d $tmp/x/lib/modules/$kver ]] || die "no lib/modules/$kver in $pkg"
   depmod -b "$tmp/x" "$kver"
@@ -116,11 +128,97 @@ copy_binary() {
   mkdir -p "$root$(dirname "$dest")"
   cp -L "$bin" "$root$dest"
   chmod 0755 "$root$dest"
+  if [[ $arch == arm64 ]]; then
+    copy_cross_libs "$root" "$bin" "$skip_root"
+    return
+  fi
   while read -r lib; do
     [[ -n $skip_root && (-e $skip_root$lib || -L $skip_root$lib) ]] && continue
     copy_host_file "$root" "$lib"
   done < <(elf_libs "$bin")
 }
+
+# --- arm64 guests: tools and libraries from a Debian 12 arm64 tree -----------
+# ldd cannot run aarch64 binaries here, so their libraries are found by name
+# (readelf's NEEDED entries) in the tree mmdebstrap extracted, recursively, and
+# copied to the guest's /usr/lib/aarch64-linux-gnu (with the ELF interpreter).
+sysroot=$cache/sysroot
+sysroot_pkgs=(busybox-static cryptsetup-bin mdadm dmsetup util-linux fdisk e2fsprogs
+  xfsprogs openssl jq kmod coreutils attr acl libc6)
+
+build_sysroot() {
+  local stamp
+  # Inputs: the package list and the candidate arm64 versions in the apt lists.
+  stamp=$( {
+    echo "${sysroot_pkgs[*]}"
+    apt-cache show --no-all-versions "${sysroot_pkgs[@]/%/:arm64}" 2>/dev/null |
+      awk '/^(Package|Version):/ { print $2 }'
+  } | sha256sum | cut -d' ' -f1)
+  if [[ -d $sysroot && -f $cache/sysroot.stamp && $(cat "$cache/sysroot.stamp") == "$stamp" ]]; then
+    return
+  fi
+  log "extracting a Debian 12 arm64 tree (${sysroot_pkgs[*]})"
+  rm -rf "$sysroot" "$sysroot.tmp"
+  mmdebstrap --quiet --architectures=arm64 --variant=extract \
+    --include="$(IFS=,; echo "${sysroot_pkgs[*]}")" \
+    bookworm "$sysroot.tmp" >&2 || die "mmdebstrap could not extract the arm64 tree"
+  mv "$sysroot.tmp" "$sysroot"
+  echo "$stamp" >"$cache/sysroot.stamp"
+}
+
+# A path inside the sysroot with its symlinks followed inside the sysroot.
+sysroot_path() {
+  local p=$sysroot$1 link n=0
+  while [[ -L $p ]] && ((n++ < 40)); do
+    link=$(readlink "$p")
+    case $link in
+      /*) p=$sysroot$link ;;
+      *) p=$(dirname "$p")/$link ;;
+    esac
+  done
+  echo "$p"
+}
+
+# The sysroot file of a tool (as `command -v` finds it on the host).
+sysroot_tool() {
+  local d
+  for d in /usr/sbin /usr/bin /sbin /bin; do
+    [[ -e $sysroot$d/$1 ]] && { sysroot_path "$d/$1"; return; }
+  done
+  die "$1 not in the arm64 tree ($sysroot)"
+}
+
+copy_cross_libs() { # ROOT BIN SKIP_ROOT
+  local root=$1 skip_root=$3 todo=("$2") f lib src dest d
+  local -A seen=()
+  while ((${#todo[@]})); do
+    f=${todo[0]}
+    todo=("${todo[@]:1}")
+    while read -r lib; do
+      [[ -n ${seen[$lib]:-} ]] && continue
+      seen[$lib]=1
+      if [[ $lib == ld-linux-aarch64.so.1 ]]; then
+        dest=/usr/lib/ld-linux-aarch64.so.1 # the interpreter, /lib/... in the guest
+        src=$(sysroot_path /lib/ld-linux-aarch64.so.1)
+      else
+        dest=/usr/lib/aarch64-linux-gnu/$lib
+        src=
+        for d in /lib/aarch64-linux-gnu /usr/lib/aarch64-linux-gnu; do
+          [[ -e $sysroot$d/$lib ]] && { src=$(sysroot_path "$d/$lib"); break; }
+        done
+        [[ -n $src ]] || die "$f needs $lib, which is not in the arm64 tree"
+      fi
+      [[ -n $skip_root && -e $skip_root$dest ]] && continue
+      if [[ ! -e $root$dest ]]; then
+        mkdir -p "$root$(dirname "$dest")"
+        cp "$src" "$root$dest"
+      fi
+      todo+=("$src")
+    done < <(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
+      readelf -l "$f" 2>/dev/null | sed -n 's/.*interpreter: .*\/\(ld-linux-aarch64.so.1\)\]/\1/p')
+  done
+}
+# --- end of the arm64 guest tools ---------------------------------------------
 
 pack_cpio() { # pack_cpio DIR OUT
   (cd "$1" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0) | gzip -6 >"$2.tmp"
@@ -145,6 +243,7 @@ ln -sf /proc/self/mounts /etc/mtab
 echo 1 >/proc/sys/kernel/sysrq
 hostname ephemera-vm
 echo EPHEMERA-VM-BOOTED
+echo "EPHEMERA-VM-ARCH $(uname -m)"
 if [ -f /scenario/run.sh ]; then
   cd /scenario && sh /scenario/run.sh </dev/null
   rc=$?
@@ -166,6 +265,9 @@ EOF
 # unpacks the initramfs at roughly 15-20 MB/s under TCG.
 module_dirs=(kernel/crypto kernel/arch/x86/crypto kernel/lib kernel/block kernel/fs/xfs
   kernel/drivers/md kernel/drivers/block kernel/drivers/nvme kernel/drivers/char)
+# arm64: its ciphers (aes-ce: the ARMv8 crypto extensions), and dax, which the
+# arm64 cloud kernel builds as a module that dm-mod needs.
+[[ $arch == amd64 ]] || module_dirs=("${module_dirs[@]/kernel\/arch\/x86\/crypto/kernel/arch/arm64/crypto}" kernel/drivers/dax)
 
 build_base() {
   local kver inputs root tool path
@@ -174,6 +276,7 @@ build_base() {
   inputs=$( {
     sha256sum "$script"
     cat "$cache/kernel.stamp"
+    [[ $arch == amd64 ]] || cat "$cache/sysroot.stamp"
     dpkg-query -W -f='${Package} ${Version}\n' busybox-static busybox kmod cryptsetup-bin \
       libcryptsetup12 mdadm dmsetup util-linux fdisk e2fsprogs xfsprogs openssl jq libc6 \
       coreutils attr acl \
@@ -200,6 +303,12 @@ build_base() {
   # Real tools, at their host paths, with their libraries.
   for tool in cryptsetup mdadm dmsetup blkid wipefs mkswap findmnt lsblk sfdisk \
     mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod cp getfattr setfattr getfacl setfacl xfs_db; do
+    if [[ $arch == arm64 ]]; then
+      path=$(sysroot_tool "$tool")
+      tool=${path#"$sysroot"}
+      copy_binary "$root" "$path" "/usr${tool#/usr}"
+      continue
+    fi
     path=$(command -v "$tool")
     copy_binary "$root" "$path" "$(readlink -f "$path")"
   done
@@ -213,13 +322,18 @@ build_base() {
 
   # Busybox for everything else (sh, mount, grep, dd, timeout, sha256sum...).
   path=$(command -v busybox)
-  copy_binary "$root" "$path" /usr/bin/busybox
+  if [[ $arch == arm64 ]]; then
+    copy_binary "$root" "$(sysroot_tool busybox)" /usr/bin/busybox
+  else
+    copy_binary "$root" "$path" /usr/bin/busybox
+  fi
+  # The applet list from the host's busybox (the same Debian 12 build, any architecture).
   while read -r tool; do
     tool=/${tool#/}
     [[ -e $root$tool || -L $root$tool ]] && continue
     mkdir -p "$root$(dirname "$tool")"
     ln -s /usr/bin/busybox "$root$tool"
-  done < <("$root/usr/bin/busybox" --list-full)
+  done < <("$path" --list-full)
 
   echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
   echo 'root:x:0:' >"$root/etc/group"
@@ -254,7 +368,9 @@ add_binaries() {
     copy_binary "$root" "$bin" "/usr/sbin/$(basename "$bin")" "$cache/base-root"
     # Debug info only slows the boot (the kernel unpacks the initramfs at ~15-20 MB/s
     # under TCG); the symbol table stays, so backtraces keep function names.
-    if command -v strip >/dev/null; then strip --strip-debug "$root/usr/sbin/$(basename "$bin")"; fi
+    if [[ $arch == arm64 ]]; then
+      aarch64-linux-gnu-strip --strip-debug "$root/usr/sbin/$(basename "$bin")"
+    elif command -v strip >/dev/null; then strip --strip-debug "$root/usr/sbin/$(basename "$bin")"; fi
   done
   # Directories that base has as symlinks (lib -> usr/lib) must not become real
   # directories in this archive, or they would shadow base's symlinks.
@@ -276,6 +392,7 @@ main() {
   ensure_host_tools
   pkg=$(kernel_pkg)
   build_kernel "$pkg"
+  [[ $arch == amd64 ]] || build_sysroot
   build_base
   case ${1:-} in
     "") ;;

@@ -17,14 +17,24 @@
 #   --show           also copy the serial console to stdout as it comes
 # exit: the scenario's exit code (EPHEMERA-VM-EXIT marker), 124 on timeout,
 #       125 when the guest died without the marker (panic, crash), 2 on usage errors.
-# env:  EPHEMERA_VM_CACHE (as build-guest.sh), EPHEMERA_VM_CPU (default max),
+# env:  EPHEMERA_VM_ARCH and EPHEMERA_VM_CACHE (as build-guest.sh; arm64 boots
+#       qemu-system-aarch64 -machine virt), EPHEMERA_VM_CPU (default max),
 #       EPHEMERA_VM_SMP (default 1), EPHEMERA_VM_APPEND (extra kernel arguments).
 set -euo pipefail
 
 export LC_ALL=C
 script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(cd "$(dirname "$script")/../.." && pwd)
-cache=${EPHEMERA_VM_CACHE:-$repo/target/vm}
+arch=${EPHEMERA_VM_ARCH:-amd64}
+case $arch in
+  # -cpu max with pauth-impdef: the ARMv8 crypto extensions (aes-xts as on
+  # Graviton), and a pointer authentication that TCG computes quickly.
+  amd64) cache=${EPHEMERA_VM_CACHE:-$repo/target/vm} qemu_bin=qemu-system-x86_64
+    machine=() cpu=${EPHEMERA_VM_CPU:-max} console=ttyS0 ;;
+  arm64) cache=${EPHEMERA_VM_CACHE:-$repo/target/vm-arm64} qemu_bin=qemu-system-aarch64
+    machine=(-machine virt) cpu=${EPHEMERA_VM_CPU:-max,pauth-impdef=on} console=ttyAMA0 ;;
+  *) echo "run-guest: EPHEMERA_VM_ARCH must be amd64 or arm64, not $arch" >&2; exit 2 ;;
+esac
 
 usage() {
   awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$script" >&2
@@ -52,7 +62,7 @@ done
 [[ -f $scenario/run.sh ]] || die "$scenario/run.sh not found"
 [[ $timeout =~ ^[0-9]+$ && $mem =~ ^[0-9]+$ ]] || die "--timeout and --mem take numbers"
 [[ -f $cache/vmlinuz && -f $cache/base.cpio.gz ]] || die "no guest in $cache: run tests/vm/build-guest.sh"
-command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run tests/vm/build-guest.sh (installs it)"
+command -v "$qemu_bin" >/dev/null || die "$qemu_bin missing: run tests/vm/build-guest.sh (installs it)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ephemera-vm.XXXXXX")
 keep_log='' qpid=''
@@ -83,10 +93,10 @@ cat "${initrds[@]}" "$tmp/scenario.cpio.gz" >"$tmp/initrd"
 # -nodefaults: no NIC, VGA, floppy or CD-ROM to emulate; only what we add.
 # cache=writeback: guest flushes reach the host file; after the guest's sync and
 # QEMU's exit the data is in the image. discard=unmap keeps sparse images sparse.
-qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
-  -accel tcg -cpu "${EPHEMERA_VM_CPU:-max}" -smp "${EPHEMERA_VM_SMP:-1}" -m "$mem"
+qemu=("$qemu_bin" "${machine[@]}" -nodefaults -no-user-config -display none -no-reboot
+  -accel tcg -cpu "$cpu" -smp "${EPHEMERA_VM_SMP:-1}" -m "$mem"
   -kernel "$cache/vmlinuz" -initrd "$tmp/initrd"
-  -append "console=ttyS0 panic=-1 rdinit=/init loglevel=5 ${EPHEMERA_VM_APPEND:-}"
+  -append "console=$console panic=-1 rdinit=/init loglevel=5 ${EPHEMERA_VM_APPEND:-}"
   -serial "file:$log")
 n=0
 for disk in "${disks[@]}"; do
