@@ -70,7 +70,9 @@ toolchain() {
     # The arm64 lists may be missing even though the architecture is enabled.
     apt-cache show libstd-rust-web-dev:arm64 >/dev/null 2>&1 || apt-get update -qq
     log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+    # --no-remove: apt may not remove an installed package (a Debian rustc, a
+    # backports library) to make room; it says so and fails instead.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${missing[@]}" >&2 ||
       die "apt-get install failed for: ${missing[*]}"
   fi
   # Check what was installed, one line naming the package on failure.
