@@ -655,21 +655,22 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
     hits
 }
 
-#[test]
-#[ignore = "boots a QEMU VM; run by `make faults`"]
-fn key_leak_scan() {
-    use base64::Engine;
-    let d = dir("leak");
-    let (sk, pk) = keypair(&d);
-    let disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
+/// One boot of `script` on two 64 MiB disks with escrow to a new key pair;
+/// returns the private key, the disks and the serial log.
+fn two_disks_with_escrow(
+    d: &Path,
+    script: &str,
+) -> (Vec<u8>, Vec<(PathBuf, &'static str)>, String) {
+    let (sk, pk) = keypair(d);
+    let disks: Vec<(PathBuf, &'static str)> = ["EPH-A", "EPH-B"]
         .iter()
-        .map(|s| (image(&d, s, 64 * MIB), *s))
+        .map(|s| (image(d, s, 64 * MIB), *s))
         .collect();
     let log = boot(
-        &d,
+        d,
         Scenario {
             name: "boot",
-            script: "faults-leak.sh",
+            script,
             files: vec![
                 (
                     "config.toml",
@@ -680,6 +681,15 @@ fn key_leak_scan() {
             disks: disks.clone(),
         },
     );
+    (sk, disks, log)
+}
+
+#[test]
+#[ignore = "boots a QEMU VM; run by `make faults`"]
+fn key_leak_scan() {
+    use base64::Engine;
+    let d = dir("leak");
+    let (sk, disks, log) = two_disks_with_escrow(&d, "faults-leak.sh");
     // Learn the key as ops would: the console envelope and the private key.
     let envelope = between(
         &log,
@@ -841,26 +851,7 @@ fn core_memory_bytes(core: &[u8]) -> u64 {
 #[ignore = "boots a QEMU VM; run by `make faults`"]
 fn crash_cores_hold_no_key() {
     let d = dir("cores");
-    let (_sk, pk) = keypair(&d);
-    let disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
-        .iter()
-        .map(|s| (image(&d, s, 64 * MIB), *s))
-        .collect();
-    let log = boot(
-        &d,
-        Scenario {
-            name: "boot",
-            script: "faults-core.sh",
-            files: vec![
-                (
-                    "config.toml",
-                    config("[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n"),
-                ),
-                ("escrow.pub.pem", pk),
-            ],
-            disks,
-        },
-    );
+    let (_sk, _disks, log) = two_disks_with_escrow(&d, "faults-core.sh");
     let b64: String = between(&log, "EPHEMERA-CORES-BEGIN", "EPHEMERA-CORES-END")
         .chars()
         .filter(|c| !c.is_whitespace())

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -24,22 +24,23 @@ fn readme_runbook() -> String {
     between(section, "```sh", "```").to_string()
 }
 
-#[test]
-#[ignore = "boots QEMU VMs; run by `make test`"]
-fn three_disks_escrow_recover_next_boot_teardown() {
-    let dir = workdir("three-disks");
-    let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B"), ("c", "EPH-C")]
-        .iter()
-        .map(|(n, s)| (image(&dir, n, 256 * MIB), *s))
-        .collect();
-    let (sk, pk) = keypair(&dir);
-    let cfg = config("[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n");
-
+/// Two boots on the same disks with escrow, as a reboot: boot 1 runs
+/// `scripts[0]`, which provisions and prints `DATA-SHA256`; boot 2 runs
+/// `scripts[1]` with boot 1's console envelope, the private key, the README's
+/// runbook, the data's hash and `extra` files. Returns the console envelope.
+fn escrowed_reboot(
+    dir: &Path,
+    disks: Vec<(PathBuf, &str)>,
+    cfg: Vec<u8>,
+    scripts: [&str; 2],
+    extra: Vec<(&str, Vec<u8>)>,
+) -> serde_json::Value {
+    let (sk, pk) = keypair(dir);
     let log = boot(
-        &dir,
+        dir,
         Scenario {
             name: "boot1",
-            script: "multi-disk.sh",
+            script: scripts[0],
             files: vec![("config.toml", cfg.clone()), ("escrow.pub.pem", pk.clone())],
             disks: disks.clone(),
         },
@@ -50,29 +51,42 @@ fn three_disks_escrow_recover_next_boot_teardown() {
         "-----BEGIN EPHEMERA ESCROW-----",
         "-----END EPHEMERA ESCROW-----",
     );
-    let env: serde_json::Value = serde_json::from_str(envelope).expect("console envelope is JSON");
+    let sha = between(&log, "DATA-SHA256 ", "\n").to_string();
+    let mut files = vec![
+        ("config.toml", cfg),
+        ("escrow.pub.pem", pk),
+        ("escrow.json", envelope.as_bytes().to_vec()),
+        ("priv.pem", sk.clone()),
+        ("escrow.key.pem", sk),
+        ("runbook.sh", readme_runbook().into_bytes()),
+        ("data.sha256", sha.into_bytes()),
+    ];
+    files.extend(extra);
+    boot(
+        dir,
+        Scenario {
+            name: "boot2",
+            script: scripts[1],
+            files,
+            disks,
+        },
+    );
+    serde_json::from_str(envelope).expect("console envelope is JSON")
+}
+
+#[test]
+#[ignore = "boots QEMU VMs; run by `make test`"]
+fn three_disks_escrow_recover_next_boot_teardown() {
+    let dir = workdir("three-disks");
+    let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B"), ("c", "EPH-C")]
+        .iter()
+        .map(|(n, s)| (image(&dir, n, 256 * MIB), *s))
+        .collect();
+    let cfg = config("[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n");
+    let env = escrowed_reboot(&dir, disks, cfg, ["multi-disk.sh", "next-boot.sh"], vec![]);
     assert_eq!(
         env["members"],
         serde_json::json!(["EPH-A", "EPH-B", "EPH-C"])
-    );
-    let sha = between(&log, "DATA-SHA256 ", "\n").to_string();
-
-    boot(
-        &dir,
-        Scenario {
-            name: "boot2",
-            script: "next-boot.sh",
-            files: vec![
-                ("config.toml", cfg),
-                ("escrow.pub.pem", pk),
-                ("escrow.json", envelope.as_bytes().to_vec()),
-                ("priv.pem", sk.clone()),
-                ("escrow.key.pem", sk),
-                ("runbook.sh", readme_runbook().into_bytes()),
-                ("data.sha256", sha.into_bytes()),
-            ],
-            disks,
-        },
     );
 }
 
@@ -200,41 +214,14 @@ fn xfs_escrow_runbook_and_recover_next_boot() {
         (image(&dir, "a", 512 * MIB), "EPH-A"),
         (image(&dir, "b", 512 * MIB), "EPH-B"),
     ];
-    let (sk, pk) = keypair(&dir);
     let tail = "[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n\
                 [[bind]]\npath = \"/var/lib/containerd\"\n";
     let cfg = config(&format!("[filesystem]\ntype = \"xfs\"\n{tail}"));
-    let log = boot(
+    escrowed_reboot(
         &dir,
-        Scenario {
-            name: "boot1",
-            script: "xfs-boot1.sh",
-            files: vec![("config.toml", cfg.clone()), ("escrow.pub.pem", pk.clone())],
-            disks: disks.clone(),
-        },
-    );
-    let envelope = between(
-        &log,
-        "-----BEGIN EPHEMERA ESCROW-----",
-        "-----END EPHEMERA ESCROW-----",
-    );
-    let sha = between(&log, "DATA-SHA256 ", "\n").to_string();
-    boot(
-        &dir,
-        Scenario {
-            name: "boot2",
-            script: "xfs-recover.sh",
-            files: vec![
-                ("config.toml", cfg),
-                ("ext4.toml", config(tail)),
-                ("escrow.pub.pem", pk),
-                ("escrow.json", envelope.as_bytes().to_vec()),
-                ("priv.pem", sk.clone()),
-                ("escrow.key.pem", sk),
-                ("runbook.sh", readme_runbook().into_bytes()),
-                ("data.sha256", sha.into_bytes()),
-            ],
-            disks,
-        },
+        disks,
+        cfg,
+        ["xfs-boot1.sh", "xfs-recover.sh"],
+        vec![("ext4.toml", config(tail))],
     );
 }
