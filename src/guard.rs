@@ -85,8 +85,8 @@ const MOTD: &str = "run/motd.d/ephemera-guard";
 
 fn motd_text() -> String {
     format!(
-        "ephemera reboot guard ON: reboot, halt, kexec, suspend and hibernate are refused,\n\
-         because {WHY}. A power-off (a stop from the cloud console) still works.\n\
+        "ephemera reboot guard ON: reboot, soft-reboot, halt, kexec, suspend and hibernate\n\
+         are refused, because {WHY}. A power-off (a stop from the cloud console) still works.\n\
          Break glass: {BREAK_GLASS}\n"
     )
 }
@@ -185,7 +185,7 @@ pub fn on(host: &Host) -> Result<()> {
     if install(host)? {
         daemon_reload(host)?;
         tracing::info!(
-            "reboot guard on: reboot, halt, suspend and hibernate are refused while /dev/mapper/{DM_NAME} is mounted; \
+            "reboot guard on: reboot, soft-reboot, halt, kexec, suspend and hibernate are refused while /dev/mapper/{DM_NAME} is mounted; \
              power-off (a cloud stop) still works; break glass with `ephemera guard release`"
         );
     } else {

@@ -160,7 +160,7 @@ impl Status {
             );
         }
         s += if self.guard {
-            "guard: on (reboot, halt, suspend, hibernate refused; `ephemera guard release` to allow)\n"
+            "guard: on (reboot, soft-reboot, halt, kexec, suspend, hibernate refused; `ephemera guard release` to allow)\n"
         } else {
             "guard: off\n"
         };
