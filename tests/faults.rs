@@ -687,7 +687,6 @@ fn two_disks_with_escrow(
 #[test]
 #[ignore = "boots a QEMU VM; run by `make faults`"]
 fn key_leak_scan() {
-    use base64::Engine;
     let d = dir("leak");
     let (sk, disks, log) = two_disks_with_escrow(&d, "faults-leak.sh");
     // Learn the key as ops would: the console envelope and the private key.
@@ -749,22 +748,7 @@ fn key_leak_scan() {
     ));
     let dump = std::fs::read(d.join("dump.tar")).unwrap();
 
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
-    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key);
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let forms: Vec<(&str, Vec<u8>)> = vec![
-        ("raw", key.clone()),
-        ("raw first half", key[..32].to_vec()),
-        ("raw second half", key[32..].to_vec()),
-        ("hex", hex.clone().into_bytes()),
-        ("HEX", hex.to_uppercase().into_bytes()),
-        ("base64", b64.clone().into_bytes()),
-        (
-            "base64 unpadded",
-            b64.trim_end_matches('=').as_bytes().to_vec(),
-        ),
-        ("base64url", b64url.into_bytes()),
-    ];
+    let forms = key_forms(&key);
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![
         (
             "serial log".into(),
