@@ -29,15 +29,16 @@ fn sh(script: &str) {
     run(Command::new("bash").args(["-euo", "pipefail", "-c", script]));
 }
 
-/// Three blank 128 MiB disks, EPH-A to EPH-C (together above xfs's minimum,
-/// 300 MB, once the LUKS header is off), and a fourth, EPH-OTHER, that
-/// holds someone's ext4. Returns the ext4 image and all four disks.
+/// Three blank 256 MiB disks, EPH-A to EPH-C (together above xfs's minimum
+/// on an array, 512 MiB, once the LUKS header is off), and a fourth,
+/// EPH-OTHER, that holds someone's ext4. Returns the ext4 image and all four
+/// disks.
 fn three_blank_and_a_foreign(d: &Path) -> (PathBuf, Vec<(PathBuf, &'static str)>) {
     let other = image(d, "other", 64 * MIB);
     sh(&format!("mkfs.ext4 -q -F {}", other.display()));
     let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B", "EPH-C"]
         .iter()
-        .map(|s| (image(d, s, 128 * MIB), *s))
+        .map(|s| (image(d, s, 256 * MIB), *s))
         .collect();
     disks.push((other.clone(), "EPH-OTHER"));
     (other, disks)
@@ -979,10 +980,12 @@ fn failed_checks(log: &str) -> Vec<&str> {
 #[ignore = "boots QEMU VMs; run by `make faults`"]
 fn power_loss() {
     let d = dir("power");
-    // 2 x 256 MiB: above xfs's minimum (300 MB) once the LUKS header is off.
+    // 2 x 512 MiB: above xfs's minimum on an array (512 MiB: mkfs.xfs makes
+    // 8 allocation groups, each must hold the 64 MiB log) once the LUKS
+    // header is off.
     let disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
         .iter()
-        .map(|s| (image(&d, s, 256 * MIB), *s))
+        .map(|s| (image(&d, s, 512 * MIB), *s))
         .collect();
     // Where the power is cut in boot N, and the filesystem of that run; the
     // last boot only checks. xfs is cut only where a filesystem exists (the

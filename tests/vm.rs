@@ -84,8 +84,9 @@ fn escrowed_reboot(
 /// that names `other`.
 fn three_disks(fs: &str, other: &str) {
     let dir = workdir(&format!("three-disks-{fs}"));
-    // 3 x 256 MiB: above xfs's minimum (300 MB, with a 64 MB log) once the
-    // LUKS header is off.
+    // 3 x 256 MiB: above xfs's minimum on an array (512 MiB: mkfs.xfs makes
+    // 8 allocation groups, each must hold the 64 MiB log) once the LUKS
+    // header is off.
     let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B"), ("c", "EPH-C")]
         .iter()
         .map(|(n, s)| (image(&dir, n, 256 * MIB), *s))
@@ -134,7 +135,7 @@ fn single_disk() {
                 ("ext4.toml", fs_config("ext4", "")),
                 ("xfs.toml", fs_config("xfs", "")),
             ],
-            // Above xfs's minimum (300 MB) once the LUKS header is off.
+            // Above xfs's minimum on one disk (300 MB) once the LUKS header is off.
             disks: vec![(image(&dir, "solo", 512 * MIB), "EPH-SOLO")],
         },
     );
@@ -232,7 +233,8 @@ fn binds_on_xfs_two_disks() {
                     config("[[bind]]\npath = \"/mnt/ephemeral/x\"\n"),
                 ),
             ],
-            // mkfs.xfs wants 300 MB and a 64 MB log at least.
+            // mkfs.xfs wants more than 512 MiB on an array (8 allocation
+            // groups, each must hold the 64 MiB log).
             disks: vec![
                 (image(&dir, "a", 512 * MIB), "EPH-A"),
                 (image(&dir, "b", 512 * MIB), "EPH-B"),
