@@ -394,8 +394,8 @@ fn newest_inside(host: &Host, target: &Path) -> Option<PathBuf> {
     parse_mountinfo(&text)
         .into_iter()
         .map(|m| PathBuf::from(m.path))
-        .filter(|p| p != target && p.starts_with(target))
-        .last()
+        .rev()
+        .find(|p| p != target && p.starts_with(target))
 }
 
 /// Unmounts the binds of the volume `devno`, last first. A target where
