@@ -1,7 +1,6 @@
 # Boot 2 of 2 on the same three disks (ext4 or xfs, as boot 1), the key
-# gone (a reboot). The root
-# disk of a real node keeps /var/lib/ephemera: this boot puts boot 1's
-# envelope there first, as it would be.
+# gone (a reboot). The root disk of a real node keeps /var/lib/ephemera:
+# this boot puts boot 1's envelope there first, as it would be.
 # 1. provision (on_existing = "keep", the default) leaves the volume and
 #    its envelope exactly as they were, and exits 5 saying how to recover
 #    or discard it;
