@@ -29,8 +29,11 @@ fn sh(script: &str) {
     run(Command::new("bash").args(["-euo", "pipefail", "-c", script]));
 }
 
-/// Three blank 256 MiB disks, EPH-A to EPH-C (together above xfs's minimum
-/// on an array, 512 MiB, once the LUKS header is off), and a fourth,
+/// The size of each blank candidate disk: three of them are above xfs's
+/// minimum on an array (512 MiB) once the LUKS header is off.
+const BLANK: u64 = 256 * MIB;
+
+/// Three blank disks of `BLANK` bytes, EPH-A to EPH-C, and a fourth,
 /// EPH-OTHER, that holds someone's ext4. Returns the ext4 image and all four
 /// disks.
 fn three_blank_and_a_foreign(d: &Path) -> (PathBuf, Vec<(PathBuf, &'static str)>) {
@@ -38,7 +41,7 @@ fn three_blank_and_a_foreign(d: &Path) -> (PathBuf, Vec<(PathBuf, &'static str)>
     sh(&format!("mkfs.ext4 -q -F {}", other.display()));
     let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B", "EPH-C"]
         .iter()
-        .map(|s| (image(d, s, 256 * MIB), *s))
+        .map(|s| (image(d, s, BLANK), *s))
         .collect();
     disks.push((other.clone(), "EPH-OTHER"));
     (other, disks)
@@ -1064,7 +1067,8 @@ fn power_loss() {
 fn disk_disappears_or_fails() {
     let d = dir("disk");
     let (other, disks) = three_blank_and_a_foreign(&d);
-    let bad = image(&d, "bad", 64 * MIB);
+    // The same size as the others: ephemera stripes only equal disks.
+    let bad = image(&d, "bad", BLANK);
     let before_other = sha256_file(&other);
     let before_b = sha256_file(&disks[1].0);
     let faulty = format!("{}:EPH-BAD", bad.display());
