@@ -31,7 +31,9 @@ unit: deps
 host-tools-proof:
 	scripts/test-host-tools.sh
 
-# Real-kernel tests: each boots QEMU (TCG) with emulated NVMe disks.
+# Real-kernel tests: each boots QEMU (TCG) with emulated NVMe disks. The core
+# scenarios (three disks with escrow across a reboot, a single disk) run with
+# ext4 and with xfs: one script each, the filesystem passed to the guest.
 vm: deps
 	tests/vm/build-guest.sh
 	$(CARGO) test --locked --release --test vm -- --ignored --test-threads=2
@@ -104,8 +106,9 @@ system: deps
 
 # --- Reliability and security (issue 4; figures in docs/RELIABILITY.md) ------
 # Real-kernel fault tests (tests/faults.rs): bad input, the wrong-disk matrix,
-# a crash and an error at every step, concurrent runs, a key-leak scan, power
-# loss, a disk that disappears or fails. The guest's ephemera is built with the
+# a crash and an error at every step (ext4, then xfs, in one boot), concurrent
+# runs, a key-leak scan, power loss (xfs cut after mkfs and after mount too), a
+# disk that disappears or fails. The guest's ephemera is built with the
 # test-only `failpoints` feature (src/failpoint.rs), never in a release build.
 .PHONY: faults fuzz-ci audit reliability
 faults: deps

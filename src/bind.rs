@@ -265,6 +265,19 @@ pub fn ensure(host: &Host, b: &BindPlan, devno: &str) -> Result<Made> {
     if !source.exists() {
         copied = copy_in(b, &target, &source)?;
     }
+    // The volume's own mount shared first (systemd makes every mount shared;
+    // a host without it may not), so that the bind joins its peer group: a
+    // mount made inside the bind (a pod volume) is seen at the same place
+    // under the volume's subdirectory too, and the other way round.
+    let volume = volume_of(b, &source);
+    nix::mount::mount(
+        None::<&str>,
+        &volume,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(|e| Error::Failed(format!("making {} shared: {e}", volume.display())))?;
     nix::mount::mount(
         Some(&source),
         &target,
@@ -292,16 +305,21 @@ pub fn ensure(host: &Host, b: &BindPlan, devno: &str) -> Result<Made> {
     Ok(Made::Bound { copied })
 }
 
+/// The volume's mount point: `source` (the bind's source, under `host`)
+/// without the subdirectory.
+fn volume_of(b: &BindPlan, source: &Path) -> PathBuf {
+    source
+        .ancestors()
+        .nth(b.subdir.components().count())
+        .expect("the source is the volume joined with the subdir")
+        .to_path_buf()
+}
+
 /// Fills the volume's subdirectory from the node directory: copied into
 /// a staging directory, then renamed into place. Returns whether there was a
 /// node directory to copy.
 fn copy_in(b: &BindPlan, target: &Path, source: &Path) -> Result<bool> {
-    let volume = source
-        .ancestors()
-        .nth(b.subdir.components().count())
-        .expect("the source is the volume joined with the subdir")
-        .to_path_buf();
-    let staging_dir = volume.join(STAGING);
+    let staging_dir = volume_of(b, source).join(STAGING);
     let staging = staging_dir.join(b.subdir.to_string_lossy().replace('/', "%"));
     // A copy cut short by an earlier run: it was never bound.
     if staging.exists() {
@@ -370,8 +388,23 @@ pub fn ensure_all(host: &Host, binds: &[BindPlan], devno: &str) -> Result<()> {
     Ok(())
 }
 
+/// The newest mount strictly inside `target` (a node path), if any.
+fn newest_inside(host: &Host, target: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(host.path("proc/self/mountinfo")).unwrap_or_default();
+    parse_mountinfo(&text)
+        .into_iter()
+        .map(|m| PathBuf::from(m.path))
+        .rev()
+        .find(|p| p != target && p.starts_with(target))
+}
+
 /// Unmounts the binds of the volume `devno`, last first. A target where
-/// something else is mounted is left alone. Returns the targets unmounted.
+/// something else is mounted is left alone. The mounts a runtime left inside
+/// a bind (kubelet's pod volumes, overlay rootfs) come down first, newest
+/// first, as systemd would take them down at power-off: the runtimes have
+/// stopped before this runs (dist/systemd/runtime-after-ephemera.conf). One
+/// still in use fails the unbind with a line that names it. Returns the
+/// targets unmounted.
 pub fn unbind_all(host: &Host, binds: &[BindPlan], devno: &str) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
     for b in binds.iter().rev() {
@@ -381,6 +414,21 @@ pub fn unbind_all(host: &Host, binds: &[BindPlan], devno: &str) -> Result<Vec<Pa
         while let Some(top) = mounts_at(host, &b.target).last().cloned() {
             if top.devno != devno || Path::new(&top.root) != want_root {
                 break;
+            }
+            while let Some(sub) = newest_inside(host, &b.target) {
+                nix::mount::umount2(&host.abs(&sub), MntFlags::empty()).map_err(|e| {
+                    Error::Failed(format!(
+                        "unmounting {}, mounted inside the bind {}: {e}; stop what uses it \
+                         (a container runtime) and run again",
+                        sub.display(),
+                        b.target.display()
+                    ))
+                })?;
+                tracing::info!(
+                    "unmounted {}, mounted inside the bind {}",
+                    sub.display(),
+                    b.target.display()
+                );
             }
             nix::mount::umount2(&target, MntFlags::empty()).map_err(|e| {
                 Error::Failed(format!("unmounting the bind {}: {e}", target.display()))
@@ -528,6 +576,30 @@ mod tests {
         mi("31 1 8:1 / /var/lib/containerd rw - xfs /dev/sdb1 rw\n");
         let m = ensure(&host, b, "254:0").unwrap_err().to_string();
         assert!(m.contains("something else is mounted there"), "{m}");
+    }
+
+    /// What a runtime left inside a bind is found newest first, and only
+    /// what is strictly inside it.
+    #[test]
+    fn mounts_inside_a_bind_newest_first() {
+        let root = tempfile::tempdir().unwrap();
+        let host = Host::new(root.path());
+        std::fs::create_dir_all(root.path().join("proc/self")).unwrap();
+        let mi = |text: &str| {
+            std::fs::write(root.path().join("proc/self/mountinfo"), text).unwrap();
+        };
+        let k = Path::new("/var/lib/kubelet");
+        mi("31 1 254:0 /var/lib/kubelet /var/lib/kubelet rw shared:1 - xfs /dev/mapper/ephemera rw\n\
+            40 31 0:50 / /var/lib/kubelet/pods/a rw shared:2 - tmpfs tmpfs rw\n\
+            41 1 0:51 / /var/lib/kubeletx rw - tmpfs tmpfs rw\n\
+            42 31 0:52 / /var/lib/kubelet/pods/b\\040c rw shared:3 - tmpfs tmpfs rw\n");
+        assert_eq!(
+            newest_inside(&host, k),
+            Some(PathBuf::from("/var/lib/kubelet/pods/b c"))
+        );
+        mi("31 1 254:0 /var/lib/kubelet /var/lib/kubelet rw shared:1 - xfs /dev/mapper/ephemera rw\n\
+            41 1 0:51 / /var/lib/kubeletx rw - tmpfs tmpfs rw\n");
+        assert_eq!(newest_inside(&host, k), None);
     }
 
     /// The ephemera config that each shipped cloud-init example writes

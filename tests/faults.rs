@@ -29,14 +29,19 @@ fn sh(script: &str) {
     run(Command::new("bash").args(["-euo", "pipefail", "-c", script]));
 }
 
-/// Three blank 64 MiB disks, EPH-A to EPH-C, and a fourth, EPH-OTHER, that
-/// holds someone's ext4. Returns the ext4 image and all four disks.
+/// The size of each blank candidate disk: three of them are above xfs's
+/// minimum on an array (512 MiB) once the LUKS header is off.
+const BLANK: u64 = 256 * MIB;
+
+/// Three blank disks of `BLANK` bytes, EPH-A to EPH-C, and a fourth,
+/// EPH-OTHER, that holds someone's ext4. Returns the ext4 image and all four
+/// disks.
 fn three_blank_and_a_foreign(d: &Path) -> (PathBuf, Vec<(PathBuf, &'static str)>) {
     let other = image(d, "other", 64 * MIB);
     sh(&format!("mkfs.ext4 -q -F {}", other.display()));
     let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B", "EPH-C"]
         .iter()
-        .map(|s| (image(d, s, 64 * MIB), *s))
+        .map(|s| (image(d, s, BLANK), *s))
         .collect();
     disks.push((other.clone(), "EPH-OTHER"));
     (other, disks)
@@ -586,7 +591,8 @@ EPH-BLANK|3|ignoring @ (serial EPH-BLANK): its model \"QEMU NVMe Ctrl\" is not d
 }
 
 // ---------------------------------------------------------------------------
-// 1. Crash at every step, rollback at every step, 4. concurrent runs: one boot.
+// 1. Crash at every step, rollback at every step (ext4, then xfs), 4. concurrent
+// runs: one boot.
 
 #[test]
 #[ignore = "boots a QEMU VM; run by `make faults`"]
@@ -595,36 +601,37 @@ fn crash_rollback_and_lock() {
     let (other, disks) = three_blank_and_a_foreign(&d);
     let before = sha256_file(&other);
     let (_, pk) = keypair(&d);
+    let base = "min_disks = 3\n[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n";
     let log = boot(
         &d,
         Scenario {
             name: "boot",
             script: "faults-crash.sh",
             files: vec![
-                (
-                    "config.toml",
-                    config("min_disks = 3\n[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n"),
-                ),
+                ("ext4.toml", fs_config("ext4", base)),
+                ("xfs.toml", fs_config("xfs", base)),
                 ("escrow.pub.pem", pk),
             ],
             disks,
         },
     );
-    let crash = result_line(&log, "CRASH-RESULT");
-    let rollback = result_line(&log, "ROLLBACK-RESULT");
-    assert_eq!(crash[0].1, 8);
-    assert_eq!(crash[0].1, crash[1].1);
-    assert_eq!(rollback[0].1, 7);
-    assert_eq!(rollback[0].1, rollback[1].1);
+    for fs in ["ext4", "xfs"] {
+        let crash = result_line(&log, &format!("CRASH-RESULT-{fs}"));
+        let rollback = result_line(&log, &format!("ROLLBACK-RESULT-{fs}"));
+        assert_eq!(crash[0].1, 8, "{fs}");
+        assert_eq!(crash[0].1, crash[1].1, "{fs}");
+        assert_eq!(rollback[0].1, 7, "{fs}");
+        assert_eq!(rollback[0].1, rollback[1].1, "{fs}");
+        figure(&format!("crash_points_tried_{fs}"), crash[0].1);
+        figure(&format!("crash_points_recovered_{fs}"), crash[1].1);
+        figure(&format!("rollback_points_tried_{fs}"), rollback[0].1);
+        figure(&format!("rollback_points_clean_{fs}"), rollback[1].1);
+    }
     assert_eq!(
         sha256_file(&other),
         before,
         "EPH-OTHER, not a candidate, was written"
     );
-    figure("crash_points_tried", crash[0].1);
-    figure("crash_points_recovered", crash[1].1);
-    figure("rollback_points_tried", rollback[0].1);
-    figure("rollback_points_clean", rollback[1].1);
 }
 
 // ---------------------------------------------------------------------------
@@ -976,28 +983,40 @@ fn failed_checks(log: &str) -> Vec<&str> {
 #[ignore = "boots QEMU VMs; run by `make faults`"]
 fn power_loss() {
     let d = dir("power");
+    // 2 x 512 MiB: above xfs's minimum on an array (512 MiB: mkfs.xfs makes
+    // 8 allocation groups, each must hold the 64 MiB log) once the LUKS
+    // header is off.
     let disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
         .iter()
-        .map(|s| (image(&d, s, 64 * MIB), *s))
+        .map(|s| (image(&d, s, 512 * MIB), *s))
         .collect();
-    // Where the power is cut in boot N; the last boot only checks.
+    // Where the power is cut in boot N, and the filesystem of that run; the
+    // last boot only checks. xfs is cut only where a filesystem exists (the
+    // steps before mkfs do not depend on it).
     let points = [
-        "after-md-build",
-        "after-luks-format",
-        "after-mkfs",
-        "after-mount",
+        ("after-md-build", "ext4"),
+        ("after-luks-format", "ext4"),
+        ("after-mkfs", "ext4"),
+        ("after-mount", "ext4"),
+        ("after-mkfs", "xfs"),
+        ("after-mount", "xfs"),
     ];
     let mut recovered = 0;
     for boot in 1..=points.len() + 1 {
-        let point = points.get(boot - 1).copied().unwrap_or("none");
+        let (point, fs) = points.get(boot - 1).copied().unwrap_or(("none", "ext4"));
+        // The run cut before this boot: this boot's provision uses its config.
+        let cut_before = (boot > 1).then(|| points[boot - 2]);
+        let before_fs = cut_before.map_or("ext4", |(_, fs)| fs);
         // The cut before this boot left ephemera's header if it came after the format.
-        let expect_old = boot > 1 && points[boot - 2] != "after-md-build";
+        let expect_old = cut_before.is_some_and(|(p, _)| p != "after-md-build");
         let name = format!("boot{boot}");
         let s = Scenario {
             name: &name,
             script: "faults-power.sh",
             files: vec![
-                ("config.toml", config("min_disks = 2\n")),
+                ("config.toml", fs_config(before_fs, "min_disks = 2\n")),
+                ("fs", before_fs.as_bytes().to_vec()),
+                ("cut.toml", fs_config(fs, "min_disks = 2\n")),
                 ("point", point.as_bytes().to_vec()),
                 ("boot", boot.to_string().into_bytes()),
                 (
@@ -1048,7 +1067,8 @@ fn power_loss() {
 fn disk_disappears_or_fails() {
     let d = dir("disk");
     let (other, disks) = three_blank_and_a_foreign(&d);
-    let bad = image(&d, "bad", 64 * MIB);
+    // The same size as the others: ephemera stripes only equal disks.
+    let bad = image(&d, "bad", BLANK);
     let before_other = sha256_file(&other);
     let before_b = sha256_file(&disks[1].0);
     let faulty = format!("{}:EPH-BAD", bad.display());

@@ -157,6 +157,16 @@ pub fn config(extra: &str) -> Vec<u8> {
     format!("[disks]\nmodel = \"QEMU NVMe Ctrl\"\n{extra}").into_bytes()
 }
 
+/// The config for filesystem `fs` (`ext4` or `xfs`), with `extra` (keys of
+/// `[disks]` first, then tables; ending in a newline): ext4 as the default
+/// (no `[filesystem]` table), xfs asked for.
+pub fn fs_config(fs: &str, extra: &str) -> Vec<u8> {
+    match fs {
+        "ext4" => config(extra),
+        _ => config(&format!("{extra}[filesystem]\ntype = \"{fs}\"\n")),
+    }
+}
+
 /// An RSA key pair made by openssl, as ops would make it.
 pub fn keypair(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     let sk = dir.join("escrow.key.pem");

@@ -302,7 +302,7 @@ build_base() {
 
   # Real tools, at their host paths, with their libraries.
   for tool in cryptsetup mdadm dmsetup blkid wipefs mkswap findmnt lsblk sfdisk \
-    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod cp getfattr setfattr getfacl setfacl xfs_db; do
+    mke2fs dumpe2fs e2fsck mkfs.xfs openssl jq kmod cp getfattr setfattr getfacl setfacl xfs_db xfs_repair; do
     if [[ $arch == arm64 ]]; then
       path=$(sysroot_tool "$tool")
       tool=${path#"$sysroot"}

@@ -1,8 +1,11 @@
 # [[bind]] entries, xfs and aes-xts-plain64, on two disks: bad entries refused before any
 # write; the node directories' content copied onto the volume with owner,
 # mode, hard links, xattrs and ACLs; binds shared; a re-run stacks nothing;
-# after an unmount (binds and volume, or the volume alone) a re-run mounts
-# and binds again; `ephemera unbind` and `teardown` take the binds down.
+# a mount made inside a bind after provisioning (kubelet's pod volumes) is
+# seen under the volume's subdirectory too, and the other way round (the
+# bind and the volume are peers); after an unmount (binds and volume, or the
+# volume alone) a re-run mounts and binds again; `ephemera unbind` and
+# `teardown` take the binds down, with the mounts a runtime left inside them.
 . /scenario/lib.sh
 d0=$(dev_of EPH-A) && d1=$(dev_of EPH-B) || exit 1
 c=/var/lib/containerd
@@ -57,6 +60,16 @@ echo new >$c/new && echo log >/var/log/pods/p.log && sync
 check_eq "writes land on the volume" "$(cat $v/new $mnt/pod-logs/p.log)" "new
 log"
 
+# Propagation, as kubelet mounts a pod volume under /var/lib/kubelet/pods.
+mkdir -p $c/pods/x $c/pods/y
+mount -t tmpfs pod-x $c/pods/x && echo x >$c/pods/x/f
+check_eq "a mount inside the bind shows under the volume's subdir" "$(findmnt -n -o SOURCE --mountpoint $v/pods/x)" pod-x
+check_eq "... with its files" "$(cat $v/pods/x/f)" x
+mount -t tmpfs pod-y $v/pods/y
+check_eq "a mount under the volume's subdir shows in the bind" "$(findmnt -n -o SOURCE --mountpoint $c/pods/y)" pod-y
+umount $c/pods/x && umount $c/pods/y
+check_eq "their unmounts propagate too" "$(count $v/pods/x)$(count $v/pods/y)" 00
+
 run_ephemera provision --config $cfg
 check_eq "re-run exits 0" "$rc" 0
 check_eq "re-run: still one mount at $c" "$(count $c)" 1
@@ -77,16 +90,31 @@ check_eq "volume unmounted, binds kept: exit 0" "$rc" 0
 check "volume unmounted, binds kept: remounted" sh -c "grep -q ' $mnt xfs ' /proc/mounts"
 check_eq "volume unmounted, binds kept: one mount at $c" "$(count $c)" 1
 
+# A runtime stopped, its pod volume left mounted inside the bind.
+mount -t tmpfs pod-z $c/pods/x
 run_ephemera unbind --config $cfg
-check_eq "unbind exits 0" "$rc" 0
+check_eq "unbind with a mount inside a bind exits 0" "$rc" 0
+check "unbind says it took that mount down" grep -q "unmounted $c/pods/x, mounted inside the bind $c" /tmp/eph.err
+check_eq "unbind: nothing at $c/pods/x" "$(count $c/pods/x)" 0
 check_eq "unbind: nothing at $c" "$(count $c)" 0
 check_eq "unbind: nothing at /var/log/pods" "$(count /var/log/pods)" 0
 check "unbind: the volume stays mounted" sh -c "grep -q ' $mnt xfs ' /proc/mounts"
 
 run_ephemera provision --config $cfg
 check_eq "AlreadyProvisioned binds again" "$(count $c)" 1
+mount -t tmpfs pod-w $c/pods/x
+check_eq "bound again: peers again" "$(findmnt -n -o SOURCE --mountpoint $v/pods/x)" pod-w
+# The same pod volume in use: unbind refuses in one line, naming it.
+cd $c/pods/x
+run_ephemera unbind --config $cfg
+cd /
+check_eq "a mount in use inside a bind: unbind exits 1" "$rc" 1
+check_eq "... in one line, naming it" "$(grep -c ERROR /tmp/eph.err) $(tail -n 1 /tmp/eph.err)" "0 ephemera: error: unmounting $c/pods/x, mounted inside the bind $c: EBUSY: Device or resource busy; stop what uses it (a container runtime) and run again"
+check_eq "... that bind stays" "$(count $c)" 1
 run_ephemera teardown --config $cfg
-check_eq "teardown with binds exits 0" "$rc" 0
+check_eq "teardown with binds and a mount inside one exits 0" "$rc" 0
+check_eq "teardown: nothing at $c/pods/x" "$(count $c/pods/x)" 0
+check_eq "teardown: nothing at $v/pods/x" "$(count $v/pods/x)" 0
 check_eq "teardown: nothing at $c" "$(count $c)" 0
 check "teardown: nothing left" nothing_left
 finish

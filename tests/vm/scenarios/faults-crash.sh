@@ -1,6 +1,7 @@
 # A crash (SIGKILL) at every step boundary of provision, then a second run in
-# the same boot; an injected error at every step boundary (rollback); and
-# concurrent runs (the lock). EPH-A..C are the candidates, EPH-OTHER holds
+# the same boot; an injected error at every step boundary (rollback): both
+# with ext4 (config.toml), then with xfs (xfs.toml); and concurrent runs (the
+# lock), with ext4. EPH-A..C are the candidates, EPH-OTHER holds
 # ext4 and is mounted, so ephemera must leave it alone: the host compares its
 # image hash. Failpoints: src/failpoint.rs (test builds only).
 . /scenario/lib.sh
@@ -32,8 +33,8 @@ volume_ok() {
   echo "$dump" | grep -Eq '^Label:[[:space:]]+ephemera$' || { echo "no ephemera label"; bad=1; }
   echo "$dump" | sed -n '/^Keyslots:/,/^Tokens:/p' | grep -q ': luks2' && { echo "a keyslot"; bad=1; }
   dmsetup table --showkeys ephemera | awk '{print $5}' | grep -q '^:64:logon:' || { echo "dm key not in keyring"; bad=1; }
-  [ "$(blkid -o value -s TYPE /dev/mapper/ephemera)" = ext4 ] || { echo "no ext4"; bad=1; }
-  [ "$(grep -c " $mnt ext4 " /proc/mounts)" = 1 ] || { echo "not mounted once at $mnt"; bad=1; }
+  [ "$(blkid -o value -s TYPE /dev/mapper/ephemera)" = "$fs" ] || { echo "no $fs"; bad=1; }
+  [ "$(grep -c " $mnt $fs " /proc/mounts)" = 1 ] || { echo "not mounted once at $mnt"; bad=1; }
   [ "$(jq -r .luks_uuid $esc)" = "$(cryptsetup luksUUID /dev/md_ephemera)" ] || { echo "escrow UUID is stale"; bad=1; }
   [ "$(stat -c %a $esc)" = 400 ] || { echo "escrow mode $(stat -c %a $esc)"; bad=1; }
   echo data >$mnt/probe && sync && [ "$(cat $mnt/probe)" = data ] || { echo "cannot write data"; bad=1; }
@@ -41,45 +42,49 @@ volume_ok() {
   return $bad
 }
 
-# --- 1. SIGKILL at each step boundary, then provision again.
-tried=0 recovered=0
-for p in after-lock after-wipe after-md-build after-luks-format after-luks-open after-escrow-write after-mkfs after-mount; do
-  tried=$((tried + 1))
-  echo "+ crash at $p"
-  EPHEMERA_FAILPOINT="$p=kill" ephemera provision --config $cfg 2>/tmp/crash.err
-  crc=$?
-  cat /tmp/crash.err
-  last=$(grep EPHEMERA-FAILPOINT /tmp/crash.err | tail -n 1)
-  run_ephemera provision --config $cfg
-  if [ "$crc" = 137 ] && [ "$last" = "EPHEMERA-FAILPOINT $p" ] && [ "$rc" = 0 ] && volume_ok >/tmp/why 2>&1; then
-    recovered=$((recovered + 1))
-    pass "killed at $p (exit $crc), the next run recovered"
-  else
-    fail "killed at $p: crash exit $crc (last '$last'), next run exit $rc"
-    sed 's/^/    /' /tmp/why
-  fi
-  undo
-  check "after $p: nothing left once undone" nothing_left
-done
-echo "CRASH-RESULT tried=$tried recovered=$recovered"
+for fs in ext4 xfs; do
+  cfg=/scenario/$fs.toml
+  # --- 1. SIGKILL at each step boundary, then provision again.
+  tried=0 recovered=0
+  for p in after-lock after-wipe after-md-build after-luks-format after-luks-open after-escrow-write after-mkfs after-mount; do
+    tried=$((tried + 1))
+    echo "+ crash at $p"
+    EPHEMERA_FAILPOINT="$p=kill" ephemera provision --config $cfg 2>/tmp/crash.err
+    crc=$?
+    cat /tmp/crash.err
+    last=$(grep EPHEMERA-FAILPOINT /tmp/crash.err | tail -n 1)
+    run_ephemera provision --config $cfg
+    if [ "$crc" = 137 ] && [ "$last" = "EPHEMERA-FAILPOINT $p" ] && [ "$rc" = 0 ] && volume_ok >/tmp/why 2>&1; then
+      recovered=$((recovered + 1))
+      pass "$fs: killed at $p (exit $crc), the next run recovered"
+    else
+      fail "$fs: killed at $p: crash exit $crc (last '$last'), next run exit $rc"
+      sed 's/^/    /' /tmp/why
+    fi
+    undo
+    check "$fs: after $p: nothing left once undone" nothing_left
+  done
+  echo "CRASH-RESULT-$fs tried=$tried recovered=$recovered"
 
-# --- 2. An error at each step boundary: exit 1, everything this run made undone.
-tried=0 clean=0
-for p in after-wipe after-md-build after-luks-format after-luks-open after-escrow-write after-mkfs after-mount; do
-  tried=$((tried + 1))
-  EPHEMERA_FAILPOINT="$p=error" run_ephemera provision --config $cfg
-  sigs=$(for d in $a $b $c; do blkid -p -o value -s TYPE "$d"; done | tr '\n' ' ')
-  if [ "$rc" = 1 ] && [ "$(tail -n 1 /tmp/eph.err)" = "ephemera: error: failpoint $p: injected error" ] &&
-    ! grep -q 'ERROR rollback' /tmp/eph.err && nothing_left && [ -z "$sigs" ]; then
-    clean=$((clean + 1))
-    pass "error at $p: exit 1, rolled back, no device or signature left"
-  else
-    fail "error at $p: exit $rc, signatures '$sigs', md $(count md), dm $(count dm-)"
-  fi
-  # Leave the next case a clean slate even after a failure.
-  umount $mnt 2>/dev/null; cryptsetup close ephemera 2>/dev/null; mdadm --stop /dev/md_ephemera 2>/dev/null
+  # --- 2. An error at each step boundary: exit 1, everything this run made undone.
+  tried=0 clean=0
+  for p in after-wipe after-md-build after-luks-format after-luks-open after-escrow-write after-mkfs after-mount; do
+    tried=$((tried + 1))
+    EPHEMERA_FAILPOINT="$p=error" run_ephemera provision --config $cfg
+    sigs=$(for d in $a $b $c; do blkid -p -o value -s TYPE "$d"; done | tr '\n' ' ')
+    if [ "$rc" = 1 ] && [ "$(tail -n 1 /tmp/eph.err)" = "ephemera: error: failpoint $p: injected error" ] &&
+      ! grep -q 'ERROR rollback' /tmp/eph.err && nothing_left && [ -z "$sigs" ]; then
+      clean=$((clean + 1))
+      pass "$fs: error at $p: exit 1, rolled back, no device or signature left"
+    else
+      fail "$fs: error at $p: exit $rc, signatures '$sigs', md $(count md), dm $(count dm-)"
+    fi
+    # Leave the next case a clean slate even after a failure.
+    umount $mnt 2>/dev/null; cryptsetup close ephemera 2>/dev/null; mdadm --stop /dev/md_ephemera 2>/dev/null
+  done
+  echo "ROLLBACK-RESULT-$fs tried=$tried clean=$clean"
 done
-echo "ROLLBACK-RESULT tried=$tried clean=$clean"
+fs=ext4 cfg=/scenario/ext4.toml
 
 # --- 3. Concurrent runs.
 # a) B starts while A is in the middle (array built): B waits for the lock,
@@ -97,7 +102,7 @@ check "concurrent: second run found the volume made" grep -q "already mounted" /
 check "concurrent: one volume" volume_ok
 
 # b) B gives up after its lock wait (10 minutes in production, 1 s here): exit 4.
-(EPHEMERA_FAILPOINT="after-lock=sleep:5000" ephemera provision --config $cfg 2>/tmp/a.err; echo $? >/tmp/a.rc) &
+(EPHEMERA_FAILPOINT="after-lock=sleep:15000" ephemera provision --config $cfg 2>/tmp/a.err; echo $? >/tmp/a.rc) &
 i=0
 until grep -q "EPHEMERA-FAILPOINT after-lock" /tmp/a.err 2>/dev/null || [ $i -ge 600 ]; do sleep 0.1; i=$((i + 1)); done
 EPHEMERA_LOCK_WAIT_MS=1000 run_ephemera provision --config $cfg

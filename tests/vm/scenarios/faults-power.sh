@@ -1,7 +1,9 @@
 # Power loss (tests/faults.rs): each boot first runs provision as the boot
-# after a power cut would (expecting success on what the cut left), then,
-# unless this is the last boot, runs provision again with a failpoint that
-# hangs at /scenario/point; the host cuts the power there (QEMU `quit`).
+# after a power cut would (expecting success on what the cut left), with the
+# config of the cut run (config.toml, its filesystem in /scenario/fs), then,
+# unless this is the last boot, runs provision again with cut.toml and a
+# failpoint that hangs at /scenario/point; the host cuts the power there
+# (QEMU `quit`).
 . /scenario/lib.sh
 a=$(dev_of EPH-A) && b=$(dev_of EPH-B) || exit 1
 point=$(cat /scenario/point)
@@ -12,13 +14,15 @@ if [ "$boot" != 1 ]; then
   check_eq "boot $boot: provision after the power cut exits 0" "$rc" 0
   check_eq "boot $boot: RAID0 over both disks" "$(mdadm --detail /dev/md_ephemera | grep -c 'active sync')" 2
   check_eq "boot $boot: LUKS label" "$(blkid -o value -s LABEL /dev/md_ephemera)" ephemera
-  check_eq "boot $boot: ext4 mounted" "$(awk -v m=$mnt '$2 == m {print $3}' /proc/mounts)" ext4
+  check_eq "boot $boot: $fs mounted" "$(awk -v m=$mnt '$2 == m {print $3}' /proc/mounts)" "$fs"
   if [ "$(cat /scenario/expect-old)" = yes ]; then
     check "boot $boot: the cut run's header was recognised as ephemera's" grep -q "an earlier ephemera volume on" /tmp/eph.err
   fi
   echo data >$mnt/data && sync
   check_eq "boot $boot: writable" "$(cat $mnt/data)" data
-  umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
+  umount $mnt
+  check "boot $boot: $fs clean by its own checker" fs_clean /dev/mapper/ephemera
+  cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
   echo "POWER-RECOVERED boot=$boot"
 fi
 if [ "$point" = none ]; then
@@ -27,6 +31,6 @@ if [ "$point" = none ]; then
 fi
 echo "EPHEMERA-CHECKS-SO-FAR passed=$passes failed=$fails"
 # The host cuts the power when this failpoint prints its marker.
-EPHEMERA_FAILPOINT="$point=hang" ephemera provision --config $cfg
+EPHEMERA_FAILPOINT="$point=hang" ephemera provision --config /scenario/cut.toml
 echo "not ok - the power was not cut at $point"
 finish

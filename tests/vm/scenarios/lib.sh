@@ -5,6 +5,9 @@ passes=0
 fails=0
 cfg=/scenario/config.toml
 mnt=/mnt/ephemeral
+# The filesystem the scenario's config asks for (the host test passes it;
+# the same scenario runs for ext4 and xfs).
+fs=$(cat /scenario/fs 2>/dev/null || echo ext4)
 
 pass() { passes=$((passes + 1)); echo "ok - $1"; }
 fail() { fails=$((fails + 1)); echo "not ok - $1"; }
@@ -69,6 +72,28 @@ nothing_left() {
   done
   echo "left: $(ls /sys/block | grep '^md' | tr '\n' ' ')$(echo "$dms" | tr '\n' ' ')$(grep " $mnt " /proc/mounts)"
   return 1
+}
+
+# stripe_of DEV: the stripe unit and width the filesystem on DEV records,
+# in its blocks, read with the filesystem's own tools ("0 0": none).
+stripe_of() {
+  case $(blkid -o value -s TYPE "$1") in
+    ext4) dumpe2fs -h "$1" 2>/dev/null | awk -F: '
+        /^RAID stride:/ { u = $2 + 0 } /^RAID stripe width:/ { w = $2 + 0 }
+        END { print u + 0, w + 0 }' ;;
+    xfs) xfs_db -r -c 'sb 0' -c 'p unit' -c 'p width' "$1" | awk '{ v[NR] = $3 } END { print v[1] + 0, v[2] + 0 }' ;;
+    *) echo "no ext4 or xfs on $1" ;;
+  esac
+}
+
+# fs_clean DEV: the filesystem's own checker, read-only, finds nothing
+# to repair (DEV unmounted).
+fs_clean() {
+  case $(blkid -o value -s TYPE "$1") in
+    ext4) e2fsck -fn "$1" ;;
+    xfs) xfs_repair -n "$1" ;;
+    *) echo "no ext4 or xfs on $1"; return 1 ;;
+  esac
 }
 
 finish() {

@@ -1,11 +1,12 @@
-# Boot 2 of 2 on the same three disks, the key gone (a reboot). The root
-# disk of a real node keeps /var/lib/ephemera: this boot puts boot 1's
-# envelope there first, as it would be.
+# Boot 2 of 2 on the same three disks (ext4 or xfs, as boot 1), the key
+# gone (a reboot). The root disk of a real node keeps /var/lib/ephemera:
+# this boot puts boot 1's envelope there first, as it would be.
 # 1. provision (on_existing = "keep", the default) leaves the volume and
 #    its envelope exactly as they were, and exits 5 saying how to recover
 #    or discard it;
 # 2. the README's runbook with standard tools reads boot 1's data back;
-# 3. `ephemera recover` finds the envelope on the node by itself;
+# 3. `ephemera recover` finds the envelope on the node by itself, and
+#    mounts the filesystem it finds even with a config that names the other;
 # 4. on_existing = "fail" refuses; discard erases the volume on purpose,
 #    and the next provision makes a new one;
 # 5. on_existing = "reformat" replaces a readable volume, keeping its
@@ -40,6 +41,9 @@ check_eq "still not one byte changed" "$(disks_sha)" "$before"
 # --- 2. The README's runbook, as the README gives it (the host test
 # extracted it), with nothing but jq, base64, openssl, mdadm and cryptsetup.
 mkdir -p /root/ops && cp $esc /scenario/escrow.key.pem /root/ops/
+# busybox's mount (the guest's) tries only the types in /proc/filesystems;
+# util-linux's, on a node, asks blkid, and the kernel then loads xfs itself.
+grep -qw "$fs" /proc/filesystems || modprobe "$fs"
 # The key file's mode, seen just before the runbook shreds it (an ops user
 # on the instance must not read it while recovery runs).
 shred() { stat -c %a /run/vk.bin >/tmp/vk.mode; command shred "$@"; }
@@ -53,9 +57,11 @@ check_eq "runbook reads the data back" "$(sha256sum /mnt/recovered/data | cut -d
 umount /mnt/recovered && cryptsetup close recovered && mdadm --stop /dev/md/recovered
 rm -f /dev/md/recovered
 
-# --- 3. ephemera's own recovery, finding this node's envelope by itself.
-run_ephemera recover --config $cfg --private-key /scenario/priv.pem
+# --- 3. ephemera's own recovery, finding this node's envelope by itself,
+# with a config that names the other filesystem type.
+run_ephemera recover --config /scenario/other-fs.toml --private-key /scenario/priv.pem
 check_eq "recover exits 0" "$rc" 0
+check "recover mounts the $fs it finds, whatever the config says" sh -c "grep -q ' $mnt $fs ' /proc/mounts"
 check_eq "recover reads the data back" "$(sha256sum $mnt/data | cut -d' ' -f1)" "$want_sha"
 check_eq "status after recover" "$(ephemera status --json | jq -r .state)" provisioned
 run_ephemera provision --config $cfg
@@ -82,7 +88,7 @@ run_ephemera provision --config $cfg
 check_eq "provision after discard exits 0" "$rc" 0
 new_uuid=$(cryptsetup luksUUID /dev/md_ephemera)
 check_ne "a new LUKS UUID" "$new_uuid" "$old_uuid"
-check "mounted again" sh -c "grep -q ' $mnt ext4 ' /proc/mounts"
+check "mounted again" sh -c "grep -q ' $mnt $fs ' /proc/mounts"
 check "old data gone" test ! -e $mnt/data
 check_eq "escrow.json names the new volume" "$(jq -r .luks_uuid /var/lib/ephemera/escrow.json)" "$new_uuid"
 check "the new volume's envelope copy" test -s /var/lib/ephemera/escrow.$new_uuid.json
