@@ -282,6 +282,14 @@ impl Boot {
             "systemd shut down cleanly",
             "systemd-shutdown[1]: Syncing filesystems and block devices",
         );
+        // systemd-shutdown's last pass: the volume's mapping and array are
+        // gone (its first pass says the array is busy while the mapping on
+        // it is still open; that is its order, not a failure).
+        self.expect(
+            problems,
+            "systemd-shutdown detached everything",
+            "All filesystems, swaps, loop devices, MD devices and DM devices detached.",
+        );
         // What systemd and systemd-shutdown print when an unmount or a
         // device's detach fails, after the button was pressed.
         let after = self
@@ -291,7 +299,7 @@ impl Boot {
         for bad in [
             "target is busy",
             "Failed unmounting",
-            "Device or resource busy",
+            "Failed to unmount",
             "Could not unmount",
             "Could not detach",
             "Failed to finalize",
@@ -672,6 +680,15 @@ fn container_node(suite: &str) {
         ));
     }
     b2.powered_off_cleanly(&mut problems);
+    // The running container ended at systemd-shutdown's SIGTERM, releasing
+    // the volume: no process had to be killed.
+    if let Some(l) = b2
+        .log
+        .lines()
+        .find(|l| l.contains("Sending SIGKILL to PID"))
+    {
+        problems.push(format!("at power-off, a process needed a SIGKILL: {l:?}"));
+    }
     marker_absent(&dir, &marker, "boot 2", &mut problems);
     for b in [&b1, &b2] {
         if b.log.contains("Kernel panic") {
