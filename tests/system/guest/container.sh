@@ -95,8 +95,8 @@ node_checks() { # node_checks LABEL
     test "$c_start" -ge "$e_active" -a "$e_active" -gt 0
   # containerd's root as it reports it, and where that lands.
   root=$(containerd config dump 2>/dev/null | awk -F' = ' '$1 == "root" { gsub(/"/, "", $2); print $2 }')
-  check "$1: containerd's root ($root) is /var/lib/containerd, on the volume (findmnt: $(findmnt -n -o SOURCE --target "$root/io.containerd.content.v1.content"))" \
-    test "$root" = /var/lib/containerd -a "$(findmnt -n -o SOURCE --target "$root/io.containerd.content.v1.content")" = "/dev/mapper/ephemera[/var/lib/containerd]"
+  check "$1: containerd's root ($root) is /var/lib/containerd, on the volume (findmnt: $(findmnt -n -o SOURCE --target "$root"))" \
+    test "$root" = /var/lib/containerd -a "$(findmnt -n -o SOURCE --target "$root")" = "/dev/mapper/ephemera[/var/lib/containerd]"
 }
 
 # Import the image from a tarball and run a container that writes the marker
