@@ -97,9 +97,12 @@ bench-ci:
 
 # Full-system tests (tests/system.rs, tests/system/): Debian 12 and 13 images
 # built with mmdebstrap, the .deb installed by packer/install.sh, booted in
-# QEMU (TCG) with cloud-init user-data from cloud-init/data-service.yaml;
-# two boots each (reboot guard and break-glass, then next-boot reformat and
-# the ACPI power button). Images are cached in target/system.
+# QEMU (TCG). A data-service node (cloud-init/data-service.yaml, escrow):
+# three boots each (reboot guard and break-glass, kept and recovered, kept and
+# discarded, then the ACPI power button). A container node
+# (cloud-init/kubernetes-containerd.yaml, Debian's containerd): two boots each
+# (import and run, the marker on the volume and on no disk image; a new volume
+# after the reboot, then the power button). Images are cached in target/system.
 .PHONY: system
 system: deps
 	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2

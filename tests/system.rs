@@ -38,6 +38,15 @@ use common::*;
 
 /// A bound against hangs for one boot, far above a normal run (about 2 min).
 const BOOT_TIMEOUT_S: &str = "1200";
+/// run-system.sh's arguments for a last boot: the power button once the
+/// guest says EPH-READY-FOR-POWERDOWN, and QEMU must exit within 300 s (else
+/// run-system.sh exits 5).
+const POWER_BUTTON: [&str; 4] = [
+    "--powerdown-on",
+    "EPH-READY-FOR-POWERDOWN",
+    "--powerdown-bound",
+    "300",
+];
 /// The instance-store disks: serials as EC2 shows them.
 const DATA_DISKS: [&str; 3] = ["AWS11111111", "AWS22222222", "AWS33333333"];
 /// The model the shipped examples match; QEMU's controllers report another.
@@ -115,9 +124,9 @@ fn system_image(suite: &str) -> Image {
     Image { dir, info }
 }
 
-/// The shipped example user-data, adapted to QEMU: the disk model and the
-/// escrow public key are the only changes.
-fn example_user_data(name: &str, escrow_pub: &str) -> String {
+/// The shipped example user-data, adapted to QEMU: the disk model and, where
+/// given, the escrow public key are the only changes.
+fn example_user_data(name: &str, escrow_pub: Option<&str>) -> String {
     let path = repo().join("cloud-init").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
@@ -125,7 +134,10 @@ fn example_user_data(name: &str, escrow_pub: &str) -> String {
         "{name} does not set the model {EC2_MODEL:?}"
     );
     let text = text.replace(EC2_MODEL, QEMU_MODEL);
-    replace_pem(&text, escrow_pub)
+    match escrow_pub {
+        Some(pem) => replace_pem(&text, pem),
+        None => text,
+    }
 }
 
 /// Replaces the PEM public key block in the user-data with `pem`, at the
@@ -160,14 +172,17 @@ fn replace_pem(text: &str, pem: &str) -> String {
 /// can play ops recovering the volume; in production ops keep it offline.
 const PRIVATE_KEY: &str = "/root/escrow.key.pem";
 
-fn test_user_data(img: &Image, private_key: &[u8]) -> String {
+/// A file the test part writes in the guest: path, mode, content.
+type GuestFile<'a> = (&'a str, &'a str, &'a [u8]);
+
+/// The test part: check.sh and its unit, its settings (the common ones, then
+/// `env`: one `NAME=value` a line) and `files`.
+fn test_user_data(img: &Image, env: &str, files: &[GuestFile]) -> String {
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
     let env = format!(
-        "DATA_DISKS={}\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nPRIVATE_KEY={PRIVATE_KEY}\nIMDS_PORT=8169\n",
+        "DATA_DISKS={}\nROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\n{env}",
         DATA_DISKS.len(),
-        sample_file(),
         img.fact("root_partuuid"),
         img.fact("root_fs_uuid"),
     );
@@ -175,22 +190,32 @@ fn test_user_data(img: &Image, private_key: &[u8]) -> String {
         After=cloud-final.service ephemera.service ephemera-guard.service sample-data.service multi-user.target\n\
         [Service]\nType=exec\nExecStart=/usr/local/sbin/ephemera-check\n\
         [Install]\nWantedBy=multi-user.target\n";
+    let files = [
+        ("/usr/local/sbin/ephemera-check", "0755", &check[..]),
+        ("/etc/ephemera-check.env", "0644", env.as_bytes()),
+        (
+            "/etc/systemd/system/ephemera-check.service",
+            "0644",
+            unit.as_bytes(),
+        ),
+    ]
+    .iter()
+    .chain(files)
+    .map(|(path, mode, content)| {
+        format!(
+            "  - path: {path}\n    permissions: '{mode}'\n    encoding: b64\n    content: {}\n",
+            b64(content)
+        )
+    })
+    .collect::<String>();
     format!(
         "#cloud-config\n\
          merge_how:\n - name: list\n   settings: [append]\n - name: dict\n   settings: [no_replace, recurse_list]\n\
-         write_files:\n\
-         \x20 - path: /usr/local/sbin/ephemera-check\n    permissions: '0755'\n    encoding: b64\n    content: {}\n\
-         \x20 - path: /etc/ephemera-check.env\n    encoding: b64\n    content: {}\n\
-         \x20 - path: /etc/systemd/system/ephemera-check.service\n    encoding: b64\n    content: {}\n\
-         \x20 - path: {PRIVATE_KEY}\n    permissions: '0600'\n    encoding: b64\n    content: {}\n\
+         write_files:\n{files}\
          runcmd:\n\
          \x20 - [systemctl, daemon-reload]\n\
          \x20 - [systemctl, enable, ephemera-check.service]\n\
          \x20 - [systemctl, start, --no-block, ephemera-check.service]\n",
-        b64(&check),
-        b64(env.as_bytes()),
-        b64(unit.as_bytes()),
-        b64(private_key),
     )
 }
 
@@ -253,6 +278,58 @@ impl Boot {
             .filter_map(|l| l.find(prefix).map(|i| l[i..].trim_end().to_string()))
             .collect()
     }
+    /// The boot ended in a reboot; without it there is no next boot to run.
+    fn rebooted(&self, problems: &[String], boot: u32) {
+        assert!(
+            self.log.contains("reboot: Restarting system"),
+            "boot {boot} did not end in a reboot, so there is no boot {}; problems: {problems:#?}; last lines of {}:\n{}",
+            boot + 1,
+            self.path.display(),
+            self.tail()
+        );
+    }
+    /// The power button (an EC2 stop) powered off cleanly despite the guard:
+    /// nothing left busy on the way (the binds, the volume, its mapping).
+    fn powered_off_cleanly(&self, problems: &mut Vec<String>) {
+        self.expect(
+            problems,
+            "the power button powered off",
+            "reboot: Power down",
+        );
+        self.expect(
+            problems,
+            "systemd shut down cleanly",
+            "systemd-shutdown[1]: Syncing filesystems and block devices",
+        );
+        // systemd-shutdown's last pass: the volume's mapping and array are
+        // gone (its first pass says the array is busy while the mapping on
+        // it is still open; that is its order, not a failure).
+        self.expect(
+            problems,
+            "systemd-shutdown detached everything",
+            "All filesystems, swaps, loop devices, MD devices and DM devices detached.",
+        );
+        // What systemd and systemd-shutdown print when an unmount or a
+        // device's detach fails, after the button was pressed.
+        let after = self
+            .log
+            .rfind("EPH-READY-FOR-POWERDOWN")
+            .map_or("", |i| &self.log[i..]);
+        for bad in [
+            "target is busy",
+            "Failed unmounting",
+            "Failed to unmount",
+            "Could not unmount",
+            "Could not detach",
+            "Failed to finalize",
+            "Unable to finalize",
+            "ephemera: error",
+        ] {
+            for l in after.lines().filter(|l| l.contains(bad)) {
+                problems.push(format!("at power-off: {l:?} in {}", self.path.display()));
+            }
+        }
+    }
     /// The guest's failed checks, as problems.
     fn checks(&self, problems: &mut Vec<String>, boot: u32) {
         self.expect(
@@ -310,31 +387,61 @@ fn boot(dir: &Path, img: &Image, name: &str, extra: &[&str]) -> Boot {
     b
 }
 
-fn full_boot(suite: &str) {
-    let t = Instant::now();
+/// A new instance of SUITE for the test NAME: its folder
+/// (target/vm-tests/NAME-SUITE) with the instance-store disks, and the NoCloud
+/// seed folder with its meta-data; the caller adds the user-data.
+fn instance(suite: &str, name: &str) -> (Image, PathBuf, PathBuf) {
     let img = system_image(suite);
     eprintln!("system: {suite}: {}", img.info.trim().replace('\n', "; "));
-    let dir = workdir(&format!("system-{suite}"));
+    let dir = workdir(&format!("{name}-{suite}"));
     for serial in DATA_DISKS {
         image(&dir, serial, 1024 * MIB);
     }
-    let (sk, pk) = keypair(&dir);
-    let pk = String::from_utf8(pk).unwrap();
     let seed = dir.join("seed");
     std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(
+        seed.join("meta-data"),
+        format!("instance-id: i-ephemera-{name}-{suite}\nlocal-hostname: ephemera-{suite}\n"),
+    )
+    .unwrap();
+    (img, dir, seed)
+}
+
+/// The versions and each boot's time, for the record; a problem for each
+/// boot that panicked.
+fn record(boots: &[&Boot], start: Instant, problems: &mut Vec<String>) -> String {
+    let mut s = format!(
+        "systemd {}, kernel {}",
+        boots[0].fact("systemd_version"),
+        boots[0].fact("kernel")
+    );
+    for (i, b) in boots.iter().enumerate() {
+        if b.log.contains("Kernel panic") {
+            problems.push(format!("{} panicked", b.path.display()));
+        }
+        s += &format!(", boot {} {:?}", i + 1, b.elapsed);
+    }
+    s + &format!(", total {:?}", start.elapsed())
+}
+
+fn full_boot(suite: &str) {
+    let t = Instant::now();
+    let (img, dir, seed) = instance(suite, "system");
+    let (sk, pk) = keypair(&dir);
+    let pk = String::from_utf8(pk).unwrap();
     let imds = seed.join("imds_server");
     std::fs::copy(imds_server(), &imds).unwrap();
     run(Command::new("strip").arg(&imds));
+    let env = format!(
+        "SAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
+         PRIVATE_KEY={PRIVATE_KEY}\nIMDS_PORT=8169\n",
+        sample_file()
+    );
     let user_data = multipart(&[
-        example_user_data("data-service.yaml", &pk),
-        test_user_data(&img, &sk),
+        example_user_data("data-service.yaml", Some(&pk)),
+        test_user_data(&img, &env, &[(PRIVATE_KEY, "0600", &sk)]),
     ]);
     std::fs::write(seed.join("user-data"), user_data).unwrap();
-    std::fs::write(
-        seed.join("meta-data"),
-        format!("instance-id: i-ephemera-{suite}\nlocal-hostname: ephemera-{suite}\n"),
-    )
-    .unwrap();
 
     // Boot 1: first boot of the instance. The check script breaks the glass and
     // reboots at the end; QEMU runs with -no-reboot, so the reboot ends the run.
@@ -381,12 +488,7 @@ fn full_boot(suite: &str) {
         "reboot: Restarting system",
     );
     let luks1 = b1.fact("luks_uuid");
-    assert!(
-        b1.log.contains("reboot: Restarting system"),
-        "boot 1 did not end in a reboot, so there is no boot 2; problems: {problems:#?}; last lines of {}:\n{}",
-        b1.path.display(),
-        b1.tail()
-    );
+    b1.rebooted(&problems, 1);
 
     // Boot 1 on a systemd with soft-reboot: the volume came back in the new userspace.
     let systemd: u32 = b1.fact("systemd_version").parse().unwrap_or(0);
@@ -413,56 +515,18 @@ fn full_boot(suite: &str) {
         "the kept volume said so on the console",
         &format!("ephemera discard --luks-uuid {luks1}"),
     );
-    assert!(
-        b2.log.contains("reboot: Restarting system"),
-        "boot 2 did not end in a reboot, so there is no boot 3; problems: {problems:#?}; last lines of {}:\n{}",
-        b2.path.display(),
-        b2.tail()
-    );
+    b2.rebooted(&problems, 2);
 
     // Boot 3: kept again, discarded, a new volume; then the power button,
     // which must power off within 300 s (run-system.sh exits 5 otherwise).
-    let b3 = boot(
-        &dir,
-        &img,
-        "boot3",
-        &[
-            "--powerdown-on",
-            "EPH-READY-FOR-POWERDOWN",
-            "--powerdown-bound",
-            "300",
-        ],
-    );
+    let b3 = boot(&dir, &img, "boot3", &POWER_BUTTON);
     b3.checks(&mut problems, 3);
     let luks3 = b3.fact("luks_uuid");
     if luks3.is_empty() || luks3 == luks1 {
         problems.push(format!("boot 3 LUKS UUID {luks3} vs boot 1 {luks1}"));
     }
-    // The power button (an EC2 stop) powers off cleanly despite the guard.
-    b3.expect(
-        &mut problems,
-        "the power button powered off",
-        "reboot: Power down",
-    );
-    b3.expect(
-        &mut problems,
-        "systemd shut down cleanly",
-        "systemd-shutdown[1]: Syncing filesystems and block devices",
-    );
-    for b in [&b2, &b3] {
-        if b.log.contains("Kernel panic") {
-            problems.push(format!("{} panicked", b.path.display()));
-        }
-    }
-    let times = format!(
-        "systemd {}, kernel {}, boot 1 {:?}, boot 2 {:?}, boot 3 {:?}, total {:?}",
-        b1.fact("systemd_version"),
-        b1.fact("kernel"),
-        b1.elapsed,
-        b2.elapsed,
-        b3.elapsed,
-        t.elapsed()
-    );
+    b3.powered_off_cleanly(&mut problems);
+    let times = record(&[&b1, &b2, &b3], t, &mut problems);
     eprintln!("system: {suite}: {times}");
     std::fs::write(
         dir.join("summary.txt"),
@@ -474,6 +538,161 @@ fn full_boot(suite: &str) {
     )
     .unwrap();
     assert!(problems.is_empty(), "{suite}: {problems:#?}");
+}
+
+/// How often an exact string is in a file, as `grep -c -F` counts it (the
+/// lines holding it; grep cuts binary data at NUL bytes, so a disk image of
+/// zeros is no one long line).
+fn grep_count(needle_file: &Path, file: &Path) -> u64 {
+    let out = Command::new("grep")
+        .arg("-c")
+        .arg("-F")
+        .arg("-f")
+        .arg(needle_file)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "grep {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The marker must be in none of the VM's disks: the root disk (its qcow2
+/// overlay converted to raw, so that its data is searched as the guest saw
+/// it) and the instance-store members (only ciphertext).
+fn marker_absent(dir: &Path, marker: &Path, after: &str, problems: &mut Vec<String>) {
+    let raw = dir.join("root.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(dir.join("root.qcow2"))
+        .arg(&raw));
+    let mut disks = vec![raw.clone()];
+    disks.extend(DATA_DISKS.iter().map(|s| dir.join(format!("{s}.img"))));
+    for d in &disks {
+        let n = grep_count(marker, d);
+        eprintln!(
+            "system: after {after}: the marker {n} times in {}",
+            d.display()
+        );
+        if n != 0 {
+            problems.push(format!(
+                "after {after}: the marker is {n} times in {}",
+                d.display()
+            ));
+        }
+    }
+    std::fs::remove_file(raw).unwrap();
+}
+
+/// A Kubernetes node with Debian's containerd: the user-data is the shipped
+/// cloud-init/kubernetes-containerd.yaml (the QEMU disk model, no escrow) and
+/// the test part in MODE=container (tests/system/guest/container.sh). Boot 1:
+/// ephemera binds containerd's, kubelet's and the pod logs' directories;
+/// containerd starts after it; an image imported from a tarball runs a
+/// container that writes a marker into its writable layer and a volume; the
+/// guest finds it in the files on the volume and in the dm device's blocks.
+/// After the VM stops, the host finds it in none of the disk images. Boot 2
+/// (guard released, no escrow): a new volume, containerd on it, the old image
+/// gone, import and run again; then the power button, with a container
+/// running, must power off with nothing busy.
+fn container_node(suite: &str) {
+    let t = Instant::now();
+    let (img, dir, seed) = instance(suite, "container");
+    // The marker, random per run, reaches the guest on the seed volume only.
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let marker_text = format!("ephemera-marker-{hex}");
+    let marker = seed.join("marker");
+    std::fs::write(&marker, &marker_text).unwrap();
+    // The control: the search finds the marker in binary data like a disk's.
+    let control = dir.join("control.img");
+    let mut data = vec![0u8; 8 * MIB as usize];
+    data.extend_from_slice(&bytes);
+    data.extend_from_slice(marker_text.as_bytes());
+    data.extend(vec![0u8; 8 * MIB as usize]);
+    std::fs::write(&control, data).unwrap();
+    assert_eq!(
+        grep_count(&marker, &control),
+        1,
+        "the search does not find the marker in {}",
+        control.display()
+    );
+    std::fs::remove_file(&control).unwrap();
+
+    let container = std::fs::read(repo().join("tests/system/guest/container.sh")).unwrap();
+    let user_data = multipart(&[
+        example_user_data("kubernetes-containerd.yaml", None),
+        test_user_data(
+            &img,
+            "MODE=container\n",
+            &[(
+                "/usr/local/sbin/ephemera-check-container",
+                "0644",
+                &container,
+            )],
+        ),
+    ]);
+    std::fs::write(seed.join("user-data"), user_data).unwrap();
+    let marker_sha = sha256_file(&marker);
+
+    let mut problems = Vec::new();
+    let b1 = boot(&dir, &img, "boot1", &[]);
+    b1.checks(&mut problems, 1);
+    if b1.fact("marker_sha256") != marker_sha {
+        problems.push(format!(
+            "boot 1 read the marker {} vs {marker_sha}",
+            b1.fact("marker_sha256")
+        ));
+    }
+    marker_absent(&dir, &marker, "boot 1", &mut problems);
+    b1.rebooted(&problems, 1);
+
+    let b2 = boot(&dir, &img, "boot2", &POWER_BUTTON);
+    b2.checks(&mut problems, 2);
+    if b2.fact("luks_uuid") == b1.fact("luks_uuid") {
+        problems.push(format!(
+            "boot 2 has boot 1's LUKS UUID {}",
+            b1.fact("luks_uuid")
+        ));
+    }
+    b2.powered_off_cleanly(&mut problems);
+    // The running container ended at systemd-shutdown's SIGTERM, releasing
+    // the volume: no process had to be killed.
+    if let Some(l) = b2
+        .log
+        .lines()
+        .find(|l| l.contains("Sending SIGKILL to PID"))
+    {
+        problems.push(format!("at power-off, a process needed a SIGKILL: {l:?}"));
+    }
+    marker_absent(&dir, &marker, "boot 2", &mut problems);
+    let times = record(&[&b1, &b2], t, &mut problems);
+    eprintln!("system: {suite} container node: {times}");
+    std::fs::write(
+        dir.join("summary.txt"),
+        format!("{}\n{times}\nproblems: {problems:#?}\n", img.info.trim()),
+    )
+    .unwrap();
+    assert!(problems.is_empty(), "{suite}: {problems:#?}");
+}
+
+#[test]
+#[ignore = "builds Debian images and boots them in QEMU; run by `make system`"]
+fn debian12_container_node() {
+    container_node("bookworm");
+}
+
+#[test]
+#[ignore = "builds Debian images and boots them in QEMU; run by `make system`"]
+fn debian13_container_node() {
+    container_node("trixie");
 }
 
 #[test]

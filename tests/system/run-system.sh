@@ -95,6 +95,8 @@ MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data"
 [[ ! -f $seed/network-config ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/network-config" ::
 # A test tool for the guest, if given: the IMDS test server (tests/system.rs).
 [[ ! -f $seed/imds_server ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/imds_server" ::
+# The container-node test's marker: on the seed, never in the user-data (which cloud-init copies to the root disk).
+[[ ! -f $seed/marker ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/marker" ::
 
 monarg=$monitor
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot

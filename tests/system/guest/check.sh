@@ -19,6 +19,8 @@
 #     starts, boot 1's file is there. Break glass, reboot.
 #   boot 3: kept again; ops discard it: a new volume, the data unit starts.
 #     Then EPH-READY-FOR-POWERDOWN: the host presses the ACPI power button.
+# With MODE=container, a container node's two boots instead (container.sh,
+# installed as /usr/local/sbin/ephemera-check-container and sourced here).
 # Settings: /etc/ephemera-check.env (DATA_DISKS, SAMPLE_UNIT, SAMPLE_FILE, ESCROW_PATH,
 # ROOT_PARTUUID, ROOT_FS_UUID, MOUNT, PRIVATE_KEY: the escrow private key, on
 # the node for this test only: in production ops bring it in an emergency).
@@ -135,6 +137,9 @@ kept_checks() { # kept_checks LABEL WANT_UUID
     eval "journal ephemera.service | grep -q 'LUKS UUID $2.*ephemera discard --luks-uuid $2'"
   check "$1: $SAMPLE_UNIT did not start ($(systemctl show -P ActiveState,Result "$SAMPLE_UNIT" | tr '\n' ' '))" \
     test "$(systemctl show -P ExecMainStartTimestampMonotonic "$SAMPLE_UNIT")" = 0
+  # The shipped drop-in makes containerd require ephemera.service: fail closed.
+  check "$1: containerd.service did not start ($(systemctl show -P ActiveState,Result containerd.service | tr '\n' ' '))" \
+    test "$(systemctl show -P ExecMainStartTimestampMonotonic containerd.service)" = 0
   check "$1: ephemera status says earlier" \
     test "$(ephemera status --json 2>/dev/null | jq -r '.state + " " + .earlier[0].luks_uuid')" = "earlier $2"
 }
@@ -295,6 +300,14 @@ if [[ $userspace == 1 ]]; then
   check "root disk is not LUKS" eval "! cryptsetup isLuks $rootdisk && ! cryptsetup isLuks $rootsrc"
   check "root disk is held by nothing" test -z "$(ls "/sys/block/${rootdisk#/dev/}/holders")"
   check "root disk is not in the md array" eval "! grep -q '${rootdisk#/dev/}' /proc/mdstat"
+fi
+
+# --- a container node (tests/system/guest/container.sh): its own story ----------
+if [[ ${MODE:-} == container ]]; then
+  # shellcheck source=tests/system/guest/container.sh
+  . /usr/local/sbin/ephemera-check-container
+  container_story
+  sleep infinity
 fi
 
 # --- boot 1: the first boot -----------------------------------------------------
