@@ -133,10 +133,12 @@ done
 # each with the kernel's count of what mkfs and mount read and write.
 if [[ -n $scale ]]; then
   e='-T largefile4 -m 0 -O ^resize_inode,sparse_super2 -G 256 -E lazy_itable_init=1,lazy_journal_init=1,num_backup_sb=1,nodiscard,stride=64,stripe_width=512'
-  opts=${BENCH_MKFS_OPTS-"ext4 ext4 $e
-ext4-J128 ext4 ${e/-G 256/-G 256 -J size=128}
-ext4-G1024 ext4 ${e/-G 256/-G 1024}
-ext4-packed ext4 ${e/nodiscard/nodiscard,packed_meta_blocks=1}
+  # "-4k": ephemera's options below 16 TiB (4 KiB clusters); "-C64k" and
+  # "-l512m" are ephemera's at this size; "xfs" is mkfs.xfs's own log size.
+  opts=${BENCH_MKFS_OPTS-"ext4-4k ext4 $e
+ext4-4k-J128 ext4 ${e/-G 256/-G 256 -J size=128}
+ext4-4k-G1024 ext4 ${e/-G 256/-G 1024}
+ext4-4k-packed ext4 ${e/nodiscard/nodiscard,packed_meta_blocks=1}
 ext4-C16k ext4 ${e/sparse_super2/sparse_super2,bigalloc -C 16k}
 ext4-C64k ext4 ${e/sparse_super2/sparse_super2,bigalloc -C 64k}
 xfs xfs -K -d su=256k,sw=8

@@ -70,5 +70,5 @@ xfs)
 esac
 io mkfs
 mkdir -p "$mnt"
-step mount mount -o noatime /dev/mapper/floor "$mnt"
+step mount mount -t "$fs" -o noatime /dev/mapper/floor "$mnt"
 io mount
