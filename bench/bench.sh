@@ -18,7 +18,8 @@
 #   --binary P  the ephemera binary to measure (default: cargo build --release)
 # env: EPHEMERA_VM_CACHE (default <repo>/target/vm-bench), BENCH_RUNS, BENCH_NAIVE_RUNS,
 #      BENCH_TIMEOUT (per boot, s), BENCH_POINTS ("DISKSxGIB[:FS] ..." to override the
-#      list; FS is ext4, the default, or xfs: ephemera's [filesystem] type and the floor's),
+#      list; FS is ext4, the default, or xfs: ephemera's [filesystem] type and the
+#      floor's; "" in the full run: the throughput boot only),
 #      BENCH_MKFS_OPTS (--scale: lines "NAME FS MKFS-ARGS...", "" for none),
 #      BENCH_WORK (scratch folder, default <repo>/target/bench-work).
 set -euo pipefail
@@ -59,7 +60,7 @@ elif [[ -n $scale ]]; then
   out=${out:-bench/results/scale.json}
   mkfs_gib=${BENCH_MKFS_GIB:-6985}
 else
-  points=${BENCH_POINTS:-"1x1 2x1 4x1 8x1 1x16 1x128 1x1024 2x1024 4x1024 8x1024"}
+  points=${BENCH_POINTS-"1x1 2x1 4x1 8x1 1x16 1x128 1x1024 2x1024 4x1024 8x1024"}
   runs=${BENCH_RUNS:-3} small_runs=${BENCH_RUNS:-7} naive_runs=${BENCH_NAIVE_RUNS:-2} big_naive_runs=${BENCH_NAIVE_RUNS:-1}
   throughput=1
   out=${out:-bench/results/latest.json}

@@ -20,7 +20,7 @@ jq -r '
   (.scaling.disks_1_to_8[] | "| 1 -> 8 disks, \(.disk_gib) GiB each | \(.ephemera) | \(.floor) | \(.naive // "-") |"),
   (if (.throughput.configs | length) > 0 then
     "\n### Throughput, EMULATED (QEMU TCG): MB/s and ratio to the raw array\n",
-    "| config (cipher:sector:workqueues) | write MB/s | write / raw | read MB/s | read / raw |",
+    "| config (cipher:sector:workqueues[:key bits, 512 unless named]) | write MB/s | write / raw | read MB/s | read / raw |",
     "| --- | --- | --- | --- | --- |",
     (.throughput.configs[] | "| \(.config) | \(.write_mbs.median) | \(.write_vs_raw) | \(.read_mbs.median) | \(.read_vs_raw) |")
   else empty end)' "$f"
