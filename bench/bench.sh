@@ -21,6 +21,8 @@
 #      list; FS is ext4, the default, or xfs: ephemera's [filesystem] type and the
 #      floor's; "" in the full run: the throughput boot only),
 #      BENCH_MKFS_OPTS (--scale: lines "NAME FS MKFS-ARGS...", "" for none),
+#      BENCH_BEFORE (another ephemera binary, e.g. main's: timed as the pipeline
+#      "ephemera-before", interleaved with the others in each boot),
 #      BENCH_WORK (scratch folder, default <repo>/target/bench-work).
 set -euo pipefail
 export LC_ALL=C
@@ -80,7 +82,14 @@ fi
 [[ -x $binary ]] || die "no ephemera binary at $binary"
 tests/vm/build-guest.sh >&2
 # xfs_repair, for the --scale options boot's check of each xfs it makes.
-tests/vm/build-guest.sh add-binary "$binary" "$(command -v xfs_repair)" >&2
+extra=("$(command -v xfs_repair)") before=''
+if [[ -n ${BENCH_BEFORE:-} ]]; then
+  [[ -x $BENCH_BEFORE ]] || die "BENCH_BEFORE: no binary at $BENCH_BEFORE"
+  mkdir -p target/bench-before
+  cp "$BENCH_BEFORE" target/bench-before/ephemera-before
+  extra+=("$repo/target/bench-before/ephemera-before") before=' ephemera-before'
+fi
+tests/vm/build-guest.sh add-binary "$binary" "${extra[@]}" >&2
 
 work=${BENCH_WORK:-$repo/target/bench-work}
 rm -rf "$work"
@@ -123,10 +132,10 @@ for p in $points; do
   fs=ext4
   [[ $p == *:* ]] && fs=${p#*:} p=${p%%:*}
   [[ $fs == ext4 || $fs == xfs ]] || die "point $p: filesystem $fs is not ext4 or xfs"
-  n=${p%x*} gib=${p#*x} r=$runs nr=$naive_runs pipelines="ephemera naive floor" name=d${p%x*}-${p#*x}g
+  n=${p%x*} gib=${p#*x} r=$runs nr=$naive_runs pipelines="ephemera$before naive floor" name=d${p%x*}-${p#*x}g
   if ((gib <= 16)); then r=$small_runs; else nr=$big_naive_runs; fi
   # The naive pipeline is ext4's (mkfs.ext4 with its defaults).
-  [[ $fs == xfs ]] && pipelines="ephemera floor" name=$name-xfs
+  [[ $fs == xfs ]] && pipelines="ephemera$before floor" name=$name-xfs
   boot_point "$name" provision "$n" "$gib" "RUNS=$r" "FS=$fs" \
     "PIPELINES=\"$pipelines\"" "NAIVE_RUNS=$nr"
 done

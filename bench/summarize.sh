@@ -34,7 +34,7 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
     spread_pct: (if length > 1 then (((max - min) / median * 100) | round) else 0 end)} end;
   (map(select(.kind == "provision")) | group_by(.point) | map(
     . as $runs | {point: .[0].point, disks: .[0].disks, disk_gib: .[0].disk_gib, fs: (.[0].fs // "ext4")} +
-    (reduce ("ephemera", "naive", "floor") as $p ({};
+    (reduce ("ephemera", "ephemera-before", "naive", "floor") as $p ({};
       .[$p] = ($runs | map(select(.pipeline == $p) | .seconds) | stats)
         + {steps_median: ($runs | map(select(.pipeline == $p) | .steps + {"other": (.seconds - ([.steps[]] | add // 0))}) |
             (map(keys_unsorted) | add // [] | unique) as $ks |
@@ -43,7 +43,8 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
             (map(keys_unsorted) | add // [] | unique) as $ks |
             . as $s | reduce $ks[] as $k ({}; .[$k] = ($s | map(.[$k] // empty) | median)))}))
     | .ratio_ephemera_naive = (div(.ephemera.median; .naive.median) | r3)
-    | .ratio_ephemera_floor = (div(.ephemera.median; .floor.median) | r3))
+    | .ratio_ephemera_floor = (div(.ephemera.median; .floor.median) | r3)
+    | .ratio_ephemera_before = (div(.ephemera.median; .["ephemera-before"].median) | r3))
     | sort_by(.fs, .disks, .disk_gib)) as $points
   | (map(select(.kind == "mkfs")) | group_by(.name) | map(
       {name: .[0].name, fs: .[0].fs, args: .[0].args, n: length,

@@ -93,6 +93,7 @@ run_pipeline() {
   p=$1
   case $p in
     ephemera) set -- ephemera provision --config /run/ephemera.toml ;;
+    ephemera-before) set -- ephemera-before provision --config /run/ephemera.toml ;;
     naive) set -- sh ./naive.sh "$MNT" $DEVS ;;
     floor) set -- env FLOOR_FS="$FS" sh ./floor.sh "$MNT" $DEVS ;;
     *) die "unknown pipeline $p" ;;
@@ -106,11 +107,11 @@ run_pipeline() {
   [ $rc -eq 0 ] || die "$p exited $rc"
   check_mounted || die "$p: no $FS on dm-crypt at $MNT"
   # KiB the mapping read and wrote from its creation to mounted (the
-  # kernel's counts); the floor also reports them after mkfs.
+  # kernel's counts); the floor also reports them for mkfs and for mount.
   dev=$(grep " $MNT " /proc/mounts | cut -d' ' -f1)
   set -- $(dm_stat "${dev##*/}")
   io="\"read_kib\":$(($3 / 2)),\"write_kib\":$(($7 / 2))"
-  io=$io$(awk '$1 == "IO" && NF == 4 { printf ",\"%s_read_kib\":%d,\"%s_write_kib\":%d", $2, $3 / 2, $2, $4 / 2 }' /tmp/err)
+  io=$io$(awk '$1 == "IO" && NF == 4 { printf ",\"%s_read_kib\":%d,\"%s_write_kib\":%d", $2, ($3 - r) / 2, $2, ($4 - w) / 2; r = $3; w = $4 }' /tmp/err)
   # Per-step seconds: STEP lines from the scripts, "done step=... ms=" from ephemera.
   steps=$( {
     awk '$1 == "STEP" && NF == 4 { printf "\"%s\":%.3f\n", $2, $4 - $3 }' /tmp/err
@@ -130,6 +131,13 @@ provision_mode() {
   teardown
   ephemera provision --config /run/ephemera.toml >/dev/null 2>/tmp/err ||
     { cat /tmp/err; die "warm-up ephemera run failed"; }
+  case " $PIPELINES " in
+    *" ephemera-before "*)
+      teardown
+      ephemera-before provision --config /run/ephemera.toml >/dev/null 2>/tmp/err ||
+        { cat /tmp/err; die "warm-up ephemera-before run failed"; }
+      ;;
+  esac
   run=1
   while [ $run -le "$RUNS" ]; do
     for p in $PIPELINES; do
