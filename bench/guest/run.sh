@@ -31,7 +31,7 @@ for s in $SERIALS; do
 done
 DEVS=${DEVS# }
 say "clock: /proc/uptime; disks: $DEVS; cpus: $(grep -c ^processor /proc/cpuinfo)"
-say "cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
+say "cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1); flags: $(grep -m1 -o -w 'aes\|avx\|avx2\|vaes' /proc/cpuinfo | sort -u | paste -sd' ')"
 say "kernel: $(uname -r); mem: $(sed -n 's/^MemTotal: *//p' /proc/meminfo)"
 say "versions: $(cryptsetup --version); $(mdadm --version 2>&1); $(dumpe2fs -V 2>&1 | head -n 1)"
 
@@ -196,6 +196,10 @@ throughput_mode() {
         dmsetup create tp --table "$table" || die "dmsetup create ($cfg)"
         [ -e /dev/mapper/tp ] || dmsetup mknodes tp
         dev=/dev/mapper/tp
+        # Which kernel code does the cipher: the xts entries in use.
+        [ "$rep" = 1 ] && awk -v cfg="$cfg" '
+          /^name/ { n = $3 } /^driver/ { d = $3 } /^priority/ { p = $3 } /^refcnt/ { r = $3 }
+          /^$/ { if (n ~ /^xts\(/ && r > 1) print "bench: crypto: " cfg ": " n " driver " d " priority " p; n = "" }' /proc/crypto
       fi
       sync
       echo 3 >/proc/sys/vm/drop_caches
