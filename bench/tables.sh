@@ -6,7 +6,7 @@ set -euo pipefail
 f=${1:-$(dirname "$0")/results/latest.json}
 jq -r '
   def s: if .n == 0 then "-" else "\(.median) (\(.min)-\(.max), n=\(.n))" end;
-  def size: if .disk_gib >= 1024 then "\(.disk_gib / 1024 * 100 | round / 100) TiB" else "\(.disk_gib) GiB" end;
+  def size: if .disk_gib >= 1024 and .disk_gib % 1024 == 0 then "\(.disk_gib / 1024) TiB" else "\(.disk_gib) GiB" end;
   def point_label: "\(.disks) x \(size)\(if .fs == "xfs" then " xfs" else "" end)";
   def mib: if . == null then "-" else "\(. / 1024 * 10 | round / 10)" end;
   "### Provision: seconds from process start to mounted, median (min-max, n)\n",
