@@ -19,7 +19,7 @@
 # env: EPHEMERA_VM_CACHE (default <repo>/target/vm-bench), BENCH_RUNS, BENCH_NAIVE_RUNS,
 #      BENCH_TIMEOUT (per boot, s), BENCH_POINTS ("DISKSxGIB[:FS] ..." to override the
 #      list; FS is ext4, the default, or xfs: ephemera's [filesystem] type and the
-#      floor's; "" in the full run: the throughput boot only),
+#      floor's; "": no points, only the throughput boot or the options boot),
 #      BENCH_MKFS_OPTS (--scale: lines "NAME FS MKFS-ARGS...", "" for none),
 #      BENCH_BEFORE (another ephemera binary, e.g. main's: timed as the pipeline
 #      "ephemera-before", interleaved with the others in each boot),
@@ -56,7 +56,7 @@ if [[ -n $ci ]]; then
 elif [[ -n $scale ]]; then
   # 7.5 TB = 6985 GiB (7.50 x 10^12 bytes). The images are sparse: the host
   # holds what mkfs writes (up to 2 GiB per disk set), removed after each boot.
-  points=${BENCH_POINTS:-"8x1024 8x1024:xfs 8x6985 8x6985:xfs"}
+  points=${BENCH_POINTS-"8x1024 8x1024:xfs 8x6985 8x6985:xfs"}
   runs=${BENCH_RUNS:-3} small_runs=$runs naive_runs=0 big_naive_runs=0
   throughput=''
   out=${out:-bench/results/scale.json}
@@ -154,7 +154,7 @@ ext4-C64k ext4 ${e/sparse_super2/sparse_super2,bigalloc -C 64k}
 xfs xfs -K -d su=256k,sw=8
 xfs-l512m xfs -K -d su=256k,sw=8 -l size=512m
 xfs-l64m xfs -K -d su=256k,sw=8 -l size=64m
-xfs-ag32-l512m xfs -K -d su=256k,sw=8,agcount=32 -l size=512m"}
+xfs-ag110-l512m xfs -K -d su=256k,sw=8,agcount=110 -l size=512m"}
   if [[ -n $opts ]]; then
     boot_point mkfs-options mkfs 8 "$mkfs_gib" "REPS=${BENCH_REPS:-2}" "OPTSETS=\"$opts\""
   fi
