@@ -88,8 +88,9 @@ clean-vm:
 # bench-ci: 2 sizes x 2 disk counts (~4 min); fails when ephemera/floor > 1.5.
 # bench-scale: the largest instance-store shape, 8 x 7.5 TB (60 TB) against
 # 8 x 1 TiB, ext4 and xfs, and mkfs/mount option candidates at 60 TB with the
-# bytes they write (sparse images; writes bench/results/scale.json). Not in
-# `make bench` nor in CI: it takes TIME_SCALE on an idle host.
+# bytes they write (sparse images, at most ~2.5 GiB on the host at a time;
+# writes bench/results/scale.json). Not in `make bench` nor in CI: about
+# 25 min on a loaded host (12 for the four points, 13 for the options boot).
 .PHONY: bench bench-ci bench-scale
 bench:
 	bench/bench.sh
