@@ -89,8 +89,9 @@ clean-vm:
 # bench-scale: the largest instance-store shape, 8 x 7.5 TB (60 TB) against
 # 8 x 1 TiB, ext4 and xfs, and mkfs/mount option candidates at 60 TB with the
 # bytes they write (sparse images, at most ~2.5 GiB on the host at a time;
-# writes bench/results/scale.json). Not in `make bench` nor in CI: about
-# 25 min on a loaded host (12 for the four points, 13 for the options boot).
+# writes bench/results/scale.json). Not in `make bench` nor in CI: on a
+# loaded host, 12 min for the four points and 15-25 min for the options boot
+# (its xfs sets zero up to 2 GiB of log each, through emulated twofish).
 .PHONY: bench bench-ci bench-scale
 bench:
 	bench/bench.sh
