@@ -33,15 +33,25 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
   def stats: if length == 0 then {n: 0} else {n: length, median: (median | r3), min: (min | r3), max: (max | r3),
     spread_pct: (if length > 1 then (((max - min) / median * 100) | round) else 0 end)} end;
   (map(select(.kind == "provision")) | group_by(.point) | map(
-    . as $runs | {point: .[0].point, disks: .[0].disks, disk_gib: .[0].disk_gib} +
-    (reduce ("ephemera", "naive", "floor") as $p ({};
+    . as $runs | {point: .[0].point, disks: .[0].disks, disk_gib: .[0].disk_gib, fs: (.[0].fs // "ext4")} +
+    (reduce ("ephemera", "ephemera-before", "naive", "floor") as $p ({};
       .[$p] = ($runs | map(select(.pipeline == $p) | .seconds) | stats)
         + {steps_median: ($runs | map(select(.pipeline == $p) | .steps + {"other": (.seconds - ([.steps[]] | add // 0))}) |
             (map(keys_unsorted) | add // [] | unique) as $ks |
-            . as $s | reduce $ks[] as $k ({}; .[$k] = ($s | map(.[$k] // empty) | median | r3)))}))
+            . as $s | reduce $ks[] as $k ({}; .[$k] = ($s | map(.[$k] // empty) | median | r3))),
+           io_median_kib: ($runs | map(select(.pipeline == $p) | .io // {}) |
+            (map(keys_unsorted) | add // [] | unique) as $ks |
+            . as $s | reduce $ks[] as $k ({}; .[$k] = ($s | map(.[$k] // empty) | median)))}))
     | .ratio_ephemera_naive = (div(.ephemera.median; .naive.median) | r3)
-    | .ratio_ephemera_floor = (div(.ephemera.median; .floor.median) | r3))
-    | sort_by(.disks, .disk_gib)) as $points
+    | .ratio_ephemera_floor = (div(.ephemera.median; .floor.median) | r3)
+    | .ratio_ephemera_before = (div(.ephemera.median; .["ephemera-before"].median) | r3))
+    | sort_by(.fs, .disks, .disk_gib)) as $points
+  | (map(select(.kind == "mkfs")) | group_by(.name) | map(
+      {name: .[0].name, fs: .[0].fs, args: .[0].args, n: length,
+       mkfs_s: (map(.mkfs_s) | stats), mount_s: (map(.mount_s) | stats),
+       mkfs_write_kib: (map(.mkfs_write_kib) | median), mkfs_read_kib: (map(.mkfs_read_kib) | median),
+       mount_read_kib: (map(.mount_read_kib) | median), mount_write_kib: (map(.mount_write_kib) | median),
+       fsck_rc: (map(.fsck_rc // empty) | first), fsck_s: (map(.fsck_s // empty) | first)})) as $mkfs
   | (map(select(.kind == "throughput")) | group_by(.config) | map(
       {config: .[0].config, cipher: .[0].cipher, sector_size: .[0].sector_size,
        workqueues: .[0].workqueues, mib: .[0].mib,
@@ -49,13 +59,14 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
   | ($tp | map(select(.config == "raw")) | .[0]) as $rawtp
   | {schema: 1, mode: $mode, started: $started, duration_s: $secs, host: $host,
      ci_max_ephemera_floor: $max, points: $points,
+     mkfs_options: $mkfs,
      scaling: {
-       size_1g_to_1t: ($points | group_by(.disks) | map(
+       size_1g_to_1t: ($points | map(select(.fs == "ext4")) | group_by(.disks) | map(
          (map(select(.disk_gib == 1)) | .[0]) as $a | (map(select(.disk_gib == 1024)) | .[0]) as $b
          | select($a != null and $b != null)
          | {disks: $a.disks, ephemera: (div($b.ephemera.median; $a.ephemera.median) | r3),
             floor: (div($b.floor.median; $a.floor.median) | r3), naive: (div($b.naive.median; $a.naive.median) | r3)})),
-       disks_1_to_8: ($points | group_by(.disk_gib) | map(
+       disks_1_to_8: ($points | map(select(.fs == "ext4")) | group_by(.disk_gib) | map(
          (map(select(.disks == 1)) | .[0]) as $a | (map(select(.disks == 8)) | .[0]) as $b
          | select($a != null and $b != null)
          | {disk_gib: $a.disk_gib, ephemera: (div($b.ephemera.median; $a.ephemera.median) | r3),
@@ -64,7 +75,7 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
        note: "software-emulated CPU (QEMU TCG): only ratios inside this one boot mean anything",
        configs: ($tp | map(. + {write_vs_raw: (div(.write_mbs.median; $rawtp.write_mbs.median) | r3),
                                read_vs_raw: (div(.read_mbs.median; $rawtp.read_mbs.median) | r3)}))},
-     ci: {pass: ($points | all(.ratio_ephemera_floor <= $max)),
+     ci: {pass: ($points | all(.ratio_ephemera_floor == null or .ratio_ephemera_floor <= $max)),
           worst_ephemera_floor: ($points | map(.ratio_ephemera_floor) | max)},
      raw: .}' "$raw" >"$out.tmp"
 mv "$out.tmp" "$out"
@@ -74,17 +85,23 @@ log "wrote $out"
 echo
 echo "provision, seconds from process start to mounted (median [min-max], n):"
 jq -r 'def s: if .n == 0 then "-" else "\(.median) [\(.min)-\(.max)] n=\(.n)" end;
-  .points[] | [("\(.disks) x \(.disk_gib) GiB"), (.ephemera | s), (.naive | s), (.floor | s),
+  .points[] | [("\(.disks) x \(.disk_gib) GiB \(.fs)"), (.ephemera | s), (.naive | s), (.floor | s),
   (.ratio_ephemera_naive // "-"), (.ratio_ephemera_floor // "-")] | @tsv' "$out" |
   (echo -e "point\tephemera\tnaive\tfloor\teph/naive\teph/floor"; cat) | column -t -s $'\t'
 echo
 echo "ephemera steps (median s):"
-jq -r '.points[] | "\(.disks) x \(.disk_gib) GiB: " + (.ephemera.steps_median | to_entries | map("\(.key)=\(.value)") | join(", "))' "$out"
+jq -r '.points[] | "\(.disks) x \(.disk_gib) GiB \(.fs): " + (.ephemera.steps_median | to_entries | map("\(.key)=\(.value)") | join(", "))' "$out"
 if jq -e '.throughput.configs | length > 0' "$out" >/dev/null; then
   echo
   echo "throughput (EMULATED crypto, QEMU TCG: ratios only), MB/s median and ratio to the raw array:"
   jq -r '.throughput.configs[] | [.config, .write_mbs.median, .write_vs_raw, .read_mbs.median, .read_vs_raw] | @tsv' "$out" |
     (echo -e "config\twrite\tw/raw\tread\tr/raw"; cat) | column -t -s $'\t'
+fi
+if jq -e '.mkfs_options | length > 0' "$out" >/dev/null; then
+  echo
+  echo "mkfs options (median s; KiB the dm-crypt mapping read/wrote; fsck exit code):"
+  jq -r '.mkfs_options[] | [.name, .mkfs_s.median, .mkfs_write_kib, .mount_s.median, .mount_read_kib, .fsck_rc, .fsck_s] | @tsv' "$out" |
+    (echo -e "options\tmkfs_s\tmkfs_w_KiB\tmount_s\tmount_r_KiB\tfsck\tfsck_s"; cat) | column -t -s $'\t'
 fi
 echo
 worst=$(jq -r '.ci.worst_ephemera_floor' "$out")

@@ -83,6 +83,25 @@ pub fn xfs_stripe(stride: u32, width: u32) -> (u32, u32) {
     (stride * 4, width / stride.max(1))
 }
 
+/// From this volume size on, ext4 is made with `bigalloc` and clusters of
+/// `EXT4_CLUSTER_KIB`: 16 TiB, where 4 KiB clusters would make 131072
+/// block groups (128 MiB each), twice the 8 TiB count.
+pub const EXT4_BIGALLOC_FROM: u64 = 16 << 40;
+/// 16 blocks: the largest cluster mke2fs 1.47 does not call experimental.
+pub const EXT4_CLUSTER_KIB: u32 = 64;
+/// From this volume size on, xfs gets a log of `XFS_LOG_MIB`: 1 TiB, where
+/// mkfs.xfs's own choice (size / 2048, up to 2 GiB) reaches that size.
+pub const XFS_LOG_FROM: u64 = 1 << 40;
+pub const XFS_LOG_MIB: u32 = 512;
+
+pub fn ext4_bigalloc(bytes: u64) -> bool {
+    bytes >= EXT4_BIGALLOC_FROM
+}
+
+pub fn xfs_log_capped(bytes: u64) -> bool {
+    bytes >= XFS_LOG_FROM
+}
+
 /// `mkfs.xfs`'s arguments. xfs makes inodes on demand and does not
 /// zero its data area, so there is nothing lazy to ask for; what is asked:
 /// - `-K`: no discard of the whole device at mkfs (the mapping is fresh,
@@ -90,9 +109,15 @@ pub fn xfs_stripe(stride: u32, width: u32) -> (u32, u32) {
 /// - `-d su=,sw=`: allocation aligned to the array's chunk and width
 ///   (mkfs.xfs cannot see the geometry through dm-crypt on md);
 /// - no `-f`: a mapping opened with a new key holds no signature, and
-///   mkfs.xfs refuses one it finds rather than overwrite it.
+///   mkfs.xfs refuses one it finds rather than overwrite it;
+/// - `-l size=512m` from 1 TiB on: mkfs.xfs zeroes its whole log, and
+///   would size it at 1/2048 of the volume up to 2 GiB: 2 GiB from 4 TiB
+///   on, all of it encrypted on the boot path (nearly all that mkfs
+///   writes). 512 MiB is what mkfs.xfs gives 1 TiB, eight times its
+///   64 MiB minimum; a larger log only lets more metadata changes wait
+///   in it (docs/PERFORMANCE.md, "60 TB").
 ///
-/// The defaults stay (crc, finobt, reflink, a log sized by mkfs): the
+/// The other defaults stay (crc, finobt, reflink, the AG count): the
 /// filesystem is a normal one that xfs_repair and the EKS AMI's know.
 fn mkfs_xfs_args(plan: &MkfsPlan, dev: &str) -> Vec<String> {
     let mut a: Vec<String> = ["-q", "-K", "-L", &plan.label].map(String::from).to_vec();
@@ -100,6 +125,10 @@ fn mkfs_xfs_args(plan: &MkfsPlan, dev: &str) -> Vec<String> {
         let (su, sw) = xfs_stripe(stride, width);
         a.push("-d".into());
         a.push(format!("su={su}k,sw={sw}"));
+    }
+    if xfs_log_capped(plan.bytes) {
+        a.push("-l".into());
+        a.push(format!("size={XFS_LOG_MIB}m"));
     }
     a.push(dev.into());
     a
@@ -119,7 +148,14 @@ fn mkfs_xfs_args(plan: &MkfsPlan, dev: &str) -> Vec<String> {
 /// - `-G 256`: block and inode bitmaps and inode tables of 256 groups packed
 ///   together (as Lustre formats its large targets), so far fewer groups
 ///   hold metadata whose bitmaps mke2fs must write;
-/// - `nodiscard`: the mapping is fresh, and discards are off by default.
+/// - `nodiscard`: the mapping is fresh, and discards are off by default;
+/// - `bigalloc`, `-C 64k` from 16 TiB on: one group descriptor per 128 MiB
+///   is 447 000 of them at 60 TB (28 MiB, and a backup), which mkfs
+///   writes and mount reads and checks. Clusters of 64 KiB make groups of
+///   2 GiB, 16 times fewer. The cost: a file takes whole clusters, so each
+///   small file or directory holds 64 KiB (a million of them, 64 GB: 0.4 %
+///   of 16 TiB). Below 16 TiB the group count stays at most twice that of
+///   8 TiB, and small files keep 4 KiB blocks (docs/PERFORMANCE.md, "60 TB").
 ///
 /// `-T largefile4` (one inode per 4 MiB) and `-m 0` (no blocks reserved for
 /// root) suit a data volume of large files that no system service shares.
@@ -128,24 +164,30 @@ fn mkfs_args(plan: &MkfsPlan, dev: &str) -> Vec<String> {
     if let Some((stride, width)) = plan.stride {
         ext += &format!(",stride={stride},stripe_width={width}");
     }
-    [
-        "-q",
-        "-T",
-        "largefile4",
-        "-m",
-        "0",
-        "-O",
-        "^resize_inode,sparse_super2",
-        "-G",
-        "256",
-        "-E",
-        &ext,
-        "-L",
-        &plan.label,
-        dev,
-    ]
-    .map(String::from)
-    .to_vec()
+    let mut features = String::from("^resize_inode,sparse_super2");
+    let mut a: Vec<String> = ["-q", "-T", "largefile4", "-m", "0"]
+        .map(String::from)
+        .to_vec();
+    if ext4_bigalloc(plan.bytes) {
+        features += ",bigalloc";
+        a.push("-C".into());
+        a.push(format!("{EXT4_CLUSTER_KIB}k"));
+    }
+    a.extend(
+        [
+            "-O",
+            &features,
+            "-G",
+            "256",
+            "-E",
+            &ext,
+            "-L",
+            &plan.label,
+            dev,
+        ]
+        .map(String::from),
+    );
+    a
 }
 
 pub fn mount(dev: &Path, path: &Path, options: &str, fstype: FsType) -> Result<()> {
@@ -191,6 +233,7 @@ mod tests {
             label: "ephemeral".into(),
             // 256 KiB chunk over 8 members, in 4 KiB blocks.
             stride: Some((64, 512)),
+            bytes: 8 << 30,
         };
         let a = mkfs_xfs_args(&p, "/dev/mapper/ephemera");
         assert_eq!(
@@ -209,35 +252,93 @@ mod tests {
         assert!(!one.contains(&"-d".to_string()));
     }
 
+    /// From 1 TiB on, the log is 512 MiB (mkfs.xfs would make up to 2 GiB
+    /// and zero all of it); below, mkfs.xfs's own, smaller, choice.
+    #[test]
+    fn xfs_log_stops_growing_at_1_tib() {
+        let plan = |bytes| MkfsPlan {
+            fstype: FsType::Xfs,
+            label: "l".into(),
+            stride: Some((64, 512)),
+            bytes,
+        };
+        let sixty_tb = mkfs_xfs_args(&plan(8 * 7_500_000_000_000), "/dev/x");
+        assert_eq!(sixty_tb[6..], ["-l", "size=512m", "/dev/x"]);
+        assert_eq!(mkfs_xfs_args(&plan(1 << 40), "/dev/x")[6..], sixty_tb[6..]);
+        assert!(!mkfs_xfs_args(&plan((1 << 40) - 1), "/dev/x").contains(&"-l".to_string()));
+    }
+
+    /// From 16 TiB on, ext4 has 64 KiB clusters (16 times fewer block
+    /// groups); below, 4 KiB blocks and no bigalloc.
+    #[test]
+    fn ext4_bigalloc_from_16_tib() {
+        let plan = |bytes| MkfsPlan {
+            fstype: FsType::Ext4,
+            label: "l".into(),
+            stride: None,
+            bytes,
+        };
+        let big = mkfs_args(&plan(8 * 7_500_000_000_000), "/dev/x");
+        let at = big.iter().position(|a| a == "-C").unwrap();
+        assert_eq!(big[at + 1], "64k");
+        let features = big.iter().position(|a| a == "-O").unwrap() + 1;
+        assert_eq!(big[features], "^resize_inode,sparse_super2,bigalloc");
+        assert_eq!(mkfs_args(&plan(16 << 40), "/dev/x"), big);
+        let small = mkfs_args(&plan((16 << 40) - 1), "/dev/x");
+        assert!(!small.contains(&"-C".to_string()));
+        assert!(!small.iter().any(|a| a.contains("bigalloc")));
+    }
+
     /// The bench's kernel floor must make the same filesystem as ephemera,
-    /// or the ratio compares two different jobs.
+    /// or the ratio compares two different jobs: the same mkfs.ext4 and
+    /// mkfs.xfs arguments, and the same sizes at which they change.
     #[test]
     fn bench_floor_uses_the_same_mkfs_options() {
         let floor = include_str!("../bench/floor.sh");
-        let line = floor
-            .lines()
-            .skip_while(|l| !l.starts_with("step mkfs mkfs.ext4"))
-            .take_while(|l| !l.trim().is_empty())
-            .collect::<String>();
-        let args = mkfs_args(
-            &MkfsPlan {
-                fstype: FsType::Ext4,
-                label: "ephemeral".into(),
-                stride: None,
-            },
-            "/dev/mapper/floor",
-        );
+        let command = |start: &str| {
+            floor
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| !l.starts_with(start))
+                .take_while(|l| !l.is_empty() && *l != ";;")
+                .collect::<String>()
+        };
+        // floor.sh adds the stripe, and the size-dependent options, in
+        // variables: $ext to -E, $big (-C, bigalloc) and $xfs_d, $xfs_l.
+        let plan = |fstype| MkfsPlan {
+            fstype,
+            label: "ephemeral".into(),
+            stride: None,
+            bytes: 1 << 30,
+        };
+        let line = command("step mkfs mkfs.ext4");
+        let args = mkfs_args(&plan(FsType::Ext4), "/dev/mapper/floor");
         let ext = args.iter().position(|a| a == "-E").unwrap() + 1;
+        let features = args.iter().position(|a| a == "-O").unwrap() + 1;
         for (i, a) in args.iter().enumerate() {
-            let want = if i == ext {
-                format!("\"{a}$ext\"")
-            } else {
-                a.clone()
+            let want = match i {
+                _ if i == ext => format!("\"{a}$ext\""),
+                _ if i == features => format!("{a}$bigalloc"),
+                _ => a.clone(),
             };
             assert!(
                 line.contains(&want),
                 "bench/floor.sh lacks {want:?}: {line}"
             );
+        }
+        assert!(line.contains("$big "), "{line}");
+        let line = command("step mkfs mkfs.xfs");
+        for a in mkfs_xfs_args(&plan(FsType::Xfs), "/dev/mapper/floor") {
+            assert!(line.contains(&a), "bench/floor.sh lacks {a:?}: {line}");
+        }
+        assert!(line.contains("$xfs_d $xfs_l "), "{line}");
+        for want in [
+            format!("if [ \"$bytes\" -ge {EXT4_BIGALLOC_FROM} ]"),
+            format!("bigalloc=,bigalloc big=\"-C {EXT4_CLUSTER_KIB}k\""),
+            format!("if [ \"$bytes\" -ge {XFS_LOG_FROM} ]"),
+            format!("xfs_l=\"-l size={XFS_LOG_MIB}m\""),
+        ] {
+            assert!(floor.contains(&want), "bench/floor.sh lacks {want:?}");
         }
     }
 }

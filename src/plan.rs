@@ -170,6 +170,10 @@ pub struct MkfsPlan {
     pub label: String,
     /// ext4 `stride` and `stripe_width`, in 4 KiB blocks, for an array.
     pub stride: Option<(u32, u32)>,
+    /// The volume's size in bytes, about: the members' total (RAID0). Picks
+    /// the options that keep mkfs and mount short at large sizes
+    /// (`mount::mkfs_args`, `mount::mkfs_xfs_args`).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -475,6 +479,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
     }
 
     let n = members.len() as u32;
+    let bytes = members.iter().map(|m| m.size_bytes).sum();
     let raid = (n > 1).then(|| RaidPlan {
         name: MD_NAME.to_string(),
         chunk_kib: cfg.raid.chunk_kib,
@@ -505,6 +510,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             fstype: cfg.filesystem.fstype,
             label: cfg.filesystem.label.clone(),
             stride,
+            bytes,
         },
         mount,
         escrow: cfg.escrow.public_key.as_ref().map(|k| EscrowPlan {
@@ -655,6 +661,15 @@ impl ProvisionPlan {
                 s += &format!(" (su {su}k, sw {sw})")
             }
             (None, _) => {}
+        }
+        match p.mkfs.fstype {
+            FsType::Ext4 if crate::mount::ext4_bigalloc(p.mkfs.bytes) => {
+                s += &format!(" with {} KiB clusters", crate::mount::EXT4_CLUSTER_KIB)
+            }
+            FsType::Xfs if crate::mount::xfs_log_capped(p.mkfs.bytes) => {
+                s += &format!(" with a {} MiB log", crate::mount::XFS_LOG_MIB)
+            }
+            _ => {}
         }
         s += &format!(
             "\nmount it at {} with {}\n",
