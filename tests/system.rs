@@ -21,6 +21,11 @@
 //! must power off cleanly. The step-by-step story is in
 //! tests/system/guest/check.sh.
 //!
+//! On arm64 (Graviton), one boot: a Debian 12 arm64 image with the arm64
+//! .deb (built on this x86-64 host, its packages configured in an arm64 VM:
+//! tests/system/arm64-stage2.sh) boots under qemu-system-aarch64 -machine
+//! virt and runs boot 1 above (no IMDS test server: it is an x86-64 program).
+//!
 //! Checks use tools other than ephemera: systemctl, findmnt, cryptsetup,
 //! mdadm, blkid, wipefs, systemd-inhibit in the guest; the serial log and
 //! QEMU's exit on the host. They take minutes, so they are `#[ignore]`d;
@@ -58,6 +63,20 @@ fn deb() -> &'static Path {
     })
 }
 
+/// The arm64 .deb, built once per test process with `make deb-arm64`
+/// (cross-built with Debian's rustc-web, scripts/arm64.sh).
+fn deb_arm64() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let t = Instant::now();
+        run(Command::new("make").arg("-C").arg(repo()).arg("deb-arm64"));
+        let deb = repo().join("target/debian/ephemera_arm64.deb");
+        assert!(deb.is_file(), "make deb-arm64 made no {}", deb.display());
+        eprintln!("system: make deb-arm64 in {:?}", t.elapsed());
+        deb
+    })
+}
+
 /// The IMDS test server as a program (examples/imds_server.rs), built once
 /// per test process; the guest gets it on the NoCloud seed volume.
 fn imds_server() -> &'static Path {
@@ -89,26 +108,39 @@ impl Image {
             .trim()
             .to_string()
     }
+    /// The Debian architecture: amd64 unless the image info says otherwise.
+    fn arch(&self) -> &str {
+        self.info
+            .lines()
+            .find_map(|l| l.strip_prefix("arch "))
+            .unwrap_or("amd64")
+    }
 }
 
 /// The system image of SUITE (cached by build-image.sh).
 fn system_image(suite: &str) -> Image {
+    build_image(suite, "amd64", deb())
+}
+
+/// The system image of SUITE for ARCH with the .deb DEB.
+fn build_image(suite: &str, arch: &str, deb: &Path) -> Image {
     let t = Instant::now();
     let out = Command::new(repo().join("tests/system/build-image.sh"))
         .arg(suite)
-        .arg(deb())
+        .arg(deb)
+        .env("EPHEMERA_VM_ARCH", arch)
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "build-image.sh {suite}: {}",
+        "build-image.sh {suite} ({arch}): {}",
         out.status
     );
     let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     let info = std::fs::read_to_string(dir.join("info")).unwrap();
     eprintln!(
-        "system: {suite} image {} in {:?}",
+        "system: {suite} {arch} image {} in {:?}",
         dir.display(),
         t.elapsed()
     );
@@ -163,9 +195,15 @@ const PRIVATE_KEY: &str = "/root/escrow.key.pem";
 fn test_user_data(img: &Image, private_key: &[u8]) -> String {
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
+    // arm64: the console is the PL011 (ttyAMA0), and no IMDS test server
+    // (an x86-64 program) comes on the seed.
+    let arch_env = match img.arch() {
+        "arm64" => "CONSOLE=ttyAMA0\n",
+        _ => "IMDS_PORT=8169\n",
+    };
     let env = format!(
         "DATA_DISKS={}\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nPRIVATE_KEY={PRIVATE_KEY}\nIMDS_PORT=8169\n",
+         ROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\nPRIVATE_KEY={PRIVATE_KEY}\n{arch_env}",
         DATA_DISKS.len(),
         sample_file(),
         img.fact("root_partuuid"),
@@ -287,7 +325,8 @@ fn boot(dir: &Path, img: &Image, name: &str, extra: &[&str]) -> Boot {
         .arg(dir.join(format!("{name}.monitor")))
         .arg("--timeout")
         .arg(BOOT_TIMEOUT_S)
-        .args(extra);
+        .args(extra)
+        .env("EPHEMERA_VM_ARCH", img.arch());
     for serial in DATA_DISKS {
         cmd.arg("--disk").arg(format!(
             "{}:{serial}",
@@ -310,11 +349,12 @@ fn boot(dir: &Path, img: &Image, name: &str, extra: &[&str]) -> Boot {
     b
 }
 
-fn full_boot(suite: &str) {
-    let t = Instant::now();
-    let img = system_image(suite);
-    eprintln!("system: {suite}: {}", img.info.trim().replace('\n', "; "));
-    let dir = workdir(&format!("system-{suite}"));
+/// A fresh test folder NAME for IMG: the instance-store disks, the escrow
+/// key pair and the NoCloud seed (user-data, meta-data, the IMDS test server
+/// on amd64).
+fn instance(name: &str, img: &Image) -> PathBuf {
+    eprintln!("system: {name}: {}", img.info.trim().replace('\n', "; "));
+    let dir = workdir(name);
     for serial in DATA_DISKS {
         image(&dir, serial, 1024 * MIB);
     }
@@ -322,31 +362,39 @@ fn full_boot(suite: &str) {
     let pk = String::from_utf8(pk).unwrap();
     let seed = dir.join("seed");
     std::fs::create_dir_all(&seed).unwrap();
-    let imds = seed.join("imds_server");
-    std::fs::copy(imds_server(), &imds).unwrap();
-    run(Command::new("strip").arg(&imds));
+    if img.arch() == "amd64" {
+        let imds = seed.join("imds_server");
+        std::fs::copy(imds_server(), &imds).unwrap();
+        run(Command::new("strip").arg(&imds));
+    }
     let user_data = multipart(&[
         example_user_data("data-service.yaml", &pk),
-        test_user_data(&img, &sk),
+        test_user_data(img, &sk),
     ]);
     std::fs::write(seed.join("user-data"), user_data).unwrap();
     std::fs::write(
         seed.join("meta-data"),
-        format!("instance-id: i-ephemera-{suite}\nlocal-hostname: ephemera-{suite}\n"),
+        format!("instance-id: i-ephemera-{name}\nlocal-hostname: ephemera-{name}\n"),
     )
     .unwrap();
+    dir
+}
 
-    // Boot 1: first boot of the instance. The check script breaks the glass and
-    // reboots at the end; QEMU runs with -no-reboot, so the reboot ends the run.
-    let b1 = boot(&dir, &img, "boot1", &[]);
-    // How each refused action failed, kept for the record (summary.txt).
-    let refusals = b1.lines_with("REFUSAL ");
-    for r in &refusals {
-        eprintln!("system: {suite}: {r}");
+/// Boot 1's host-side checks: the guest's checks, the architecture, the
+/// escrow envelope on the console and in its file, the reboot after the
+/// break-glass. Returns the LUKS UUID.
+fn boot1_checks(b1: &Boot, img: &Image, problems: &mut Vec<String>) -> String {
+    b1.checks(problems, 1);
+    let machine = match img.arch() {
+        "arm64" => "aarch64",
+        _ => "x86_64",
+    };
+    if b1.fact("machine") != machine {
+        problems.push(format!(
+            "uname -m says {}, not {machine}",
+            b1.fact("machine")
+        ));
     }
-    // Every problem is collected, so that one run of both boots shows them all.
-    let mut problems = Vec::new();
-    b1.checks(&mut problems, 1);
     // The envelope on the console is the one in the file.
     let console: serde_json::Value = serde_json::from_str(between(
         &b1.log,
@@ -371,16 +419,34 @@ fn full_boot(suite: &str) {
         problems.push(format!("envelope luks_uuid {}", console["luks_uuid"]));
     }
     b1.expect(
-        &mut problems,
+        problems,
         "the reboot after break-glass went through",
         "EPH-REBOOTING",
     );
     b1.expect(
-        &mut problems,
+        problems,
         "the kernel restarted",
         "reboot: Restarting system",
     );
-    let luks1 = b1.fact("luks_uuid");
+    b1.fact("luks_uuid")
+}
+
+fn full_boot(suite: &str) {
+    let t = Instant::now();
+    let img = system_image(suite);
+    let dir = instance(&format!("system-{suite}"), &img);
+
+    // Boot 1: first boot of the instance. The check script breaks the glass and
+    // reboots at the end; QEMU runs with -no-reboot, so the reboot ends the run.
+    let b1 = boot(&dir, &img, "boot1", &[]);
+    // How each refused action failed, kept for the record (summary.txt).
+    let refusals = b1.lines_with("REFUSAL ");
+    for r in &refusals {
+        eprintln!("system: {suite}: {r}");
+    }
+    // Every problem is collected, so that one run of both boots shows them all.
+    let mut problems = Vec::new();
+    let luks1 = boot1_checks(&b1, &img, &mut problems);
     assert!(
         b1.log.contains("reboot: Restarting system"),
         "boot 1 did not end in a reboot, so there is no boot 2; problems: {problems:#?}; last lines of {}:\n{}",
@@ -486,4 +552,43 @@ fn debian12_full_boot() {
 #[ignore = "builds Debian images and boots them in QEMU; run by `make system`"]
 fn debian13_full_boot() {
     full_boot("trixie");
+}
+
+/// Graviton: boot 1 of a Debian 12 arm64 instance with the arm64 .deb, under
+/// qemu-system-aarch64 -machine virt: the volume, the guard's refusals (the
+/// same list as on amd64), the break-glass and the reboot that then goes
+/// through. One boot: TCG emulation of arm64 is slow, and boots 2 and 3
+/// exercise no arm64-specific code.
+#[test]
+#[ignore = "builds a Debian arm64 image and boots it in QEMU; run by `make system-arm64`"]
+fn arm64_debian12_boot1() {
+    let t = Instant::now();
+    let img = build_image("bookworm", "arm64", deb_arm64());
+    let dir = instance("system-arm64-bookworm", &img);
+    let b1 = boot(&dir, &img, "boot1", &[]);
+    let refusals = b1.lines_with("REFUSAL ");
+    let mut problems = Vec::new();
+    boot1_checks(&b1, &img, &mut problems);
+    if b1.log.contains("Kernel panic") {
+        problems.push(format!("{} panicked", b1.path.display()));
+    }
+    let times = format!(
+        "systemd {}, kernel {}, machine {}, boot 1 {:?}, total {:?}",
+        b1.fact("systemd_version"),
+        b1.fact("kernel"),
+        b1.fact("machine"),
+        b1.elapsed,
+        t.elapsed()
+    );
+    eprintln!("system: arm64: {times}");
+    std::fs::write(
+        dir.join("summary.txt"),
+        format!(
+            "{}\n{times}\n{}\nproblems: {problems:#?}\n",
+            img.info.trim(),
+            refusals.join("\n")
+        ),
+    )
+    .unwrap();
+    assert!(problems.is_empty(), "arm64: {problems:#?}");
 }
