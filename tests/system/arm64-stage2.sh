@@ -20,6 +20,8 @@ arm64_tree() {
   log "debootstrap --foreign --arch=arm64 $suite (${#packages[@]} extra packages; unpacked only)"
   debootstrap --foreign --arch=arm64 --variant=minbase --include="$include" \
     "$suite" "$tree" "$mirror" >&2 || die "debootstrap --foreign failed (see $tree/debootstrap/debootstrap.log)"
+  # debootstrap leaves /proc a symlink to the host's; the VM mounts its own.
+  if [[ -L $tree/proc ]]; then rm "$tree/proc" && mkdir -m 555 "$tree/proc"; fi
   # The kernel is configured in stage 2 too; stage 2 boots its vmlinuz,
   # taken from its .deb (NVMe, ext4 and the PL011 console are built in).
   kdeb=$(find "$tree/var/cache/apt/archives" -name 'linux-image-[0-9]*-cloud-arm64_*_arm64.deb' | sort -V | tail -n 1)
@@ -41,13 +43,17 @@ arm64_tree() {
 #!/bin/sh
 # PID 1 of the one arm64 boot that finishes the image (tests/system/arm64-stage2.sh).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
+mounts() {
+  mountpoint -q /proc || mount -t proc proc /proc
+  mountpoint -q /sys || mount -t sysfs sysfs /sys
+  mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+}
+mounts
 exec </dev/null >/dev/ttyAMA0 2>&1
 off() { sync; echo o >/proc/sysrq-trigger; sleep 60; }
 run() { echo "EPH-STAGE2 \$*"; "\$@" || { echo "EPH-STAGE2-FAILED rc=\$?: \$*"; off; }; }
 run /debootstrap/debootstrap --second-stage
+mounts # debootstrap unmounts /proc and /sys when it ends
 run bash /tmp/$(basename "$install_sh") /tmp/$(basename "$deb")
 run useradd -m -s /bin/bash -G sudo ops
 echo ephemera-test >/etc/hostname

@@ -88,6 +88,7 @@ key=$( {
   echo "$name"
   printf '%s\n' "${packages[@]}"
   sha256sum <"$script"
+  [[ $arch == amd64 ]] || sha256sum <"$repo/tests/system/arm64-stage2.sh"
   sha256sum <"$install_sh"
   sha256sum <"$deb"
 } | sha256sum | cut -c1-16)
