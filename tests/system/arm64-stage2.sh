@@ -18,7 +18,10 @@
 arm64_tree() {
   local kdeb kpkg
   log "debootstrap --foreign --arch=arm64 $suite (${#packages[@]} extra packages; unpacked only)"
-  debootstrap --foreign --arch=arm64 --variant=minbase --include="$include" \
+  # debootstrap resolves dependencies by name only, not through versioned
+  # Provides: python3-cryptography needs python3-cffi-backend's
+  # python3-cffi-backend-api-*, which mmdebstrap's apt finds and debootstrap does not.
+  debootstrap --foreign --arch=arm64 --variant=minbase --include="$include,python3-cffi-backend" \
     "$suite" "$tree" "$mirror" >&2 || die "debootstrap --foreign failed (see $tree/debootstrap/debootstrap.log)"
   # debootstrap leaves /proc a symlink to the host's; the VM mounts its own.
   if [[ -L $tree/proc ]]; then rm "$tree/proc" && mkdir -m 555 "$tree/proc"; fi
