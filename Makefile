@@ -28,7 +28,9 @@ unit: deps
 
 # The README's commands need nothing installed by hand: scripts/host-tools.sh
 # run in a fresh Debian 12 chroot (mmdebstrap) that carries a backports
-# qemu-utils, as on the machine where `make demo` once failed (~1.5 min).
+# qemu-utils, as on the machine where `make demo` once failed; then the arm64
+# cross toolchain (scripts/arm64.sh toolchain) in the same chroot, which must
+# remove nothing (12.5 min uncached on a loaded host).
 host-tools-proof:
 	scripts/test-host-tools.sh
 
