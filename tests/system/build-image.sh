@@ -84,13 +84,24 @@ IMG_SIZE=3G
 # transaction and a check of every tool afterwards.
 if [[ $arch == arm64 ]]; then "$repo/scripts/host-tools.sh" system system-arm64; else "$repo/scripts/host-tools.sh" system; fi
 
+# The .deb by what it installs (file names, modes, contents, control files),
+# not by its bytes: the archive carries mtimes, and a package rebuilt with the
+# same files must not cost a new image (the arm64 one takes many minutes).
+deb_contents() {
+  local d
+  d=$(mktemp -d)
+  dpkg-deb -R "$deb" "$d"
+  (cd "$d" && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -printf '%p %m %l\n' | sort)
+  rm -rf "$d"
+}
+
 key=$( {
   echo "$name"
   printf '%s\n' "${packages[@]}"
   sha256sum <"$script"
   [[ $arch == amd64 ]] || sha256sum <"$repo/tests/system/arm64-stage2.sh"
   sha256sum <"$install_sh"
-  sha256sum <"$deb"
+  deb_contents | sha256sum
 } | sha256sum | cut -c1-16)
 out=$cache/$name-$key
 mkdir -p "$cache"
