@@ -6,7 +6,7 @@
 #
 # usage: host-tools.sh GROUP...      install what is missing, then check
 #        host-tools.sh --check GROUP...  only check (no apt-get)
-#   GROUP  build | vm | vm-arm64 | system | bench | all
+#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | all
 #
 # What it guarantees:
 # - Everything missing is installed in ONE apt-get transaction, with
@@ -58,10 +58,16 @@ group_vm_arm64=(
   qemu-system-aarch64:qemu-system-arm mmdebstrap:mmdebstrap
   aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu readelf:binutils
 )
+# The arm64 full-system image, on top of system: debootstrap unpacks the arm64
+# packages on the host (--foreign) and an arm64 VM configures them; debugfs
+# reads the kernel and initrd back out of the finished disk.
+group_system_arm64=(
+  debootstrap:debootstrap qemu-system-aarch64:qemu-system-arm debugfs:e2fsprogs
+)
 
 check_only=
 [[ ${1:-} == --check ]] && { check_only=1; shift; }
-(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|bench|all..."; exit 2; }
+(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|system-arm64|bench|all..."; exit 2; }
 entries=()
 for g in "$@"; do
   case $g in
@@ -69,9 +75,10 @@ for g in "$@"; do
     vm) entries+=("${group_vm[@]}") ;;
     vm-arm64) entries+=("${group_vm_arm64[@]}") ;;
     system) entries+=("${group_system[@]}") ;;
+    system-arm64) entries+=("${group_system_arm64[@]}") ;;
     bench) entries+=("${group_bench[@]}") ;;
     all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}") ;;
-    *) log "unknown group: $g (build, vm, vm-arm64, system, bench, all)"; exit 2 ;;
+    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, all)"; exit 2 ;;
   esac
 done
 

@@ -9,7 +9,11 @@
 #   2. scripts/host-tools.sh all: installs every host package in one transaction;
 #   3. scripts/host-tools.sh --check all, then each QEMU tool runs and
 #      qemu-utils is still installed, at qemu-system-x86's version;
-#   4. with socat removed, --check fails with one line naming it and its package.
+#   4. with socat removed, --check fails with one line naming it and its package;
+#   5. scripts/arm64.sh toolchain (the Graviton cross toolchain: dpkg's arm64
+#      architecture, Debian's rustc-web from the security suite, multiarch
+#      libraries version-matched to the amd64 ones) installs and checks, and
+#      removes nothing: every package installed before it still is, at its version.
 # The chroot tarball is cached by its inputs in target/host-tools-proof/; the
 # packages host-tools.sh fetches are cached there too. Mounts happen in a
 # private mount namespace (unshare) and vanish with it.
@@ -42,7 +46,8 @@ if [[ ! -f $tarball ]]; then
     --customize-hook='chroot "$1" apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils' \
     --customize-hook='chroot "$1" dpkg-query -W qemu-utils' \
     "$suite" "$tarball.tmp" \
-    "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $mirror $suite-backports main" >&2
+    "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $mirror $suite-backports main" \
+    "deb ${mirror%/debian}/debian-security $suite-security main" >&2
   # --- end ---
   mv "$tarball.tmp" "$tarball"
 fi
@@ -51,7 +56,7 @@ root=$(mktemp -d "$cache/root.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 tar -xf "$tarball" -C "$root"
 mkdir -p "$root/tmp/ephemera"
-cp "$repo/scripts/host-tools.sh" "$root/tmp/ephemera/"
+cp "$repo/scripts/host-tools.sh" "$repo/scripts/arm64.sh" "$root/tmp/ephemera/"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
 unshare --mount --propagation private bash -euo pipefail -s "$root" "$cache/archives" <<'EOF'
@@ -96,5 +101,13 @@ fi
 [[ $(wc -l <<<"$msg") == 1 && $msg == *"socat missing: install the Debian package socat"* ]] ||
   { echo "test-host-tools: FAIL: --check without socat said: $msg" >&2; exit 1; }
 echo "test-host-tools: without socat: $msg" >&2
+
+# 5. The arm64 cross toolchain, as `make deb-arm64` installs it.
+inroot dpkg-query -W -f='${Package}:${Architecture} ${Version}\n' | sort >"$root/tmp/before"
+inroot /tmp/ephemera/arm64.sh toolchain
+inroot dpkg-query -W -f='${Package}:${Architecture} ${Version}\n' | sort >"$root/tmp/after"
+gone=$(comm -23 "$root/tmp/before" "$root/tmp/after")
+[[ -z $gone ]] || { echo "test-host-tools: FAIL: arm64.sh toolchain removed or changed: $gone" >&2; exit 1; }
+echo "test-host-tools: arm64.sh toolchain: $(inroot /usr/bin/rustc --version), $(($(wc -l <"$root/tmp/after") - $(wc -l <"$root/tmp/before"))) packages added, none removed" >&2
 EOF
 log "PASS: a fresh $suite with a backports qemu-utils got every host tool from scripts/host-tools.sh ($((SECONDS - start)) s)"

@@ -21,6 +21,11 @@
 //! must power off cleanly. The step-by-step story is in
 //! tests/system/guest/check.sh.
 //!
+//! On arm64 (Graviton), one boot: a Debian 12 arm64 image with the arm64
+//! .deb (built on this x86-64 host, its packages configured in an arm64 VM:
+//! tests/system/arm64-stage2.sh) boots under qemu-system-aarch64 -machine
+//! virt and runs boot 1 above (no IMDS test server: it is an x86-64 program).
+//!
 //! Checks use tools other than ephemera: systemctl, findmnt, cryptsetup,
 //! mdadm, blkid, wipefs, systemd-inhibit in the guest; the serial log and
 //! QEMU's exit on the host. They take minutes, so they are `#[ignore]`d;
@@ -67,6 +72,20 @@ fn deb() -> &'static Path {
     })
 }
 
+/// The arm64 .deb, built once per test process with `make deb-arm64`
+/// (cross-built with Debian's rustc-web, scripts/arm64.sh).
+fn deb_arm64() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let t = Instant::now();
+        run(Command::new("make").arg("-C").arg(repo()).arg("deb-arm64"));
+        let deb = repo().join("target/debian/ephemera_arm64.deb");
+        assert!(deb.is_file(), "make deb-arm64 made no {}", deb.display());
+        eprintln!("system: make deb-arm64 in {:?}", t.elapsed());
+        deb
+    })
+}
+
 /// The IMDS test server as a program (examples/imds_server.rs), built once
 /// per test process; the guest gets it on the NoCloud seed volume.
 fn imds_server() -> &'static Path {
@@ -98,26 +117,39 @@ impl Image {
             .trim()
             .to_string()
     }
+    /// The Debian architecture: amd64 unless the image info says otherwise.
+    fn arch(&self) -> &str {
+        self.info
+            .lines()
+            .find_map(|l| l.strip_prefix("arch "))
+            .unwrap_or("amd64")
+    }
 }
 
 /// The system image of SUITE (cached by build-image.sh).
 fn system_image(suite: &str) -> Image {
+    build_image(suite, "amd64", deb())
+}
+
+/// The system image of SUITE for ARCH with the .deb DEB.
+fn build_image(suite: &str, arch: &str, deb: &Path) -> Image {
     let t = Instant::now();
     let out = Command::new(repo().join("tests/system/build-image.sh"))
         .arg(suite)
-        .arg(deb())
+        .arg(deb)
+        .env("EPHEMERA_VM_ARCH", arch)
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "build-image.sh {suite}: {}",
+        "build-image.sh {suite} ({arch}): {}",
         out.status
     );
     let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     let info = std::fs::read_to_string(dir.join("info")).unwrap();
     eprintln!(
-        "system: {suite} image {} in {:?}",
+        "system: {suite} {arch} image {} in {:?}",
         dir.display(),
         t.elapsed()
     );
@@ -180,8 +212,13 @@ type GuestFile<'a> = (&'a str, &'a str, &'a [u8]);
 fn test_user_data(img: &Image, env: &str, files: &[GuestFile]) -> String {
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let check = std::fs::read(repo().join("tests/system/guest/check.sh")).unwrap();
+    // arm64: the console is the PL011 (ttyAMA0).
+    let arch_env = match img.arch() {
+        "arm64" => "CONSOLE=ttyAMA0\n",
+        _ => "",
+    };
     let env = format!(
-        "DATA_DISKS={}\nROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\n{env}",
+        "DATA_DISKS={}\nROOT_PARTUUID={}\nROOT_FS_UUID={}\nMOUNT=/mnt/ephemeral\n{arch_env}{env}",
         DATA_DISKS.len(),
         img.fact("root_partuuid"),
         img.fact("root_fs_uuid"),
@@ -364,7 +401,8 @@ fn boot(dir: &Path, img: &Image, name: &str, extra: &[&str]) -> Boot {
         .arg(dir.join(format!("{name}.monitor")))
         .arg("--timeout")
         .arg(BOOT_TIMEOUT_S)
-        .args(extra);
+        .args(extra)
+        .env("EPHEMERA_VM_ARCH", img.arch());
     for serial in DATA_DISKS {
         cmd.arg("--disk").arg(format!(
             "{}:{serial}",
@@ -387,13 +425,12 @@ fn boot(dir: &Path, img: &Image, name: &str, extra: &[&str]) -> Boot {
     b
 }
 
-/// A new instance of SUITE for the test NAME: its folder
-/// (target/vm-tests/NAME-SUITE) with the instance-store disks, and the NoCloud
-/// seed folder with its meta-data; the caller adds the user-data.
-fn instance(suite: &str, name: &str) -> (Image, PathBuf, PathBuf) {
-    let img = system_image(suite);
-    eprintln!("system: {suite}: {}", img.info.trim().replace('\n', "; "));
-    let dir = workdir(&format!("{name}-{suite}"));
+/// A new instance on IMG for the test NAME: its folder (target/vm-tests/NAME)
+/// with the instance-store disks, and the NoCloud seed folder with its
+/// meta-data; the caller adds the user-data.
+fn instance(img: &Image, name: &str) -> (PathBuf, PathBuf) {
+    eprintln!("system: {name}: {}", img.info.trim().replace('\n', "; "));
+    let dir = workdir(name);
     for serial in DATA_DISKS {
         image(&dir, serial, 1024 * MIB);
     }
@@ -401,10 +438,10 @@ fn instance(suite: &str, name: &str) -> (Image, PathBuf, PathBuf) {
     std::fs::create_dir_all(&seed).unwrap();
     std::fs::write(
         seed.join("meta-data"),
-        format!("instance-id: i-ephemera-{name}-{suite}\nlocal-hostname: ephemera-{suite}\n"),
+        format!("instance-id: i-ephemera-{name}\nlocal-hostname: ephemera-{name}\n"),
     )
     .unwrap();
-    (img, dir, seed)
+    (dir, seed)
 }
 
 /// The versions and each boot's time, for the record; a problem for each
@@ -424,36 +461,45 @@ fn record(boots: &[&Boot], start: Instant, problems: &mut Vec<String>) -> String
     s + &format!(", total {:?}", start.elapsed())
 }
 
-fn full_boot(suite: &str) {
-    let t = Instant::now();
-    let (img, dir, seed) = instance(suite, "system");
-    let (sk, pk) = keypair(&dir);
+/// The data-service node's user-data: the shipped cloud-init/data-service.yaml
+/// with a test escrow key, and the test part; on amd64 the IMDS test server
+/// comes on the seed (on arm64 it does not: it is an x86-64 program).
+fn data_service_seed(img: &Image, dir: &Path, seed: &Path) {
+    let (sk, pk) = keypair(dir);
     let pk = String::from_utf8(pk).unwrap();
-    let imds = seed.join("imds_server");
-    std::fs::copy(imds_server(), &imds).unwrap();
-    run(Command::new("strip").arg(&imds));
-    let env = format!(
+    let mut env = format!(
         "SAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         PRIVATE_KEY={PRIVATE_KEY}\nIMDS_PORT=8169\n",
+         PRIVATE_KEY={PRIVATE_KEY}\n",
         sample_file()
     );
+    if img.arch() == "amd64" {
+        let imds = seed.join("imds_server");
+        std::fs::copy(imds_server(), &imds).unwrap();
+        run(Command::new("strip").arg(&imds));
+        env += "IMDS_PORT=8169\n";
+    }
     let user_data = multipart(&[
         example_user_data("data-service.yaml", Some(&pk)),
-        test_user_data(&img, &env, &[(PRIVATE_KEY, "0600", &sk)]),
+        test_user_data(img, &env, &[(PRIVATE_KEY, "0600", &sk)]),
     ]);
     std::fs::write(seed.join("user-data"), user_data).unwrap();
+}
 
-    // Boot 1: first boot of the instance. The check script breaks the glass and
-    // reboots at the end; QEMU runs with -no-reboot, so the reboot ends the run.
-    let b1 = boot(&dir, &img, "boot1", &[]);
-    // How each refused action failed, kept for the record (summary.txt).
-    let refusals = b1.lines_with("REFUSAL ");
-    for r in &refusals {
-        eprintln!("system: {suite}: {r}");
+/// Boot 1's host-side checks: the guest's checks, the architecture, the
+/// escrow envelope on the console and in its file, the reboot after the
+/// break-glass. Returns the LUKS UUID.
+fn boot1_checks(b1: &Boot, img: &Image, problems: &mut Vec<String>) -> String {
+    b1.checks(problems, 1);
+    let machine = match img.arch() {
+        "arm64" => "aarch64",
+        _ => "x86_64",
+    };
+    if b1.fact("machine") != machine {
+        problems.push(format!(
+            "uname -m says {}, not {machine}",
+            b1.fact("machine")
+        ));
     }
-    // Every problem is collected, so that one run of both boots shows them all.
-    let mut problems = Vec::new();
-    b1.checks(&mut problems, 1);
     // The envelope on the console is the one in the file.
     let console: serde_json::Value = serde_json::from_str(between(
         &b1.log,
@@ -478,16 +524,35 @@ fn full_boot(suite: &str) {
         problems.push(format!("envelope luks_uuid {}", console["luks_uuid"]));
     }
     b1.expect(
-        &mut problems,
+        problems,
         "the reboot after break-glass went through",
         "EPH-REBOOTING",
     );
     b1.expect(
-        &mut problems,
+        problems,
         "the kernel restarted",
         "reboot: Restarting system",
     );
-    let luks1 = b1.fact("luks_uuid");
+    b1.fact("luks_uuid")
+}
+
+fn full_boot(suite: &str) {
+    let t = Instant::now();
+    let img = system_image(suite);
+    let (dir, seed) = instance(&img, &format!("system-{suite}"));
+    data_service_seed(&img, &dir, &seed);
+
+    // Boot 1: first boot of the instance. The check script breaks the glass and
+    // reboots at the end; QEMU runs with -no-reboot, so the reboot ends the run.
+    let b1 = boot(&dir, &img, "boot1", &[]);
+    // How each refused action failed, kept for the record (summary.txt).
+    let refusals = b1.lines_with("REFUSAL ");
+    for r in &refusals {
+        eprintln!("system: {suite}: {r}");
+    }
+    // Every problem is collected, so that one run of both boots shows them all.
+    let mut problems = Vec::new();
+    let luks1 = boot1_checks(&b1, &img, &mut problems);
     b1.rebooted(&problems, 1);
 
     // Boot 1 on a systemd with soft-reboot: the volume came back in the new userspace.
@@ -601,7 +666,8 @@ fn marker_absent(dir: &Path, marker: &Path, after: &str, problems: &mut Vec<Stri
 /// running, must power off with nothing busy.
 fn container_node(suite: &str) {
     let t = Instant::now();
-    let (img, dir, seed) = instance(suite, "container");
+    let img = system_image(suite);
+    let (dir, seed) = instance(&img, &format!("container-{suite}"));
     // The marker, random per run, reaches the guest on the seed volume only.
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
@@ -705,4 +771,34 @@ fn debian12_full_boot() {
 #[ignore = "builds Debian images and boots them in QEMU; run by `make system`"]
 fn debian13_full_boot() {
     full_boot("trixie");
+}
+
+/// Graviton: boot 1 of a Debian 12 arm64 instance with the arm64 .deb, under
+/// qemu-system-aarch64 -machine virt: the volume, the guard's refusals (the
+/// same list as on amd64), the break-glass and the reboot that then goes
+/// through. One boot: TCG emulation of arm64 is slow, and boots 2 and 3
+/// exercise no arm64-specific code.
+#[test]
+#[ignore = "builds a Debian arm64 image and boots it in QEMU; run by `make system-arm64`"]
+fn arm64_debian12_boot1() {
+    let t = Instant::now();
+    let img = build_image("bookworm", "arm64", deb_arm64());
+    let (dir, seed) = instance(&img, "system-arm64-bookworm");
+    data_service_seed(&img, &dir, &seed);
+    let b1 = boot(&dir, &img, "boot1", &[]);
+    let refusals = b1.lines_with("REFUSAL ");
+    let mut problems = Vec::new();
+    boot1_checks(&b1, &img, &mut problems);
+    let times = record(&[&b1], t, &mut problems);
+    eprintln!("system: arm64: {times}");
+    std::fs::write(
+        dir.join("summary.txt"),
+        format!(
+            "{}\n{times}\n{}\nproblems: {problems:#?}\n",
+            img.info.trim(),
+            refusals.join("\n")
+        ),
+    )
+    .unwrap();
+    assert!(problems.is_empty(), "arm64: {problems:#?}");
 }

@@ -4,18 +4,27 @@
 #
 # usage: build-image.sh SUITE DEB
 #   SUITE  bookworm | trixie
-#   DEB    the ephemera .deb (make deb: target/debian/ephemera_<version>_amd64.deb)
+#   DEB    the ephemera .deb (make deb: target/debian/ephemera.deb; for arm64,
+#          make deb-arm64: target/debian/ephemera_arm64.deb)
 # prints: the image folder, which holds
 #   disk.img      raw GPT disk, one ext4 partition (label ephroot, fixed PARTUUID)
-#   vmlinuz, initrd.img   taken from the image's own /boot (linux-image-cloud-amd64)
+#   vmlinuz, initrd.img   taken from the image's own /boot (linux-image-cloud-amd64;
+#                 arm64: vmlinuz only, the kernel has NVMe and ext4 built in)
 #   cmdline       the kernel arguments that boot it (root=PARTUUID=...)
 #   info          suite, kernel, systemd and package versions in the image
-# The folder is ${EPHEMERA_SYSTEM_CACHE:-<repo>/target/system}/SUITE-<hash>, the hash
+# The folder is ${EPHEMERA_SYSTEM_CACHE:-<repo>/target/system}/SUITE-<hash> (arm64:
+# SUITE-arm64-<hash>), the hash
 # covering this script, install.sh, the .deb and the package list: a second call
 # with the same inputs only prints the folder. Concurrent calls wait on a lock.
 # env:   EPHEMERA_SYSTEM_CACHE   cache folder
 #        EPHEMERA_INSTALL_SH     install script (default <repo>/packer/install.sh)
 #        EPHEMERA_MIRROR         Debian mirror (default: the one the host's apt uses)
+#        EPHEMERA_VM_ARCH        amd64 (default) or arm64 (Graviton; bookworm only).
+#          arm64 without touching the host's binfmt_misc: debootstrap --foreign
+#          unpacks the arm64 packages on the host, the disk is written, and an
+#          arm64 VM (qemu-system-aarch64, TCG) boots it once with init=/ephemera-stage2
+#          to run debootstrap's second stage, packer/install.sh and the same
+#          customizations as the amd64 hooks; the VM's console is kept in stage2.log.
 # Needs root on Debian 12: installs missing host packages with apt-get. Uses no
 # loop device and mounts nothing on the host (mkfs.ext4 -d, sfdisk on a file).
 set -euo pipefail
@@ -50,12 +59,19 @@ case $suite in bookworm | trixie) ;; *) die "SUITE must be bookworm or trixie, g
 [[ -f $deb ]] || die "no .deb at $2 (make deb builds it)"
 [[ -f $install_sh ]] || die "no install script at $install_sh"
 ((EUID == 0)) || die "must run as root (mmdebstrap in root mode, apt-get)"
+arch=${EPHEMERA_VM_ARCH:-amd64}
+case $arch in
+  amd64) name=$suite console=ttyS0 ;;
+  arm64) name=$suite-arm64 console=ttyAMA0 ;;
+  *) die "EPHEMERA_VM_ARCH must be amd64 or arm64, got $arch" ;;
+esac
+[[ $arch == amd64 || $suite == bookworm ]] || die "arm64 images: bookworm only"
 
 # What the image holds besides minbase. polkitd is the daemon (pkexec is not
 # needed); libpam-systemd gives `ops` a logind session; cloud-init reads NoCloud.
 packages=(
   systemd-sysv udev dbus libpam-systemd polkitd
-  cloud-init sudo kmod linux-image-cloud-amd64 initramfs-tools zstd
+  cloud-init sudo kmod "linux-image-cloud-$arch" initramfs-tools zstd
   e2fsprogs cryptsetup-bin mdadm jq openssl procps util-linux
   libcryptsetup12 libblkid1 ca-certificates
   prometheus-node-exporter curl
@@ -67,19 +83,31 @@ IMG_SIZE=3G
 
 # Host packages (mmdebstrap, QEMU, mtools...): scripts/host-tools.sh, one apt
 # transaction and a check of every tool afterwards.
-"$repo/scripts/host-tools.sh" system
+if [[ $arch == arm64 ]]; then "$repo/scripts/host-tools.sh" system system-arm64; else "$repo/scripts/host-tools.sh" system; fi
+
+# The .deb by what it installs (file names, modes, contents, control files),
+# not by its bytes: the archive carries mtimes, and a package rebuilt with the
+# same files must not cost a new image (the arm64 one takes many minutes).
+deb_contents() {
+  local d
+  d=$(mktemp -d)
+  dpkg-deb -R "$deb" "$d"
+  (cd "$d" && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -printf '%p %m %l\n' | sort)
+  rm -rf "$d"
+}
 
 key=$( {
-  echo "$suite"
+  echo "$name"
   printf '%s\n' "${packages[@]}"
   sha256sum <"$script"
+  [[ $arch == amd64 ]] || sha256sum <"$repo/tests/system/arm64-stage2.sh"
   sha256sum <"$install_sh"
-  sha256sum <"$deb"
+  deb_contents | sha256sum
 } | sha256sum | cut -c1-16)
-out=$cache/$suite-$key
+out=$cache/$name-$key
 mkdir -p "$cache"
 
-exec 9>"$cache/$suite.lock"
+exec 9>"$cache/$name.lock"
 flock 9
 if [[ -f $out/ok ]]; then
   echo "$out"
@@ -104,6 +132,12 @@ include=$(
   IFS=,
   echo "${packages[*]}"
 )
+if [[ $arch == arm64 ]]; then
+  # arm64_tree, arm64_stage2: the arm64 image (see EPHEMERA_VM_ARCH above).
+  # shellcheck source=tests/system/arm64-stage2.sh
+  . "$repo/tests/system/arm64-stage2.sh"
+  arm64_tree
+else
 log "mmdebstrap $suite (${#packages[@]} extra packages)"
 # The customize hooks run in the finished tree before mmdebstrap cleans the apt
 # lists, so install.sh's apt-get can resolve the .deb's dependencies.
@@ -132,6 +166,7 @@ cp "$initrd" "$out.tmp/initrd.img"
   echo "kernel ${vmlinuz##*/vmlinuz-}"
   cat "$tree/root/versions"
 } >"$out.tmp/info"
+fi
 
 # GPT with one partition from 1 MiB to the end; ext4 written at that offset
 # straight from the tree (mke2fs -d), no loop device, no mount.
@@ -147,7 +182,8 @@ mke2fs -q -t ext4 -L ephroot -E nodiscard,offset=$((2048 * 512)) -d "$tree" "$im
 rm -rf "$tree"
 echo "root_partuuid $ROOT_PARTUUID" >>"$out.tmp/info"
 echo "root_fs_uuid $(blkid -p -O $((2048 * 512)) -s UUID -o value "$img")" >>"$out.tmp/info"
-echo "console=ttyS0 root=PARTUUID=$ROOT_PARTUUID rw" >"$out.tmp/cmdline"
+echo "console=$console root=PARTUUID=$ROOT_PARTUUID rw" >"$out.tmp/cmdline"
+[[ $arch == amd64 ]] || arm64_stage2
 
 touch "$out.tmp/ok"
 mv "$out.tmp" "$out"

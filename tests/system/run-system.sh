@@ -3,7 +3,7 @@
 # EC2 instance with instance-store disks boots: the image as an NVMe root disk,
 # data disks as more NVMe controllers, cloud-init user-data from a NoCloud seed.
 #
-# usage: run-system.sh --image DIR --root QCOW2 --seed DIR [--disk IMG:SERIAL ...]
+# usage: run-system.sh --image DIR --root QCOW2 [--seed DIR] [--disk IMG:SERIAL ...]
 #                      [--log FILE] [--monitor SOCKET] [--timeout SECS] [--mem MB]
 #                      [--powerdown-on TEXT] [--quit-on TEXT] [--show]
 #   --image DIR        a folder printed by build-image.sh (disk.img, vmlinuz, cmdline); the
@@ -14,6 +14,7 @@
 #                      reused if present (a second boot on the same root = a reboot)
 #   --seed DIR         DIR/user-data and DIR/meta-data, put on a vfat volume labelled
 #                      CIDATA (cloud-init's NoCloud), attached as a virtio disk
+#                      (without it, no seed: the arm64 image build's stage 2)
 #   --disk IMG:SERIAL  a raw image as one more NVMe controller (the instance store)
 #   --log FILE         serial console log (appended to; default: a temp file, removed)
 #   --monitor SOCKET   QEMU HMP monitor on a unix socket
@@ -29,8 +30,12 @@
 # exit: 0 when QEMU exited by itself (guest power-off or reboot), 3 when it was
 #       stopped by --quit-on, 5 when the power button did not power off within the
 #       bound, 124 on timeout, 2 on usage errors, else QEMU's status.
-# env:  EPHEMERA_SYSTEM_CPU (default max), EPHEMERA_SYSTEM_SMP (default 1),
-#       EPHEMERA_SYSTEM_APPEND (extra kernel arguments).
+# env:  EPHEMERA_SYSTEM_CPU (default max; arm64: max,pauth-impdef=on, the cheap
+#       pointer authentication under TCG), EPHEMERA_SYSTEM_SMP (default 1),
+#       EPHEMERA_SYSTEM_APPEND (extra kernel arguments), EPHEMERA_VM_ARCH: amd64
+#       (default; qemu-system-x86_64 -machine pc) or arm64 (an image built with
+#       EPHEMERA_VM_ARCH=arm64: qemu-system-aarch64 -machine virt, no firmware:
+#       the kernel boots directly, as on amd64).
 set -euo pipefail
 
 export LC_ALL=C
@@ -63,13 +68,18 @@ while (($#)); do
     *) echo "run-system: unknown argument: $1" >&2; usage ;;
   esac
 done
-[[ -n $image && -n $root && -n $seed ]] || usage
+[[ -n $image && -n $root ]] || usage
+case ${EPHEMERA_VM_ARCH:-amd64} in
+  amd64) qemu_bin=qemu-system-x86_64 machine=pc cpu=${EPHEMERA_SYSTEM_CPU:-max} ;;
+  arm64) qemu_bin=qemu-system-aarch64 machine=virt cpu=${EPHEMERA_SYSTEM_CPU:-max,pauth-impdef=on} ;;
+  *) die "EPHEMERA_VM_ARCH must be amd64 or arm64, not $EPHEMERA_VM_ARCH" ;;
+esac
 for f in disk.img vmlinuz cmdline; do
   [[ -f $image/$f ]] || die "$image/$f missing: run tests/system/build-image.sh"
 done
-[[ -f $seed/user-data && -f $seed/meta-data ]] || die "$seed needs user-data and meta-data"
+[[ -z $seed || (-f $seed/user-data && -f $seed/meta-data) ]] || die "$seed needs user-data and meta-data"
 [[ $timeout =~ ^[0-9]+$ && $mem =~ ^[0-9]+$ ]] || die "--timeout and --mem take numbers"
-for t in qemu-system-x86_64 qemu-img mkfs.vfat mcopy socat; do
+for t in $qemu_bin qemu-img mkfs.vfat mcopy socat; do
   command -v $t >/dev/null || die "$t missing: run tests/system/build-image.sh (installs it)"
 done
 
@@ -89,26 +99,27 @@ if [[ ! -f $root ]]; then
   qemu-img create -q -f qcow2 -b "$(readlink -f "$image/disk.img")" -F raw "$root"
 fi
 
-# NoCloud seed: a small vfat volume labelled CIDATA, made without a loop device.
-mkfs.vfat -C -n CIDATA "$tmp/seed.img" 2048 >/dev/null
-MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data" ::
-[[ ! -f $seed/network-config ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/network-config" ::
-# A test tool for the guest, if given: the IMDS test server (tests/system.rs).
-[[ ! -f $seed/imds_server ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/imds_server" ::
-# The container-node test's marker: on the seed, never in the user-data (which cloud-init copies to the root disk).
-[[ ! -f $seed/marker ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/marker" ::
-
 monarg=$monitor
-qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot
-  -machine pc -accel tcg -cpu "${EPHEMERA_SYSTEM_CPU:-max}" -smp "${EPHEMERA_SYSTEM_SMP:-1}" -m "$mem"
+qemu=("$qemu_bin" -nodefaults -no-user-config -display none -no-reboot
+  -machine "$machine" -accel tcg -cpu "$cpu" -smp "${EPHEMERA_SYSTEM_SMP:-1}" -m "$mem"
   -kernel "$image/vmlinuz"
   -append "$(cat "$image/cmdline") panic=-1 ${EPHEMERA_SYSTEM_APPEND:-}"
   -serial "file:$log" -monitor "unix:$monarg,server=on,wait=off"
   -device virtio-rng-pci
   -drive "file=${root//,/,,},if=none,id=root,format=qcow2,cache=writeback,discard=unmap"
-  -device "nvme,id=nvmeroot,drive=root,serial=EBSROOT"
-  -drive "file=$tmp/seed.img,if=none,id=seed,format=raw,readonly=on"
-  -device virtio-blk-pci,drive=seed)
+  -device "nvme,id=nvmeroot,drive=root,serial=EBSROOT")
+if [[ -n $seed ]]; then
+  # NoCloud seed: a small vfat volume labelled CIDATA, made without a loop device.
+  mkfs.vfat -C -n CIDATA "$tmp/seed.img" 2048 >/dev/null
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data" ::
+  [[ ! -f $seed/network-config ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/network-config" ::
+  # A test tool for the guest, if given: the IMDS test server (tests/system.rs).
+  [[ ! -f $seed/imds_server ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/imds_server" ::
+  # The container-node test's marker: on the seed, never in the user-data (which cloud-init copies to the root disk).
+  [[ ! -f $seed/marker ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/marker" ::
+  qemu+=(-drive "file=$tmp/seed.img,if=none,id=seed,format=raw,readonly=on"
+    -device virtio-blk-pci,drive=seed)
+fi
 n=0
 for disk in "${disks[@]}"; do
   img=${disk%:*} serial=${disk##*:}

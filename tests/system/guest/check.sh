@@ -23,12 +23,13 @@
 # installed as /usr/local/sbin/ephemera-check-container and sourced here).
 # Settings: /etc/ephemera-check.env (DATA_DISKS, SAMPLE_UNIT, SAMPLE_FILE, ESCROW_PATH,
 # ROOT_PARTUUID, ROOT_FS_UUID, MOUNT, PRIVATE_KEY: the escrow private key, on
-# the node for this test only: in production ops bring it in an emergency).
+# the node for this test only: in production ops bring it in an emergency;
+# CONSOLE: the serial console's tty, ttyS0 unless set, ttyAMA0 on arm64).
 set -u
 export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=cat
-exec </dev/null >/dev/ttyS0 2>&1
 # shellcheck disable=SC1091
 . /etc/ephemera-check.env
+exec </dev/null >"/dev/${CONSOLE:-ttyS0}" 2>&1
 MOUNT=${MOUNT:-/mnt/ephemeral}
 
 state=/var/lib/ephemera-check
@@ -63,6 +64,7 @@ mono() { systemctl show -P "$2" "$1"; }
 echo "EPH-CHECK-BEGIN boot=$boot userspace=$userspace"
 fact systemd_version "$(systemctl --version | awk 'NR==1 {print $2}')"
 fact kernel "$(uname -r)"
+fact machine "$(uname -m)"
 fact boot_id "$(cat /proc/sys/kernel/random/boot_id)"
 
 # --- helpers ------------------------------------------------------------------
