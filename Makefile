@@ -78,7 +78,7 @@ vm-arm64: deps deb-arm64
 # One full-system boot on arm64 (tests/system.rs arm64_debian12_boot1): a
 # Debian 12 arm64 image with the arm64 .deb installed by packer/install.sh,
 # built without binfmt_misc (debootstrap --foreign on the host, the second
-# stage in an arm64 VM; cached in target/system), booted under
+# stage in an arm64 VM; cached in ~/.cache/ephemera-tests/system), booted under
 # qemu-system-aarch64 -machine virt: the volume, the guard's refusals, the
 # break-glass and the reboot.
 .PHONY: system-arm64
@@ -124,7 +124,7 @@ bench-scale:
 # discarded, then the ACPI power button). A container node
 # (cloud-init/kubernetes-containerd.yaml, Debian's containerd): two boots each
 # (import and run, the marker on the volume and on no disk image; a new volume
-# after the reboot, then the power button). Images are cached in target/system. The arm64
+# after the reboot, then the power button). Images are cached in ~/.cache/ephemera-tests/system. The arm64
 # boot is `make system-arm64`'s.
 .PHONY: system
 system: deps

@@ -12,10 +12,15 @@
 #                 arm64: vmlinuz only, the kernel has NVMe and ext4 built in)
 #   cmdline       the kernel arguments that boot it (root=PARTUUID=...)
 #   info          suite, kernel, systemd and package versions in the image
-# The folder is ${EPHEMERA_SYSTEM_CACHE:-<repo>/target/system}/SUITE-<hash> (arm64:
-# SUITE-arm64-<hash>), the hash
-# covering this script, install.sh, the .deb and the package list: a second call
-# with the same inputs only prints the folder. Concurrent calls wait on a lock.
+# The folder is ${EPHEMERA_SYSTEM_CACHE:-~/.cache/ephemera-tests/system}/SUITE-<hash>
+# (arm64: SUITE-arm64-<hash>), the hash covering this script, install.sh, what
+# the .deb installs and the package list: a second call with the same inputs,
+# from any checkout, only prints the folder (the .deb is the same from any
+# checkout of a commit: its binary is built reproducibly, and paths in it are
+# relative). The cache lives outside the checkout so that CI's clean checkout
+# reuses an image built for the same inputs (the arm64 one takes 20-40 min);
+# each SUITE keeps its two most recently used images. Concurrent calls wait on
+# a lock.
 # env:   EPHEMERA_SYSTEM_CACHE   cache folder
 #        EPHEMERA_INSTALL_SH     install script (default <repo>/packer/install.sh)
 #        EPHEMERA_MIRROR         Debian mirror (default: the one the host's apt uses)
@@ -34,7 +39,7 @@ export LC_ALL=C
 
 script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(cd "$(dirname "$script")/../.." && pwd)
-cache=${EPHEMERA_SYSTEM_CACHE:-$repo/target/system}
+cache=${EPHEMERA_SYSTEM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ephemera-tests/system}
 install_sh=${EPHEMERA_INSTALL_SH:-$repo/packer/install.sh}
 
 log() { echo "build-image: $*" >&2; }
@@ -92,7 +97,12 @@ deb_contents() {
   local d
   d=$(mktemp -d)
   dpkg-deb -R "$deb" "$d"
-  (cd "$d" && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -printf '%p %m %l\n' | sort)
+  # Its documentation (the README) is left out, with the Installed-Size it
+  # moves: an image made with another README behaves the same, and a README
+  # edit must not cost a new arm64 image.
+  sed -i '/^Installed-Size:/d' "$d/DEBIAN/control"
+  (cd "$d" && find . -type f ! -path './usr/share/doc/*' -print0 | sort -z | xargs -0 sha256sum &&
+    find . ! -path './usr/share/doc/*' -printf '%p %m %l\n' | sort)
   rm -rf "$d"
 }
 
@@ -109,7 +119,21 @@ mkdir -p "$cache"
 
 exec 9>"$cache/$name.lock"
 flock 9
+# Keeps the two most recently used images of this SUITE (and arch), this one
+# among them: the others were built for inputs no longer in use.
+prune() {
+  local old n=0
+  touch "$out/ok"
+  # shellcheck disable=SC2012 # names are ours: SUITE[-arm64]-<16 hex digits>
+  for old in $(ls -1dt "$cache/$name"-*/ok 2>/dev/null); do
+    old=${old%/ok}
+    [[ $old =~ ^$cache/$name-[0-9a-f]{16}$ ]] || continue
+    n=$((n + 1))
+    ((n <= 2)) || rm -rf "$old"
+  done
+}
 if [[ -f $out/ok ]]; then
+  prune
   echo "$out"
   exit 0
 fi
@@ -187,5 +211,6 @@ echo "console=$console root=PARTUUID=$ROOT_PARTUUID rw" >"$out.tmp/cmdline"
 
 touch "$out.tmp/ok"
 mv "$out.tmp" "$out"
+prune
 log "built $out in $((SECONDS - start))s: $(tr '\n' ' ' <"$out/info")"
 echo "$out"
