@@ -89,6 +89,9 @@ fs=ext4 cfg=/scenario/ext4.toml
 # --- 3. Concurrent runs.
 # a) B starts while A is in the middle (array built): B waits for the lock,
 #    then finds the volume mounted. Both exit 0; one volume.
+# Each wait below looks for the new run's own line: its err file is removed
+# first, so that a line left by an earlier run cannot end the wait early.
+rm -f /tmp/a.err /tmp/b.err
 (EPHEMERA_FAILPOINT="after-md-build=sleep:4000" ephemera provision --config $cfg 2>/tmp/a.err; echo $? >/tmp/a.rc) &
 i=0
 until grep -q "EPHEMERA-FAILPOINT after-md-build" /tmp/a.err 2>/dev/null || [ $i -ge 600 ]; do sleep 0.1; i=$((i + 1)); done
@@ -102,6 +105,7 @@ check "concurrent: second run found the volume made" grep -q "already mounted" /
 check "concurrent: one volume" volume_ok
 
 # b) B gives up after its lock wait (10 minutes in production, 1 s here): exit 4.
+rm -f /tmp/a.err /tmp/b.err
 (EPHEMERA_FAILPOINT="after-lock=sleep:15000" ephemera provision --config $cfg 2>/tmp/a.err; echo $? >/tmp/a.rc) &
 i=0
 until grep -q "EPHEMERA-FAILPOINT after-lock" /tmp/a.err 2>/dev/null || [ $i -ge 600 ]; do sleep 0.1; i=$((i + 1)); done
