@@ -444,10 +444,19 @@ fn instance(img: &Image, name: &str) -> (PathBuf, PathBuf) {
     (dir, seed)
 }
 
-/// The versions and each boot's time, for the record; a problem for each
-/// boot that panicked.
-fn record(boots: &[&Boot], start: Instant, problems: &mut Vec<String>) -> String {
-    let mut s = format!(
+/// The end of a test NAME: the versions and each boot's time (a problem for
+/// each boot that panicked) on stderr and, with the refused actions and the
+/// problems, in DIR/summary.txt; then no problem may be left.
+fn finish(
+    name: &str,
+    img: &Image,
+    dir: &Path,
+    boots: &[&Boot],
+    start: Instant,
+    refusals: &[String],
+    mut problems: Vec<String>,
+) {
+    let mut times = format!(
         "systemd {}, kernel {}",
         boots[0].fact("systemd_version"),
         boots[0].fact("kernel")
@@ -456,9 +465,20 @@ fn record(boots: &[&Boot], start: Instant, problems: &mut Vec<String>) -> String
         if b.log.contains("Kernel panic") {
             problems.push(format!("{} panicked", b.path.display()));
         }
-        s += &format!(", boot {} {:?}", i + 1, b.elapsed);
+        times += &format!(", boot {} {:?}", i + 1, b.elapsed);
     }
-    s + &format!(", total {:?}", start.elapsed())
+    times += &format!(", total {:?}", start.elapsed());
+    eprintln!("system: {name}: {times}");
+    let refused: String = refusals.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(
+        dir.join("summary.txt"),
+        format!(
+            "{}\n{times}\n{refused}problems: {problems:#?}\n",
+            img.info.trim()
+        ),
+    )
+    .unwrap();
+    assert!(problems.is_empty(), "{name}: {problems:#?}");
 }
 
 /// The data-service node's user-data: the shipped cloud-init/data-service.yaml
@@ -591,18 +611,7 @@ fn full_boot(suite: &str) {
         problems.push(format!("boot 3 LUKS UUID {luks3} vs boot 1 {luks1}"));
     }
     b3.powered_off_cleanly(&mut problems);
-    let times = record(&[&b1, &b2, &b3], t, &mut problems);
-    eprintln!("system: {suite}: {times}");
-    std::fs::write(
-        dir.join("summary.txt"),
-        format!(
-            "{}\n{times}\n{}\nproblems: {problems:#?}\n",
-            img.info.trim(),
-            refusals.join("\n")
-        ),
-    )
-    .unwrap();
-    assert!(problems.is_empty(), "{suite}: {problems:#?}");
+    finish(suite, &img, &dir, &[&b1, &b2, &b3], t, &refusals, problems);
 }
 
 /// How often an exact string is in a file, as `grep -c -F` counts it (the
@@ -739,14 +748,15 @@ fn container_node(suite: &str) {
         problems.push(format!("at power-off, a process needed a SIGKILL: {l:?}"));
     }
     marker_absent(&dir, &marker, "boot 2", &mut problems);
-    let times = record(&[&b1, &b2], t, &mut problems);
-    eprintln!("system: {suite} container node: {times}");
-    std::fs::write(
-        dir.join("summary.txt"),
-        format!("{}\n{times}\nproblems: {problems:#?}\n", img.info.trim()),
-    )
-    .unwrap();
-    assert!(problems.is_empty(), "{suite}: {problems:#?}");
+    finish(
+        &format!("{suite} container node"),
+        &img,
+        &dir,
+        &[&b1, &b2],
+        t,
+        &[],
+        problems,
+    );
 }
 
 #[test]
@@ -789,16 +799,5 @@ fn arm64_debian12_boot1() {
     let refusals = b1.lines_with("REFUSAL ");
     let mut problems = Vec::new();
     boot1_checks(&b1, &img, &mut problems);
-    let times = record(&[&b1], t, &mut problems);
-    eprintln!("system: arm64: {times}");
-    std::fs::write(
-        dir.join("summary.txt"),
-        format!(
-            "{}\n{times}\n{}\nproblems: {problems:#?}\n",
-            img.info.trim(),
-            refusals.join("\n")
-        ),
-    )
-    .unwrap();
-    assert!(problems.is_empty(), "arm64: {problems:#?}");
+    finish("arm64", &img, &dir, &[&b1], t, &refusals, problems);
 }
