@@ -20,6 +20,7 @@ build: deps
 
 lint: deps
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Unit tests and sysfs fixture trees: seconds, no root needed beyond deps.

@@ -504,6 +504,17 @@ mod tests {
     }
 
     #[test]
+    fn an_error_quoting_a_control_character_is_still_one_line() {
+        // Found by fuzz/config: a path with a newline in it split the message.
+        let e = parse("[escrow]\npath = \"a\\nb\\r\\u001b[31m\"").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config escrow.path: a\\nb\\r\\u{1b}[31m is not an absolute path"
+        );
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());

@@ -26,19 +26,19 @@ pub const EXIT_KEPT: u8 = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input (config, command line, key files).
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Usage(String),
     /// A safety refusal: names the disk and what was found on it.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Refused(String),
     /// Another run holds the lock.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Busy(String),
     /// A readable volume from an earlier boot was kept, untouched.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Kept(String),
     /// An I/O error with the file or device it concerned.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {}", one_line(&path.display().to_string()), one_line(&source.to_string()))]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -46,7 +46,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Any other failure while applying the plan.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Failed(String),
 }
 
@@ -72,3 +72,23 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `s` with its control characters escaped (`\n`, `\r`, `\u{1b}`), so that
+/// every error prints as one line whatever the paths and values it quotes
+/// hold: a config value with a newline in it cannot split the message or
+/// write terminal escapes. Borrowed when there is nothing to escape.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}

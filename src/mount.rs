@@ -94,6 +94,26 @@ pub const EXT4_CLUSTER_KIB: u32 = 64;
 pub const XFS_LOG_FROM: u64 = 1 << 40;
 pub const XFS_LOG_MIB: u32 = 512;
 
+/// The smallest volumes mkfs.xfs makes (xfsprogs 6.1): 300 MiB on one
+/// disk ("Filesystem must be larger than 300MB"), and more than 512 MiB on
+/// an array, where the stripe geometry makes it want allocation groups
+/// that each hold its 64 MiB minimum log ("Log size must be at least
+/// 64MB"). The unit tests below check both against the host's mkfs.xfs.
+pub const XFS_MIN_SINGLE: u64 = 300 << 20;
+pub const XFS_MAX_TOO_SMALL_ARRAY: u64 = 512 << 20;
+
+/// Whether mkfs.xfs is sure to refuse a volume of at most `bytes`, striped
+/// or not. `bytes` is the members' total, more than the filesystem gets
+/// (md and LUKS2 headers), so a volume just above the bounds may still be
+/// refused by mkfs.xfs, after the LUKS format, and be rolled back.
+pub fn xfs_too_small(bytes: u64, striped: bool) -> bool {
+    if striped {
+        bytes <= XFS_MAX_TOO_SMALL_ARRAY
+    } else {
+        bytes < XFS_MIN_SINGLE
+    }
+}
+
 pub fn ext4_bigalloc(bytes: u64) -> bool {
     bytes >= EXT4_BIGALLOC_FROM
 }
@@ -266,6 +286,48 @@ mod tests {
         assert_eq!(sixty_tb[6..], ["-l", "size=512m", "/dev/x"]);
         assert_eq!(mkfs_xfs_args(&plan(1 << 40), "/dev/x")[6..], sixty_tb[6..]);
         assert!(!mkfs_xfs_args(&plan((1 << 40) - 1), "/dev/x").contains(&"-l".to_string()));
+    }
+
+    /// The minimums `plan` refuses below are mkfs.xfs's own: it is run, with
+    /// ephemera's arguments and `-N` (print, write nothing), on sparse files
+    /// of the size at each bound and one step past it. `-s size=4096` stands
+    /// in for the 4 KiB sectors of the LUKS2 mapping that a file lacks.
+    #[test]
+    fn xfs_minimums_are_those_of_mkfs_xfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let makes = |bytes: u64, stride: Option<(u32, u32)>| {
+            let img = dir.path().join("img");
+            std::fs::File::create(&img).unwrap().set_len(bytes).unwrap();
+            let plan = MkfsPlan {
+                fstype: FsType::Xfs,
+                label: "ephemeral".into(),
+                stride,
+                bytes,
+            };
+            let mut args = mkfs_xfs_args(&plan, img.to_str().unwrap());
+            args.splice(0..0, ["-N", "-s", "size=4096"].map(String::from));
+            let out = std::process::Command::new("mkfs.xfs")
+                .args(&args)
+                .output()
+                .expect("mkfs.xfs (xfsprogs; scripts/host-tools.sh build installs it)");
+            out.status.success()
+        };
+        let step = 4096;
+        assert!(makes(XFS_MIN_SINGLE, None));
+        assert!(!makes(XFS_MIN_SINGLE - step, None));
+        assert!(!xfs_too_small(XFS_MIN_SINGLE, false));
+        assert!(xfs_too_small(XFS_MIN_SINGLE - step, false));
+        // 2 and 8 members, a 256 KiB chunk (stride 64 blocks).
+        for n in [2, 8] {
+            let stride = Some((64, 64 * n));
+            assert!(!makes(XFS_MAX_TOO_SMALL_ARRAY, stride), "{n} members");
+            assert!(
+                makes(XFS_MAX_TOO_SMALL_ARRAY + (1 << 20), stride),
+                "{n} members"
+            );
+        }
+        assert!(xfs_too_small(XFS_MAX_TOO_SMALL_ARRAY, true));
+        assert!(!xfs_too_small(XFS_MAX_TOO_SMALL_ARRAY + 1, true));
     }
 
     /// From 16 TiB on, ext4 has 64 KiB clusters (16 times fewer block

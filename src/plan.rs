@@ -480,6 +480,11 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
 
     let n = members.len() as u32;
     let bytes = members.iter().map(|m| m.size_bytes).sum();
+    if cfg.filesystem.fstype == FsType::Xfs && crate::mount::xfs_too_small(bytes, n > 1) {
+        return Err(Error::Refused(format!(
+            "refusing to make xfs on {n} disk(s) of {bytes} bytes in all: mkfs.xfs needs at least 300 MiB on one disk and more than 512 MiB on an array; use larger disks, or filesystem.type = \"ext4\""
+        )));
+    }
     let raid = (n > 1).then(|| RaidPlan {
         name: MD_NAME.to_string(),
         chunk_kib: cfg.raid.chunk_kib,

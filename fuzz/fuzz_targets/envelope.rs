@@ -25,7 +25,10 @@ fn key() -> &'static (RsaPrivateKey, String) {
 
 fn one_line_usage(e: &Error) {
     let msg = e.to_string();
-    assert!(!msg.contains('\n'), "error is not one line: {msg:?}");
+    assert!(
+        !msg.contains(char::is_control),
+        "error is not one line of text: {msg:?}"
+    );
     assert_eq!(e.exit_code(), EXIT_USAGE, "{msg}");
 }
 

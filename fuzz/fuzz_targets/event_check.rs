@@ -14,10 +14,13 @@ pub fn check(e: &Event) {
     }
     // Codes and ids are plain tokens: safe in a log line and a label.
     for s in std::iter::once(&e.code).chain(e.id.as_ref()) {
-        assert!(!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'), "{s:?}");
+        assert!(
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'),
+            "{s:?}"
+        );
     }
     assert_eq!(e.data_loss, events::data_loss(e.source, &e.code), "{e:?}");
-    assert!(!e.warning().contains('\n'));
+    assert!(!e.warning().contains(char::is_control), "{e:?}");
     let json = serde_json::to_string(e).unwrap();
     assert!(!json.contains('\n'));
     // One series per event, each line `name{labels} value` or a comment.
@@ -37,5 +40,8 @@ pub fn check(e: &Event) {
 }
 
 pub fn one_line(msg: &str) {
-    assert!(!msg.contains('\n'), "error is not one line: {msg:?}");
+    assert!(
+        !msg.contains(char::is_control),
+        "error is not one line of text: {msg:?}"
+    );
 }

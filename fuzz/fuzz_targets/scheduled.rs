@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         event_check::check(e);
         assert_eq!(e.source, events::Source::Scheduled);
         let d = e.description.as_deref().unwrap_or("");
-        assert!(!d.starts_with("[Canceled]") && !d.starts_with("[Completed]"), "{e:?}");
+        assert!(
+            !d.starts_with("[Canceled]") && !d.starts_with("[Completed]"),
+            "{e:?}"
+        );
     }
     for m in &errs {
         event_check::one_line(m);
