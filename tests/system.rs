@@ -537,8 +537,26 @@ fn boot1_checks(b1: &Boot, img: &Image, problems: &mut Vec<String>) -> String {
     if console != file {
         problems.push(format!("the console envelope differs from {ESCROW_PATH}"));
     }
-    if console["members"] != serde_json::json!(DATA_DISKS) {
-        problems.push(format!("envelope members {}", console["members"]));
+    // The envelope lists the members in the array's order, as mdadm shows
+    // it in the guest; they are the data disks, whichever nvmeN each became.
+    let members: Vec<&str> = console["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    if members.join(",") != b1.fact("md_members") {
+        problems.push(format!(
+            "envelope members {} are not the array's, {} (mdadm --detail)",
+            console["members"],
+            b1.fact("md_members")
+        ));
+    }
+    let mut sorted = members.clone();
+    sorted.sort();
+    if sorted != DATA_DISKS {
+        problems.push(format!(
+            "envelope members {} are not the data disks",
+            console["members"]
+        ));
     }
     if console["luks_uuid"] != serde_json::json!(b1.fact("luks_uuid")) {
         problems.push(format!("envelope luks_uuid {}", console["luks_uuid"]));

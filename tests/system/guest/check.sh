@@ -94,6 +94,11 @@ volume_checks() { # volume_checks LABEL
       grep -Eq "Raid Level : raid0" <<<"$md"
     check "$1: md array has $DATA_DISKS members" \
       test "$(grep -Ec '^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +active sync +/dev/nvme' <<<"$md")" = "$DATA_DISKS"
+    # The members' serials in the array's order, as mdadm lists them by
+    # RaidDevice: what the escrow envelope must record. Which nvmeN each
+    # disk becomes is the kernel's probe order, not QEMU's argument order.
+    fact md_members "$(awk '/active sync/ {print $4, $NF}' <<<"$md" | sort -n | while read -r _ dev; do
+      tr -d ' \n' <"/sys/block/${dev#/dev/}/device/serial"; echo; done | paste -sd,)"
   fi
 }
 
