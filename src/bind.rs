@@ -23,7 +23,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::discover::{parse_mountinfo, MountEntry};
+use crate::discover::{mount_table, MountEntry};
 use crate::error::{Error, Result};
 use crate::host::Host;
 
@@ -232,8 +232,7 @@ pub enum Made {
 /// The mount entries at `target` (a node path, as mountinfo writes it),
 /// topmost last.
 fn mounts_at(host: &Host, target: &Path) -> Vec<MountEntry> {
-    let text = std::fs::read_to_string(host.path("proc/self/mountinfo")).unwrap_or_default();
-    parse_mountinfo(&text)
+    mount_table(host)
         .into_iter()
         .filter(|m| Path::new(&m.path) == target)
         .collect()
@@ -390,8 +389,7 @@ pub fn ensure_all(host: &Host, binds: &[BindPlan], devno: &str) -> Result<()> {
 
 /// The newest mount strictly inside `target` (a node path), if any.
 fn newest_inside(host: &Host, target: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(host.path("proc/self/mountinfo")).unwrap_or_default();
-    parse_mountinfo(&text)
+    mount_table(host)
         .into_iter()
         .map(|m| PathBuf::from(m.path))
         .rev()

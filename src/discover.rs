@@ -113,6 +113,12 @@ pub fn natural_key(name: &str) -> Vec<(String, u64)> {
     out
 }
 
+/// The host's mount table, read now (`/proc/self/mountinfo` under its
+/// root); empty when it cannot be read.
+pub fn mount_table(host: &Host) -> Vec<MountEntry> {
+    parse_mountinfo(&std::fs::read_to_string(host.path("proc/self/mountinfo")).unwrap_or_default())
+}
+
 /// Parses `/proc/self/mountinfo`.
 pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
@@ -160,9 +166,7 @@ pub fn parse_swaps(text: &str) -> Vec<String> {
 }
 
 pub fn discover(host: &Host) -> Inventory {
-    let mounts = parse_mountinfo(
-        &std::fs::read_to_string(host.path("proc/self/mountinfo")).unwrap_or_default(),
-    );
+    let mounts = mount_table(host);
     let swaps = parse_swaps(&std::fs::read_to_string(host.path("proc/swaps")).unwrap_or_default());
     let sys_block = host.sys_block();
     let mut nvme: Vec<Disk> = host

@@ -62,26 +62,25 @@ const ESCROW_PATH: &str = "/var/lib/ephemera/escrow.json";
 /// The .deb, built once per test process with `make deb`.
 fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        let t = Instant::now();
-        run(Command::new("make").arg("-C").arg(repo()).arg("deb"));
-        let deb = repo().join("target/debian/ephemera.deb");
-        assert!(deb.is_file(), "make deb made no {}", deb.display());
-        eprintln!("system: make deb in {:?}", t.elapsed());
-        deb
-    })
+    make_deb(&DEB, "deb", "ephemera.deb")
 }
 
 /// The arm64 .deb, built once per test process with `make deb-arm64`
 /// (cross-built with Debian's rustc-web, scripts/arm64.sh).
 fn deb_arm64() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
+    make_deb(&DEB, "deb-arm64", "ephemera_arm64.deb")
+}
+
+/// `make TARGET` once per test process; the package it leaves in
+/// target/debian/FILE.
+fn make_deb(cell: &'static OnceLock<PathBuf>, target: &str, file: &str) -> &'static Path {
+    cell.get_or_init(|| {
         let t = Instant::now();
-        run(Command::new("make").arg("-C").arg(repo()).arg("deb-arm64"));
-        let deb = repo().join("target/debian/ephemera_arm64.deb");
-        assert!(deb.is_file(), "make deb-arm64 made no {}", deb.display());
-        eprintln!("system: make deb-arm64 in {:?}", t.elapsed());
+        run(Command::new("make").arg("-C").arg(repo()).arg(target));
+        let deb = repo().join("target/debian").join(file);
+        assert!(deb.is_file(), "make {target} made no {}", deb.display());
+        eprintln!("system: make {target} in {:?}", t.elapsed());
         deb
     })
 }
