@@ -128,6 +128,28 @@ fn three_disks_escrow_recover_next_boot_teardown_xfs() {
     three_disks("xfs", "ext4");
 }
 
+/// The harness's own guard (nvme-bursts.sh): two emulated NVMe disks take
+/// bursts of queued direct and buffered I/O for a few minutes and lose no
+/// command. With maxcpus=1, TCG dropped the guest's barriers and QEMU's NVMe
+/// model missed shadow-doorbell writes: every such run stalled within 300 s.
+#[test]
+#[ignore = "boots a QEMU VM; run by `make test`"]
+fn nvme_bursts_lose_no_command() {
+    let dir = workdir("nvme-bursts");
+    boot(
+        &dir,
+        Scenario {
+            name: "boot",
+            script: "nvme-bursts.sh",
+            files: vec![("seconds", b"150".to_vec())],
+            disks: vec![
+                (image(&dir, "a", 128 * MIB), "BURST-A"),
+                (image(&dir, "b", 128 * MIB), "BURST-B"),
+            ],
+        },
+    );
+}
+
 /// One disk, ext4 then xfs in the same boot (single-disk.sh).
 #[test]
 #[ignore = "boots a QEMU VM; run by `make test`"]

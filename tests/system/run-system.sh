@@ -101,9 +101,14 @@ if [[ ! -f $root ]]; then
   qemu-img create -q -f qcow2 -b "$(readlink -f "$image/disk.img")" -F raw "$root"
 fi
 
+# maxcpus of at least 2, even for one vCPU: with maxcpus=1 TCG drops the
+# guest's memory barriers, which the NVMe shadow doorbells rely on between
+# the guest and QEMU's device thread (see tests/vm/run-guest.sh).
+smp=${EPHEMERA_SYSTEM_SMP:-1}
+[[ $smp =~ ^[1-9][0-9]*$ ]] || die "EPHEMERA_SYSTEM_SMP takes a number of vCPUs, not $smp"
 monarg=$monitor
 qemu=("$qemu_bin" -nodefaults -no-user-config -display none -no-reboot
-  -machine "$machine" -accel tcg -cpu "$cpu" -smp "${EPHEMERA_SYSTEM_SMP:-1}" -m "$mem"
+  -machine "$machine" -accel tcg -cpu "$cpu" -smp "$smp,maxcpus=$((smp > 2 ? smp : 2))" -m "$mem"
   -kernel "$image/vmlinuz"
   -append "$(cat "$image/cmdline") $karch panic=-1 ${EPHEMERA_SYSTEM_APPEND:-}"
   -serial "file:$log" -monitor "unix:$monarg,server=on,wait=off"

@@ -93,11 +93,19 @@ initrds=("$cache/base.cpio.gz")
 [[ -f $cache/ephemera.cpio.gz ]] && initrds+=("$cache/ephemera.cpio.gz")
 cat "${initrds[@]}" "$tmp/scenario.cpio.gz" >"$tmp/initrd"
 
+# maxcpus of at least 2, even for one vCPU: with maxcpus=1 TCG translates the
+# guest's memory barriers to nothing (no other vCPU could see the difference),
+# but QEMU's NVMe model reads the driver's shadow doorbells from its own host
+# thread. Linux orders "write the doorbell, read the event index" with mb();
+# without it a submission can be missed, and that queue then waits for good
+# (I/O timeouts, aborts and resets in the guest; one CI boot hung so).
+smp=${EPHEMERA_VM_SMP:-1}
+[[ $smp =~ ^[1-9][0-9]*$ ]] || die "EPHEMERA_VM_SMP takes a number of vCPUs, not $smp"
 # -nodefaults: no NIC, VGA, floppy or CD-ROM to emulate; only what we add.
 # cache=writeback: guest flushes reach the host file; after the guest's sync and
 # QEMU's exit the data is in the image. discard=unmap keeps sparse images sparse.
 qemu=("$qemu_bin" "${machine[@]}" -nodefaults -no-user-config -display none -no-reboot
-  -accel tcg -cpu "$cpu" -smp "${EPHEMERA_VM_SMP:-1}" -m "$mem"
+  -accel tcg -cpu "$cpu" -smp "$smp,maxcpus=$((smp > 2 ? smp : 2))" -m "$mem"
   -kernel "$cache/vmlinuz" -initrd "$tmp/initrd"
   -append "console=$console $karch panic=-1 rdinit=/init loglevel=5 ${EPHEMERA_VM_APPEND:-}"
   -serial "file:$log")
