@@ -538,10 +538,7 @@ fn boot1_checks(b1: &Boot, img: &Image, problems: &mut Vec<String>) -> String {
     }
     // The envelope lists the members in the array's order, as mdadm shows
     // it in the guest; they are the data disks, whichever nvmeN each became.
-    let members: Vec<&str> = console["members"]
-        .as_array()
-        .map(|m| m.iter().filter_map(|s| s.as_str()).collect())
-        .unwrap_or_default();
+    let members = envelope_members(&console);
     if members.join(",") != b1.fact("md_members") {
         problems.push(format!(
             "envelope members {} are not the array's, {} (mdadm --detail)",

@@ -56,6 +56,15 @@ pub fn workdir(name: &str) -> PathBuf {
     d
 }
 
+/// The serials an escrow envelope lists as the array's members, in its
+/// order; empty when it lists none.
+pub fn envelope_members(env: &serde_json::Value) -> Vec<&str> {
+    env["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// A sparse raw image.
 pub fn image(dir: &Path, name: &str, bytes: u64) -> PathBuf {
     let p = dir.join(format!("{name}.img"));
