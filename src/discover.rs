@@ -63,7 +63,20 @@ pub struct DmVolume {
     pub uuid: String,
     /// Kernel names of the devices below it.
     pub slaves: Vec<String>,
+    /// The whole filesystem's mount (root `/`), if any.
     pub mount: Option<MountEntry>,
+    /// Every mount of the device, whatever its root: the whole
+    /// filesystem's and the binds of its subdirectories, which keep the
+    /// volume in use after the whole filesystem's own unmount.
+    pub mounts: Vec<MountEntry>,
+}
+
+impl DmVolume {
+    /// Something has the volume's filesystem mounted, whole or through a
+    /// bind: its data is in use.
+    pub fn in_use(&self) -> bool {
+        !self.mounts.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -268,6 +281,11 @@ fn read_dm(host: &Host, mounts: &[MountEntry]) -> Option<DmVolume> {
                     .iter()
                     .find(|m| m.devno == devno && m.root == "/")
                     .cloned(),
+                mounts: mounts
+                    .iter()
+                    .filter(|m| m.devno == devno)
+                    .cloned()
+                    .collect(),
                 kname,
                 devno,
             }

@@ -56,9 +56,12 @@ pub struct Recipient {
 fn read_pem(path: &Path, what: &str) -> Result<Zeroizing<String>> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::Usage(format!("{what} {}: cannot read: {e}", path.display())))?;
-    String::from_utf8(bytes)
-        .map(Zeroizing::new)
-        .map_err(|_| Error::Usage(format!("{what} {}: not a PEM file", path.display())))
+    // A file that is not UTF-8 gives its bytes back in the error: wiped
+    // there too, as a private key's bytes must be.
+    String::from_utf8(bytes).map(Zeroizing::new).map_err(|e| {
+        drop(Zeroizing::new(e.into_bytes()));
+        Error::Usage(format!("{what} {}: not a PEM file", path.display()))
+    })
 }
 
 /// Reads an RSA public key, SPKI (`BEGIN PUBLIC KEY`) or PKCS#1 (`BEGIN RSA
@@ -392,17 +395,110 @@ pub fn path_for(path: &Path, luks_uuid: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// This node's envelope for the volume `luks_uuid`: its own copy, or
-/// `path` when that names this volume (envelopes written before the copies
-/// existed). Reads through the host root; `None` when there is none.
+/// This node's envelope for the volume `luks_uuid`: its copy named by the
+/// LUKS UUID (`path_for`), read through the host root; `None` when there is
+/// none. `path` itself only names the newest volume's envelope, which has
+/// its copy too.
 pub fn find_envelope(host: &Host, path: &Path, luks_uuid: &str) -> Option<PathBuf> {
     let own = path_for(path, luks_uuid);
-    if host.abs(&own).is_file() {
-        return Some(own);
+    host.abs(&own).is_file().then_some(own)
+}
+
+/// An envelope kept on this node, as the survey reads it: which volume,
+/// on which disks, and what the node recorded about that volume since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnNode {
+    pub luks_uuid: String,
+    /// Its copy named by the LUKS UUID (a node path).
+    pub path: PathBuf,
+    /// Member serials in array order; the first holds the LUKS header.
+    pub members: Vec<String>,
+    /// When it was sealed (RFC 3339, as written).
+    pub created: String,
+    /// Its volume was never mounted: a run was cut short between the
+    /// envelope and the first mount, so the volume never held data.
+    pub never_mounted: bool,
+    /// Ops discarded its volume while its header's disk was missing
+    /// (`ephemera discard`): it is not waited for again.
+    pub discarded: bool,
+}
+
+/// Every envelope copy this node keeps beside `path` (`escrow.<UUID>.json`)
+/// that parses, read through the host root, newest first. An unreadable or
+/// malformed file is skipped: it cannot open anything.
+pub fn on_node(host: &Host, path: &Path) -> Vec<OnNode> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let mut found: Vec<OnNode> = host
+        .entries(&host.abs(dir))
+        .into_iter()
+        .filter_map(|name| {
+            let p = dir.join(&name);
+            let text = std::fs::read_to_string(host.abs(&p)).ok()?;
+            let env = parse(&text, &p).ok()?;
+            // Only the copies: `path` itself repeats the newest one.
+            (path_for(path, &env.luks_uuid) == p).then(|| OnNode {
+                never_mounted: host
+                    .abs(&marker(path, &env.luks_uuid, NEVER_MOUNTED))
+                    .exists(),
+                discarded: host.abs(&marker(path, &env.luks_uuid, DISCARDED)).exists(),
+                luks_uuid: env.luks_uuid,
+                members: env.members,
+                created: env.created,
+                path: p,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.created.cmp(&a.created));
+    found
+}
+
+/// Marks a volume whose envelope is written but which was never mounted.
+pub const NEVER_MOUNTED: &str = "never-mounted";
+/// Marks a volume that ops discarded while its header's disk was missing.
+pub const DISCARDED: &str = "discarded";
+
+/// The marker `what` of the volume `luks_uuid`, beside its envelope:
+/// `escrow.json` -> `escrow.<LUKS UUID>.<what>`.
+pub fn marker(path: &Path, luks_uuid: &str, what: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{stem}.{luks_uuid}.{what}"))
+}
+
+/// Writes an empty marker (mode 0400) beside the envelopes.
+pub fn set_marker(path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
+    let m = marker(path, luks_uuid, what);
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o400)
+        .open(&m)
+        .and_then(|f| f.sync_all());
+    r.map_err(Error::io("writing the marker", &m))?;
+    let dir = m.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("syncing", dir))
+}
+
+/// Removes the never-mounted marker of `luks_uuid`, if there is one: the
+/// volume is mounted now, so from here on it may hold data.
+pub fn mark_mounted(host: &Host, path: &Path, luks_uuid: &str) -> Result<()> {
+    let m = host.abs(&marker(path, luks_uuid, NEVER_MOUNTED));
+    match std::fs::remove_file(&m) {
+        Ok(()) => {
+            if let Some(dir) = m.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(Error::io("syncing", dir))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing the never-mounted marker", &m)(e)),
     }
-    let text = std::fs::read_to_string(host.abs(path)).ok()?;
-    let env = parse(&text, path).ok()?;
-    (env.luks_uuid == luks_uuid).then(|| path.to_path_buf())
 }
 
 /// Writes the envelope to `path` and to its copy named by the LUKS UUID.
@@ -485,13 +581,38 @@ mod tests {
         );
         assert!(find_envelope(&host, path, "00000000-0000-4000-8000-000000000002").is_some());
         assert!(find_envelope(&host, path, "00000000-0000-4000-8000-000000000001").is_some());
-        // An envelope written before the copies existed: escrow.json alone.
+        // escrow.json alone names no volume: only the copies do.
         std::fs::remove_file(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000002")))
             .unwrap();
         assert_eq!(
-            find_envelope(&host, path, "00000000-0000-4000-8000-000000000002").as_deref(),
-            Some(path)
+            find_envelope(&host, path, "00000000-0000-4000-8000-000000000002"),
+            None
         );
+        // The survey's view: the copies, newest first, with their markers.
+        let older = host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001"));
+        let mut old_env = env.clone();
+        old_env.luks_uuid = "00000000-0000-4000-8000-000000000001".into();
+        old_env.created = "2020-01-01T00:00:00Z".into();
+        std::fs::remove_file(&older).unwrap();
+        store(&old_env, &real).unwrap();
+        env.luks_uuid = "00000000-0000-4000-8000-000000000004".into();
+        store(&env, &real).unwrap();
+        std::fs::write(real.with_file_name("escrow.junk.json"), "not json").unwrap();
+        set_marker(&real, &env.luks_uuid, NEVER_MOUNTED).unwrap();
+        let seen = on_node(&host, path);
+        let uuids: Vec<&str> = seen.iter().map(|e| e.luks_uuid.as_str()).collect();
+        assert_eq!(
+            uuids,
+            [
+                "00000000-0000-4000-8000-000000000004",
+                "00000000-0000-4000-8000-000000000001"
+            ]
+        );
+        assert!(seen[0].never_mounted && !seen[1].never_mounted);
+        assert_eq!(seen[0].members, env.members);
+        mark_mounted(&host, path, &env.luks_uuid).unwrap();
+        mark_mounted(&host, path, &env.luks_uuid).unwrap();
+        assert!(!on_node(&host, path)[0].never_mounted);
         assert_eq!(
             find_envelope(&host, path, "00000000-0000-4000-8000-000000000003"),
             None

@@ -103,11 +103,11 @@ pub fn is_on(host: &Host) -> bool {
     host.path(MARKER).exists()
 }
 
-/// Is ephemera's volume mounted now?
+/// Is ephemera's volume mounted now, whole or through a bind? A bind left
+/// after `umount` of mount.path still writes to the volume (a container
+/// runtime's directory), so it is guarded as the whole mount is.
 pub fn volume_mounted(host: &Host) -> bool {
-    discover::discover(host)
-        .dm
-        .is_some_and(|d| d.mount.is_some())
+    discover::discover(host).dm.is_some_and(|d| d.in_use())
 }
 
 /// Writes the marker and the drop-ins (no reload). Returns false, writing

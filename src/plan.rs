@@ -15,6 +15,7 @@ pub use crate::bind::BindPlan;
 use crate::config::{Config, FsType, OnExisting};
 use crate::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
+use crate::escrow;
 use crate::probe::{Content, Signature};
 
 /// A disk that matched the model, with what probing found.
@@ -42,17 +43,13 @@ pub struct Facts {
     /// libblkid's signatures on `/dev/mapper/ephemera`, read when it is open
     /// and not mounted.
     pub mapping: Option<Vec<Signature>>,
-    /// Escrow envelopes on this node, by the LUKS UUID they open, for the
-    /// ephemera headers found on the candidates.
-    pub envelopes: Vec<(String, PathBuf)>,
+    /// Every escrow envelope this node keeps, newest first.
+    pub envelopes: Vec<escrow::OnNode>,
 }
 
 impl Facts {
-    pub fn envelope(&self, luks_uuid: &str) -> Option<&PathBuf> {
-        self.envelopes
-            .iter()
-            .find(|(u, _)| u == luks_uuid)
-            .map(|(_, p)| p)
+    pub fn envelope(&self, luks_uuid: &str) -> Option<&escrow::OnNode> {
+        self.envelopes.iter().find(|e| e.luks_uuid == luks_uuid)
     }
 }
 
@@ -66,6 +63,34 @@ pub struct Earlier {
     pub serial: String,
     /// This node's escrow envelope for it: with one, the data can be read.
     pub envelope: Option<PathBuf>,
+    /// Its envelope is marked never mounted: a run was cut short between
+    /// the envelope and the first mount, so the volume holds no data.
+    pub never_mounted: bool,
+    /// Members its envelope lists that are on no disk now (serials).
+    pub missing: Vec<String>,
+}
+
+impl Earlier {
+    /// Its data can still be read: this node holds its envelope, and it was
+    /// mounted (so it may hold data).
+    fn readable(&self) -> bool {
+        self.envelope.is_some() && !self.never_mounted
+    }
+}
+
+/// An escrowed volume of an earlier boot whose header is on no disk, while
+/// some of its members are here, blank to libblkid (RAID0 ciphertext): the
+/// disk that holds the header (the first member) is missing or late. Its
+/// data comes back with that disk, so the members here are not written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Incomplete {
+    pub luks_uuid: String,
+    pub envelope: PathBuf,
+    /// Members here: (kernel name, serial), in array order.
+    pub present: Vec<(String, String)>,
+    /// Members on no disk now (serials), in array order; the first member,
+    /// which holds the header, is always among them.
+    pub missing: Vec<String>,
 }
 
 /// The state of ephemera's volume when a run starts. One action each:
@@ -87,9 +112,14 @@ pub enum Volume {
     /// between opening and mkfs, so it was never mounted and holds no data.
     /// Action: close it, erase its header and make a new volume.
     Unfinished { device: String, luks_uuid: String },
-    /// Headers on disk, not open. Action: by `on_existing` and whether an
-    /// envelope can still open them (see [`earlier_action`]).
-    Earlier { volumes: Vec<Earlier> },
+    /// Headers on disk, not open, or an escrowed volume whose header's disk
+    /// is missing while other members are here (`incomplete`). Action: by
+    /// `on_existing` and whether an envelope can still open them (see
+    /// [`earlier_action`]).
+    Earlier {
+        volumes: Vec<Earlier>,
+        incomplete: Vec<Incomplete>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,6 +141,7 @@ pub enum Plan {
     /// A readable volume from an earlier boot: leave it as it is, exit 5.
     Keep {
         volumes: Vec<Earlier>,
+        incomplete: Vec<Incomplete>,
     },
     /// No usable disk and `min_disks = 0`.
     NothingToDo {
@@ -196,7 +227,7 @@ pub struct EscrowPlan {
 const FS_BLOCK: u32 = 4096;
 
 /// Why a disk that matched the model is left alone, if it is.
-fn exclusion(c: &Candidate, ours: &[String]) -> Option<String> {
+pub fn exclusion(c: &Candidate, ours: &[String]) -> Option<String> {
     let d = &c.disk;
     let foreign_holders: Vec<&String> = d.holders.iter().filter(|h| !ours.contains(h)).collect();
     if d.read_only {
@@ -248,6 +279,23 @@ fn dm_luks_uuid(dm: &DmVolume) -> String {
         .to_string()
 }
 
+/// The LUKS UUID of the open mapping, dashed as libcryptsetup writes it
+/// (and as envelopes and their markers name it).
+pub fn open_luks_uuid(dm: &DmVolume) -> String {
+    let hex = dm_luks_uuid(dm).to_ascii_lowercase();
+    if hex.len() != 32 {
+        return hex;
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 fn same_uuid(a: &str, b: &str) -> bool {
     let strip = |s: &str| s.replace('-', "").to_ascii_lowercase();
     strip(a) == strip(b)
@@ -281,40 +329,122 @@ pub fn volume(f: &Facts, cfg: &Config) -> Volume {
             },
         };
     }
+    let present = |serial: &str| f.candidates.iter().find(|c| c.disk.serial == serial);
+    let missing = |members: &[String]| -> Vec<String> {
+        members
+            .iter()
+            .filter(|m| present(m).is_none())
+            .cloned()
+            .collect()
+    };
     let earlier: Vec<Earlier> = f
         .candidates
         .iter()
         .filter_map(|c| match &c.content {
-            Content::Ephemera { luks_uuid } => Some(Earlier {
-                luks_uuid: luks_uuid.clone(),
-                disk: c.disk.name.clone(),
-                serial: c.disk.serial.clone(),
-                envelope: f.envelope(luks_uuid).cloned(),
-            }),
+            Content::Ephemera { luks_uuid } => {
+                let env = f.envelope(luks_uuid);
+                Some(Earlier {
+                    luks_uuid: luks_uuid.clone(),
+                    disk: c.disk.name.clone(),
+                    serial: c.disk.serial.clone(),
+                    envelope: env.map(|e| e.path.clone()),
+                    never_mounted: env.is_some_and(|e| e.never_mounted),
+                    missing: env.map(|e| missing(&e.members)).unwrap_or_default(),
+                })
+            }
             _ => None,
         })
         .collect();
-    if earlier.is_empty() {
+    let incomplete: Vec<Incomplete> = f
+        .envelopes
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.never_mounted && !e.discarded)
+        .filter(|(_, e)| {
+            !earlier
+                .iter()
+                .any(|v| same_uuid(&v.luks_uuid, &e.luks_uuid))
+        })
+        .filter_map(|(i, e)| {
+            let here: Vec<&Candidate> = e.members.iter().filter_map(|m| present(m)).collect();
+            let gone = missing(&e.members);
+            // The header's disk here without the header, or all here: it
+            // was erased on purpose (discard, teardown). None here: a stop
+            // and start gave new disks.
+            if here.is_empty() || gone.first() != e.members.first() {
+                return None;
+            }
+            // Its members must still hold only its ciphertext: blank, and
+            // named by no newer envelope (a later volume reused the disk).
+            let newer = &f.envelopes[..i];
+            let reused = here.iter().any(|c| {
+                c.content != Content::Blank
+                    || newer
+                        .iter()
+                        .any(|n| n.created > e.created && n.members.contains(&c.disk.serial))
+            });
+            (!reused).then(|| Incomplete {
+                luks_uuid: e.luks_uuid.clone(),
+                envelope: e.path.clone(),
+                present: here
+                    .iter()
+                    .map(|c| (c.disk.name.clone(), c.disk.serial.clone()))
+                    .collect(),
+                missing: gone,
+            })
+        })
+        .collect();
+    if earlier.is_empty() && incomplete.is_empty() {
         Volume::Absent
     } else {
-        Volume::Earlier { volumes: earlier }
+        Volume::Earlier {
+            volumes: earlier,
+            incomplete,
+        }
     }
 }
 
 /// What to do with volumes from an earlier boot: `Ok(None)` keeps them,
 /// `Ok(Some(warning))` goes on to make a new volume over them.
-fn earlier_action(volumes: &[Earlier], on_existing: OnExisting) -> Result<Option<String>> {
+fn earlier_action(
+    volumes: &[Earlier],
+    incomplete: &[Incomplete],
+    on_existing: OnExisting,
+) -> Result<Option<String>> {
     let named: Vec<String> = volumes
         .iter()
         .map(|e| format!("/dev/{} (LUKS UUID {})", e.disk, e.luks_uuid))
+        .chain(incomplete.iter().map(|v| {
+            format!(
+                "{} (LUKS UUID {}, its header's disk missing)",
+                v.present
+                    .iter()
+                    .map(|(d, _)| format!("/dev/{d}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                v.luks_uuid
+            )
+        }))
         .collect();
     let named = named.join(", ");
-    let readable: Vec<&Earlier> = volumes.iter().filter(|e| e.envelope.is_some()).collect();
+    // An incomplete volume has an envelope by construction: readable once
+    // its header's disk is back.
+    let readable: Vec<&PathBuf> = volumes
+        .iter()
+        .filter(|e| e.readable())
+        .filter_map(|e| e.envelope.as_ref())
+        .chain(incomplete.iter().map(|v| &v.envelope))
+        .collect();
+    let never_mounted = volumes.iter().any(|e| e.never_mounted);
     match on_existing {
         OnExisting::Fail => Err(Error::Refused(format!(
             "ephemera's volume from an earlier boot is on {named} and on_existing = \"fail\""
         ))),
         OnExisting::Keep if !readable.is_empty() => Ok(None),
+        _ if readable.is_empty() && never_mounted => Ok(Some(format!(
+            "an earlier ephemera volume on {named} was never mounted (a run was cut short \
+             between its escrow envelope and its first mount), so it holds no data; making a new one"
+        ))),
         OnExisting::Keep => Ok(Some(format!(
             "an earlier ephemera volume on {named} is unreadable (its key is gone and this node \
              holds no escrow envelope for it); making a new one"
@@ -325,7 +455,7 @@ fn earlier_action(volumes: &[Earlier], on_existing: OnExisting) -> Result<Option
              is kept)",
             readable
                 .iter()
-                .filter_map(|e| e.envelope.as_ref().map(|p| p.display().to_string()))
+                .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
@@ -375,8 +505,16 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             })
         }
         Volume::Unfinished { luks_uuid, .. } => unfinished_uuid = Some(luks_uuid),
-        Volume::Earlier { volumes } => match earlier_action(&volumes, cfg.on_existing)? {
-            None => return Ok(Plan::Keep { volumes }),
+        Volume::Earlier {
+            volumes,
+            incomplete,
+        } => match earlier_action(&volumes, &incomplete, cfg.on_existing)? {
+            None => {
+                return Ok(Plan::Keep {
+                    volumes,
+                    incomplete,
+                })
+            }
             Some(w) => warnings.push(w),
         },
     }
@@ -530,27 +668,55 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
 
 /// The message of a kept volume: which volume, that it can be recovered,
 /// and the one command that discards it. On the console and in the journal.
-pub fn kept_message(volumes: &[Earlier]) -> String {
+pub fn kept_message(volumes: &[Earlier], incomplete: &[Incomplete]) -> String {
     let mut s = String::from("kept the encrypted volume of an earlier boot, untouched:");
+    let discard = |uuid: &str| {
+        format!("; to discard it and make a new volume: `ephemera discard --luks-uuid {uuid}`")
+    };
     for e in volumes {
         s += &format!(
             " LUKS UUID {} on /dev/{} (serial {})",
             e.luks_uuid, e.disk, e.serial
         );
         match &e.envelope {
-            Some(p) => {
+            Some(p) if e.readable() => {
                 s += &format!(
                     "; its data can be read with the escrow private key: \
                      `ephemera recover --private-key KEY.pem` (envelope {}) opens and mounts it here",
                     p.display()
                 )
             }
+            Some(_) => s += " (never mounted: it holds no data)",
             None => s += " (no escrow envelope on this node)",
         }
+        if !e.missing.is_empty() {
+            s += &format!(
+                "; its members with serials {} are missing: recover needs them back",
+                e.missing.join(", ")
+            );
+        }
+        s += &discard(&e.luks_uuid);
+    }
+    for v in incomplete {
+        let here: Vec<String> = v
+            .present
+            .iter()
+            .map(|(d, serial)| format!("/dev/{d} (serial {serial})"))
+            .collect();
         s += &format!(
-            "; to discard it and make a new volume: `ephemera discard --luks-uuid {}`",
-            e.luks_uuid
+            " LUKS UUID {} (envelope {}): the disk that holds its header (serial {}) is missing{}; \
+             its members here, {}, are left as they are; once every member is back (a late NVMe \
+             controller, a reboot), `ephemera recover --private-key KEY.pem` opens and mounts it",
+            v.luks_uuid,
+            v.envelope.display(),
+            v.missing[0],
+            match &v.missing[1..] {
+                [] => String::new(),
+                more => format!(", and so are the members with serials {}", more.join(", ")),
+            },
+            here.join(", ")
         );
+        s += &discard(&v.luks_uuid);
     }
     s
 }
@@ -585,7 +751,10 @@ impl Plan {
                 mount.options,
                 describe_binds(binds, "bind again where missing:")
             ),
-            Plan::Keep { volumes } => format!("{}\n", kept_message(volumes)),
+            Plan::Keep {
+                volumes,
+                incomplete,
+            } => format!("{}\n", kept_message(volumes, incomplete)),
             Plan::NothingToDo { reason } => format!("nothing to do: {reason}\n"),
             Plan::Provision(p) => p.describe(),
         }

@@ -67,9 +67,8 @@ pub fn classify(sigs: &[Signature]) -> Content {
 }
 
 /// Reads a disk's contents and tests whether it is busy. A trait so that
-/// plans can be tested against fixture trees without block devices. `Sync`
-/// because disks are probed in parallel.
-pub trait Probe: Sync {
+/// plans can be tested against fixture trees without block devices.
+pub trait Probe {
     fn signatures(&self, dev: &Path) -> Result<Vec<Signature>>;
     /// True when an exclusive open fails with EBUSY: someone (a mount, a
     /// device-mapper or md stack, another program) holds the disk.
@@ -78,6 +77,22 @@ pub trait Probe: Sync {
 
 /// The real prober: libblkid and `open(O_EXCL)`.
 pub struct Blkid;
+
+/// Reads signatures through another prober, and never opens a disk
+/// exclusively: for the commands that only look (`status`, `plan`), which
+/// may run at any time, where an exclusive open, even brief, could make
+/// someone else's mount of that disk fail. A disk held that way shows as
+/// not busy; the mounts, holders and swap that sysfs shows still exclude it.
+pub struct LookOnly<'a>(pub &'a dyn Probe);
+
+impl Probe for LookOnly<'_> {
+    fn signatures(&self, dev: &Path) -> Result<Vec<Signature>> {
+        self.0.signatures(dev)
+    }
+    fn busy(&self, _: &Path) -> Result<bool> {
+        Ok(false)
+    }
+}
 
 impl Probe for Blkid {
     fn signatures(&self, dev: &Path) -> Result<Vec<Signature>> {

@@ -9,11 +9,11 @@ use crate::error::Result;
 use crate::escrow;
 use crate::host::Host;
 use crate::plan::{self, Candidate, Facts};
-use crate::probe::{classify, Content, Probe};
+use crate::probe::{classify, Probe};
 
-/// Reads what each disk matching the model holds. Each disk is probed in a
-/// thread of its own, so that on an instance with many disks the reads
-/// overlap instead of adding up; the result keeps the inventory's order.
+/// Reads what each disk matching the model holds, in the inventory's
+/// order. A plain loop: each disk costs a few KiB of reads and one open,
+/// and an instance has at most 24 of them.
 pub fn candidates(
     host: &Host,
     inv: &Inventory,
@@ -21,30 +21,22 @@ pub fn candidates(
     probe: &dyn Probe,
 ) -> Result<Vec<Candidate>> {
     let want = cfg.disks.model.trim();
-    let one = |d: &Disk| {
-        let dev = host.dev(&d.name);
-        Ok(Candidate {
-            content: classify(&probe.signatures(&dev)?),
-            busy: probe.busy(&dev)?,
-            disk: d.clone(),
+    inv.nvme
+        .iter()
+        .filter(|d| d.model.trim() == want)
+        .map(|d: &Disk| {
+            let dev = host.dev(&d.name);
+            Ok(Candidate {
+                content: classify(&probe.signatures(&dev)?),
+                busy: probe.busy(&dev)?,
+                disk: d.clone(),
+            })
         })
-    };
-    std::thread::scope(|s| {
-        let probes: Vec<_> = inv
-            .nvme
-            .iter()
-            .filter(|d| d.model.trim() == want)
-            .map(|d| s.spawn(move || one(d)))
-            .collect();
-        probes
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+        .collect()
 }
 
 /// Everything up to the first write: discovery, probing, the open
-/// mapping's content, and this node's envelopes for the headers found.
+/// mapping's content, and the escrow envelopes this node keeps.
 pub fn survey(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Facts> {
     let inv = discover::discover(host);
     for d in inv
@@ -73,16 +65,7 @@ pub fn survey(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Facts> {
         }
         _ => None,
     };
-    let envelopes = candidates
-        .iter()
-        .filter_map(|c| match &c.content {
-            Content::Ephemera { luks_uuid } => {
-                escrow::find_envelope(host, &cfg.escrow.path, luks_uuid)
-                    .map(|p| (luks_uuid.clone(), p))
-            }
-            _ => None,
-        })
-        .collect();
+    let envelopes = escrow::on_node(host, &cfg.escrow.path);
     Ok(Facts {
         inv,
         candidates,

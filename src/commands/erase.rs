@@ -8,9 +8,10 @@ use crate::discover::{self, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::lock;
+use crate::plan::Volume;
 use crate::probe::{Content, Probe};
 use crate::survey::candidates;
-use crate::{cmd, luks, md, mount};
+use crate::{cmd, escrow, luks, md, mount};
 
 use super::status::backing;
 
@@ -105,6 +106,11 @@ fn erase_earlier(host: &Host, cfg: &Config, probe: &dyn Probe, luks_uuid: &str) 
         .into_iter()
         .filter(|c| matches!(&c.content, Content::Ephemera { luks_uuid: u } if u == luks_uuid))
         .collect();
+    if found.is_empty() {
+        if let Some(done) = discard_incomplete(host, cfg, probe, luks_uuid)? {
+            return Ok(done);
+        }
+    }
     let [c] = found.as_slice() else {
         return Err(Error::Refused(format!(
             "no disk with model {:?} holds ephemera's volume with LUKS UUID {luks_uuid} \
@@ -124,4 +130,31 @@ fn erase_earlier(host: &Host, cfg: &Config, probe: &dyn Probe, luks_uuid: &str) 
         "discarded LUKS UUID {luks_uuid}: erased its header on {}; the next provision makes a new volume",
         dev.display()
     ))
+}
+
+/// Discards an escrowed volume whose header's disk is missing: nothing is
+/// on the members here but ciphertext, so nothing is erased; a marker
+/// beside its envelope records the decision, and the next provision uses
+/// the members here for a new volume. `None` when `luks_uuid` is not such
+/// a volume.
+fn discard_incomplete(
+    host: &Host,
+    cfg: &Config,
+    probe: &dyn Probe,
+    luks_uuid: &str,
+) -> Result<Option<String>> {
+    let facts = crate::survey::survey(host, cfg, probe)?;
+    let Volume::Earlier { incomplete, .. } = crate::plan::volume(&facts, cfg) else {
+        return Ok(None);
+    };
+    let Some(v) = incomplete.iter().find(|v| v.luks_uuid == luks_uuid) else {
+        return Ok(None);
+    };
+    escrow::set_marker(&host.abs(&cfg.escrow.path), luks_uuid, escrow::DISCARDED)?;
+    Ok(Some(format!(
+        "discarded LUKS UUID {luks_uuid}: the disk that holds its header (serial {}) is missing, \
+         so nothing was erased; {} records it, and the next provision makes a new volume",
+        v.missing[0],
+        escrow::marker(&cfg.escrow.path, luks_uuid, escrow::DISCARDED).display()
+    )))
 }

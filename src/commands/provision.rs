@@ -130,6 +130,8 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         } => {
             tracing::info!("{device} is already mounted at {mount}; nothing to do for it");
             if let Some(dm) = &facts.inv.dm {
+                // A run cut short after its first mount left the marker.
+                escrow::mark_mounted(host, &cfg.escrow.path, &plan::open_luks_uuid(dm))?;
                 bind::ensure_all(host, &binds, &dm.devno)?;
             }
             return Ok(Outcome::AlreadyProvisioned);
@@ -138,7 +140,10 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             tracing::info!("nothing to do: {reason}");
             return Ok(Outcome::NothingToDo);
         }
-        Plan::Keep { volumes } => return Err(Error::Kept(plan::kept_message(&volumes))),
+        Plan::Keep {
+            volumes,
+            incomplete,
+        } => return Err(Error::Kept(plan::kept_message(&volumes, &incomplete))),
         Plan::Remount {
             device,
             mount: m,
@@ -155,6 +160,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             })?;
             tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
             if let Some(dm) = &facts.inv.dm {
+                escrow::mark_mounted(host, &cfg.escrow.path, &plan::open_luks_uuid(dm))?;
                 bind::ensure_all(host, &binds, &dm.devno)?;
             }
             return Ok(Outcome::Remounted);
@@ -238,6 +244,9 @@ fn apply(
     })?;
     made.push(Undo::Unmount(p.mount.path.clone()));
     crate::failpoint!("after-mount");
+    if let Some(e) = &p.escrow {
+        escrow::mark_mounted(host, &e.path, &uuid)?;
+    }
     if !p.binds.is_empty() {
         let devno = bind::devno_of(&mapped)?;
         // Pushed first: a bind that fails half way is taken down too.
@@ -295,7 +304,11 @@ fn make_volume(
                 }),
             },
         )?;
+        // Marked never mounted first, until the first mount: a run cut
+        // short before it leaves a volume that never held data, which the
+        // next boot must not keep for ops.
         step("write escrow envelope", &e.path, || {
+            escrow::set_marker(&e.path, &uuid, escrow::NEVER_MOUNTED)?;
             escrow::store(&env, &e.path)
         })?;
         crate::failpoint!("after-escrow-write");

@@ -15,15 +15,18 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::lock;
 use crate::plan::{self, Volume};
-use crate::probe::Probe;
+use crate::probe::{Content, Probe};
 use crate::survey::survey;
 use crate::{escrow, luks, md, modules, mount};
 
 /// This node's envelope for the one volume of an earlier boot on the disks.
 fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<PathBuf> {
     let facts = survey(host, cfg, probe)?;
-    let volumes = match plan::volume(&facts, cfg) {
-        Volume::Earlier { volumes } => volumes,
+    let (volumes, incomplete) = match plan::volume(&facts, cfg) {
+        Volume::Earlier {
+            volumes,
+            incomplete,
+        } => (volumes, incomplete),
         _ => {
             return Err(Error::Refused(format!(
                 "no volume of an earlier boot is on the disks with model {:?} (see `ephemera status`); \
@@ -32,7 +35,13 @@ fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Path
             )))
         }
     };
-    let with: Vec<PathBuf> = volumes.into_iter().filter_map(|e| e.envelope).collect();
+    // A volume whose header's disk is missing is named too: recovering it
+    // then says which member is not there.
+    let with: Vec<PathBuf> = volumes
+        .into_iter()
+        .filter_map(|e| e.envelope)
+        .chain(incomplete.into_iter().map(|v| v.envelope))
+        .collect();
     match with.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Error::Usage(format!(
@@ -47,6 +56,23 @@ fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Path
     }
 }
 
+/// On the node, ephemera.service mounts the volume at the `mount.path` of
+/// its own config (`unit_cfg`) once `recover` starts it again; a recovery
+/// mounted anywhere else would leave the unit failed (`mounted_elsewhere`)
+/// and the node unguarded. Refused before anything happens.
+pub fn check_mount_for_unit(cfg: &Config, unit_cfg: &Config) -> Result<()> {
+    if cfg.mount.path == unit_cfg.mount.path {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "recover would mount at {}, but on this node ephemera.service mounts the volume at \
+         mount.path {} (from {}); recover there (drop --mount), or recover off the node",
+        cfg.mount.path.display(),
+        unit_cfg.mount.path.display(),
+        crate::config::DEFAULT_CONFIG_PATH
+    )))
+}
+
 pub fn recover(
     host: &Host,
     cfg: &Config,
@@ -54,6 +80,11 @@ pub fn recover(
     envelope: Option<&Path>,
     private_key: &Path,
 ) -> Result<()> {
+    let on_node = super::on_node(host);
+    if on_node {
+        let unit_cfg = Config::load(Path::new(crate::config::DEFAULT_CONFIG_PATH), false)?;
+        check_mount_for_unit(cfg, &unit_cfg)?;
+    }
     let envelope = match envelope {
         Some(p) => p.to_path_buf(),
         None => host.abs(&envelope_on_node(host, cfg, probe)?),
@@ -75,7 +106,7 @@ pub fn recover(
         open_and_mount(host, cfg, probe, &env, private_key)?;
     }
     // The lock is released first: the unit's provision takes it.
-    if super::on_node(host) {
+    if on_node {
         super::start_unit_and_dependents()?;
     }
     Ok(())
@@ -101,25 +132,7 @@ fn open_and_mount(
         md::stop(host, MD_NAME)?;
     }
     let inv = discover::discover(host);
-    let mut members = Vec::new();
-    for serial in &env.members {
-        let d = inv
-            .nvme
-            .iter()
-            .find(|d| &d.serial == serial)
-            .ok_or_else(|| {
-                Error::Refused(format!(
-                    "no NVMe disk has serial {serial:?}, a member in the envelope"
-                ))
-            })?;
-        if !d.mounts.is_empty() || !d.holders.is_empty() || d.swap {
-            return Err(Error::Refused(format!(
-                "/dev/{} (serial {serial}) is in use",
-                d.name
-            )));
-        }
-        members.push(host.dev(&d.name));
-    }
+    let members = members_of(host, cfg, probe, &inv, env)?;
     // At boot a kept volume stops provision before it loads any module.
     let mut mods = vec!["dm_mod", "dm_crypt"];
     if env.raid.is_some() {
@@ -161,6 +174,7 @@ fn open_and_mount(
             return Err(e);
         }
         tracing::info!("recovered {} at {}", mapped.display(), mount_at.display());
+        escrow::mark_mounted(host, &cfg.escrow.path, &env.luks_uuid)?;
         Ok(())
     })();
     drop(key);
@@ -168,4 +182,75 @@ fn open_and_mount(
         let _ = md::stop(host, MD_NAME);
     }
     result
+}
+
+/// The envelope's members, found by serial and checked as provision checks
+/// disks: an instance-store disk (`disks.model`), not in use (mounted,
+/// swap, held, or open exclusively by another program), holding no
+/// signature but, on the first member, ephemera's own header of this very
+/// volume. An envelope may come from anywhere, so it names no disk that
+/// provision would not have written.
+fn members_of(
+    host: &Host,
+    cfg: &Config,
+    probe: &dyn Probe,
+    inv: &discover::Inventory,
+    env: &escrow::Envelope,
+) -> Result<Vec<PathBuf>> {
+    let want = cfg.disks.model.trim();
+    let mut members = Vec::new();
+    for (i, serial) in env.members.iter().enumerate() {
+        let d = inv
+            .nvme
+            .iter()
+            .find(|d| &d.serial == serial)
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "no NVMe disk has serial {serial:?}, a member in the envelope"
+                ))
+            })?;
+        let name = format!("/dev/{} (serial {serial})", d.name);
+        if d.model.trim() != want {
+            return Err(Error::Refused(format!(
+                "{name} is not an instance-store disk: its model {:?} is not disks.model {want:?}",
+                d.model.trim()
+            )));
+        }
+        let dev = host.dev(&d.name);
+        let candidate = crate::plan::Candidate {
+            content: crate::probe::classify(&probe.signatures(&dev)?),
+            busy: probe.busy(&dev)?,
+            disk: d.clone(),
+        };
+        if let Some(why) = crate::plan::exclusion(&candidate, &[]) {
+            return Err(Error::Refused(format!("{name} is in use: {why}")));
+        }
+        let ours = matches!(&candidate.content,
+            Content::Ephemera { luks_uuid } if i == 0 && luks_uuid == &env.luks_uuid);
+        match &candidate.content {
+            Content::Blank if i > 0 => {}
+            _ if ours => {}
+            Content::Ephemera { luks_uuid } => {
+                return Err(Error::Refused(format!(
+                "{name} holds ephemera's volume {luks_uuid}, not the envelope's {} as member {i}",
+                env.luks_uuid
+            )))
+            }
+            Content::Blank => {
+                return Err(Error::Refused(format!(
+                    "{name}, the envelope's first member, holds no LUKS header of volume {}",
+                    env.luks_uuid
+                )))
+            }
+            Content::Foreign { found } => {
+                return Err(Error::Refused(format!(
+                    "{name} holds {}: not ephemera's volume {}",
+                    found.join(", "),
+                    env.luks_uuid
+                )))
+            }
+        }
+        members.push(dev);
+    }
+    Ok(members)
 }

@@ -7,8 +7,8 @@ use crate::discover::{Inventory, DM_NAME};
 use crate::error::Result;
 use crate::host::Host;
 use crate::luks::{self, LuksInfo};
-use crate::plan::{self, Earlier, Volume};
-use crate::probe::Probe;
+use crate::plan::{self, Earlier, Incomplete, Volume};
+use crate::probe::{LookOnly, Probe};
 use crate::survey::survey;
 
 #[derive(Debug, Serialize)]
@@ -20,10 +20,15 @@ pub struct Status {
     pub state: &'static str,
     /// Volumes of an earlier boot on the disks, with their envelopes.
     pub earlier: Vec<Earlier>,
+    /// Escrowed volumes of an earlier boot whose header's disk is missing.
+    pub incomplete: Vec<Incomplete>,
     pub members: Vec<Member>,
     pub raid: Option<RaidStatus>,
     pub luks: Option<LuksInfo>,
     pub mount: Option<MountStatus>,
+    /// The volume's other mounts (binds of its subdirectories): with or
+    /// without `mount`, they keep it in use.
+    pub binds: Vec<BindStatus>,
     /// The reboot guard is on.
     pub guard: bool,
     /// Pending maintenance events and interruptions (src/events.rs).
@@ -44,6 +49,13 @@ pub struct RaidStatus {
 }
 
 #[derive(Debug, Serialize)]
+pub struct BindStatus {
+    pub path: String,
+    /// The directory of the volume bound there.
+    pub subdir: String,
+}
+
+#[derive(Debug, Serialize)]
 pub struct MountStatus {
     pub path: String,
     pub fstype: String,
@@ -54,29 +66,18 @@ pub fn backing(inv: &Inventory) -> Option<String> {
     inv.dm.as_ref().and_then(|dm| dm.slaves.first().cloned())
 }
 
-/// Reads signatures through the real prober, and never opens a disk
-/// exclusively: `status` may run at any time, and an exclusive open, even
-/// brief, could make someone else's mount of that disk fail.
-struct Signatures<'a>(&'a dyn Probe);
-
-impl Probe for Signatures<'_> {
-    fn signatures(&self, dev: &std::path::Path) -> Result<Vec<crate::probe::Signature>> {
-        self.0.signatures(dev)
-    }
-    fn busy(&self, _: &std::path::Path) -> Result<bool> {
-        Ok(false)
-    }
-}
-
 pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
-    let facts = survey(host, cfg, &Signatures(probe))?;
-    let (state, earlier) = match plan::volume(&facts, cfg) {
-        Volume::Absent => ("absent", vec![]),
-        Volume::Mounted { .. } => ("provisioned", vec![]),
-        Volume::MountedElsewhere { .. } => ("mounted_elsewhere", vec![]),
-        Volume::Unmounted { .. } => ("unmounted", vec![]),
-        Volume::Unfinished { .. } => ("unfinished", vec![]),
-        Volume::Earlier { volumes } => ("earlier", volumes),
+    let facts = survey(host, cfg, &LookOnly(probe))?;
+    let (state, earlier, incomplete) = match plan::volume(&facts, cfg) {
+        Volume::Absent => ("absent", vec![], vec![]),
+        Volume::Mounted { .. } => ("provisioned", vec![], vec![]),
+        Volume::MountedElsewhere { .. } => ("mounted_elsewhere", vec![], vec![]),
+        Volume::Unmounted { .. } => ("unmounted", vec![], vec![]),
+        Volume::Unfinished { .. } => ("unfinished", vec![], vec![]),
+        Volume::Earlier {
+            volumes,
+            incomplete,
+        } => ("earlier", volumes, incomplete),
     };
     let inv = facts.inv;
     let raid = inv.md.as_ref().map(|m| RaidStatus {
@@ -111,9 +112,21 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
             path: m.path.clone(),
             fstype: m.fstype.clone(),
         });
+    let binds = inv
+        .dm
+        .iter()
+        .flat_map(|d| &d.mounts)
+        .filter(|m| m.root != "/")
+        .map(|m| BindStatus {
+            path: m.path.clone(),
+            subdir: m.root.clone(),
+        })
+        .collect();
     Ok(Status {
+        binds,
         state,
         earlier,
+        incomplete,
         members,
         raid,
         luks,
@@ -138,6 +151,20 @@ impl Status {
                 }
             );
         }
+        for v in &self.incomplete {
+            s += &format!(
+                "earlier volume: LUKS UUID {}, escrow envelope {}, its header's disk missing \
+                 (missing serials {}; here: {})\n",
+                v.luks_uuid,
+                v.envelope.display(),
+                v.missing.join(", "),
+                v.present
+                    .iter()
+                    .map(|(d, serial)| format!("/dev/{d} serial {serial}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         for m in &self.members {
             s += &format!(
                 "member: {} serial {} ({} bytes)\n",
@@ -157,6 +184,18 @@ impl Status {
             s += &format!(
                 "mount: /dev/mapper/{DM_NAME} on {} ({})\n",
                 m.path, m.fstype
+            );
+        }
+        for b in &self.binds {
+            s += &format!(
+                "bind: {} of /dev/mapper/{DM_NAME} on {}{}\n",
+                b.subdir,
+                b.path,
+                if self.mount.is_none() {
+                    " (the volume is in use through it)"
+                } else {
+                    ""
+                }
             );
         }
         s += if self.guard {
