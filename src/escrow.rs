@@ -469,6 +469,12 @@ pub fn marker(path: &Path, luks_uuid: &str, what: &str) -> PathBuf {
 /// Writes an empty marker (mode 0400) beside the envelopes.
 pub fn set_marker(path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
     let m = marker(path, luks_uuid, what);
+    let dir = m.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("creating", dir))?;
     let r = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -477,7 +483,6 @@ pub fn set_marker(path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
         .open(&m)
         .and_then(|f| f.sync_all());
     r.map_err(Error::io("writing the marker", &m))?;
-    let dir = m.parent().unwrap_or(Path::new("/"));
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("syncing", dir))

@@ -986,10 +986,20 @@ fn power_loss() {
     // 2 x 512 MiB: above xfs's minimum on an array (512 MiB: mkfs.xfs makes
     // 8 allocation groups, each must hold the 64 MiB log) once the LUKS
     // header is off.
-    let disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
+    let mut disks: Vec<(PathBuf, &str)> = ["EPH-A", "EPH-B"]
         .iter()
         .map(|s| (image(&d, s, 512 * MIB), *s))
         .collect();
+    // The node's root disk, as far as ephemera writes it: /var/lib/ephemera
+    // (envelopes and their markers) on ext4, kept across the cuts. Mounted,
+    // so ephemera leaves it alone.
+    let root = image(&d, "EPH-ROOT", 64 * MIB);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&root));
+    disks.push((root, "EPH-ROOT"));
+    // With escrow: a cut between the envelope and the first mount leaves a
+    // volume that never held data, which the next boot must not keep.
+    let (_, pk) = keypair(&d);
+    let escrow = "min_disks = 2\n[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n";
     // Where the power is cut in boot N, and the filesystem of that run; the
     // last boot only checks. xfs is cut only where a filesystem exists (the
     // steps before mkfs do not depend on it).
@@ -1007,16 +1017,38 @@ fn power_loss() {
         // The run cut before this boot: this boot's provision uses its config.
         let cut_before = (boot > 1).then(|| points[boot - 2]);
         let before_fs = cut_before.map_or("ext4", |(_, fs)| fs);
-        // The cut before this boot left ephemera's header if it came after the format.
+        // The cut before this boot left ephemera's header if it came after
+        // the format, and its envelope, marked never mounted, if it came
+        // after the envelope.
         let expect_old = cut_before.is_some_and(|(p, _)| p != "after-md-build");
+        let expect_never_mounted =
+            cut_before.is_some_and(|(p, _)| !["after-md-build", "after-luks-format"].contains(&p));
         let name = format!("boot{boot}");
         let s = Scenario {
             name: &name,
             script: "faults-power.sh",
             files: vec![
-                ("config.toml", fs_config(before_fs, "min_disks = 2\n")),
+                ("config.toml", fs_config(before_fs, escrow)),
                 ("fs", before_fs.as_bytes().to_vec()),
-                ("cut.toml", fs_config(fs, "min_disks = 2\n")),
+                // The cut run replaces the volume this boot made (readable,
+                // with its envelope), as on_existing = "reformat" does.
+                (
+                    "cut.toml",
+                    [
+                        b"on_existing = \"reformat\"\n".to_vec(),
+                        fs_config(fs, escrow),
+                    ]
+                    .concat(),
+                ),
+                ("escrow.pub.pem", pk.clone()),
+                (
+                    "expect-never-mounted",
+                    if expect_never_mounted {
+                        b"yes".to_vec()
+                    } else {
+                        b"no".to_vec()
+                    },
+                ),
                 ("point", point.as_bytes().to_vec()),
                 ("boot", boot.to_string().into_bytes()),
                 (

@@ -123,6 +123,91 @@ fn three_disks_escrow_recover_next_boot_teardown_xfs() {
     three_disks("xfs", "ext4");
 }
 
+/// An escrowed volume whose header's disk is missing at the next boot is
+/// kept, not overwritten (missing-disk.sh): boot 1 provisions two disks
+/// with escrow; boot 2 has only the member without the header, which
+/// provision leaves byte for byte as it was (exit 5, naming the missing
+/// serial); boot 3 has both again, and recover reads the data back.
+#[test]
+#[ignore = "boots QEMU VMs; run by `make test`"]
+fn escrowed_volume_with_its_header_disk_missing_is_kept() {
+    let dir = workdir("missing-disk");
+    let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B")]
+        .iter()
+        .map(|(n, s)| (image(&dir, n, 128 * MIB), *s))
+        .collect();
+    let cfg = config("[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n");
+    let (sk, pk) = keypair(&dir);
+    let files = |phase: &str, extra: Vec<(&'static str, Vec<u8>)>| {
+        [
+            vec![
+                ("config.toml", cfg.clone()),
+                ("escrow.pub.pem", pk.clone()),
+                ("phase", phase.as_bytes().to_vec()),
+            ],
+            extra,
+        ]
+        .concat()
+    };
+    let log = boot(
+        &dir,
+        Scenario {
+            name: "boot1",
+            script: "missing-disk.sh",
+            files: files("1", vec![]),
+            disks: disks.clone(),
+        },
+    );
+    let envelope = between(
+        &log,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    )
+    .to_string();
+    let sha = between(&log, "DATA-SHA256 ", "\n").to_string();
+    let env: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+    let members = envelope_members(&env);
+    let (header, other): (Vec<_>, Vec<_>) = disks
+        .iter()
+        .cloned()
+        .partition(|(_, serial)| *serial == members[0]);
+    assert_eq!((header.len(), other.len()), (1, 1), "{members:?}");
+    let later = |phase| {
+        files(
+            phase,
+            vec![
+                ("escrow.json", envelope.as_bytes().to_vec()),
+                ("priv.pem", sk.clone()),
+                ("data.sha256", sha.as_bytes().to_vec()),
+            ],
+        )
+    };
+    let before = sha256_file(&other[0].0);
+    boot(
+        &dir,
+        Scenario {
+            name: "boot2",
+            script: "missing-disk.sh",
+            files: later("2"),
+            disks: other.clone(),
+        },
+    );
+    assert_eq!(
+        sha256_file(&other[0].0),
+        before,
+        "the member that was there was written"
+    );
+    boot(
+        &dir,
+        Scenario {
+            name: "boot3",
+            script: "missing-disk.sh",
+            files: later("3"),
+            disks,
+        },
+    );
+}
+
 /// The harness's own guard (nvme-bursts.sh): two emulated NVMe disks take
 /// bursts of queued direct and buffered I/O for a few minutes and lose no
 /// command. With maxcpus=1, TCG dropped the guest's barriers and QEMU's NVMe

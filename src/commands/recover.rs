@@ -254,3 +254,25 @@ fn members_of(
     }
     Ok(members)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_the_node_recover_mounts_where_the_unit_does() {
+        let at = |p: &str| {
+            Config::parse(&format!("[mount]\npath = \"{p}\"\n"), Path::new("t.toml")).unwrap()
+        };
+        let unit = at("/mnt/ephemeral");
+        check_mount_for_unit(&at("/mnt/ephemeral"), &unit).unwrap();
+        let e = check_mount_for_unit(&at("/srv/elsewhere"), &unit).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let m = e.to_string();
+        assert!(
+            m.contains("recover would mount at /srv/elsewhere")
+                && m.contains("mount.path /mnt/ephemeral"),
+            "{m}"
+        );
+    }
+}

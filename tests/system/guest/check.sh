@@ -468,6 +468,15 @@ old_uuid=$(cat "$state/luks_uuid.1")
 if [[ $boot == 2 ]]; then
   events_checks
   kept_checks "boot 2" "$old_uuid"
+  # On the node, a recovery mounted elsewhere than the unit's mount.path
+  # would leave the unit failed and the node unguarded: refused first.
+  out=$(ephemera recover --mount /srv/elsewhere --private-key "$PRIVATE_KEY" 2>&1)
+  rc=$?
+  echo "$out" | sed "s/^/# recover --mount: /"
+  check "recover --mount elsewhere on the node is refused: exit 2 (got $rc)" test "$rc" = 2
+  check "... naming the unit's mount.path" grep -q "ephemera.service mounts the volume at mount.path $MOUNT" <<<"$out"
+  check "... before anything happens: nothing open, nothing mounted at /srv/elsewhere" \
+    sh -c '! test -e /dev/mapper/ephemera && ! grep -q " /srv/elsewhere " /proc/mounts'
   ops_command recover ephemera recover --private-key "$PRIVATE_KEY"
   check "after recover: the same LUKS UUID" test "$luks_uuid" = "$old_uuid"
   check "after recover: boot 1's file is back" test "$(cat "$MOUNT/check-boot1" 2>&1)" = "written in boot 1"

@@ -85,6 +85,19 @@ check_eq "after umount: the data is back" "$(cat $c/new)" new
 check_eq "after umount: xattr still there" "$(getfattr --only-values -n trusted.ephemera $c/sub/blob)" marker
 
 umount $mnt
+# The binds still write to the volume: the guard and status count them.
+st=$(ephemera --config $cfg status --json)
+check "volume unmounted, binds kept: status lists the binds" sh -c "echo '$st' | jq -e '.mount == null and ([.binds[].path] | index(\"$c\")) != null and ([.binds[].path] | index(\"/var/log/pods\")) != null'"
+run_ephemera guard on
+check_eq "volume unmounted, binds kept: guard on exits 0" "$rc" 0
+check "volume unmounted, binds kept: the guard is armed" test -e /run/ephemera/guard
+ephemera guard hold &
+hold=$!
+sleep 2
+check "volume unmounted, binds kept: guard hold keeps holding" kill -0 $hold
+kill $hold 2>/dev/null
+wait $hold 2>/dev/null
+ephemera guard off
 run_ephemera provision --config $cfg
 check_eq "volume unmounted, binds kept: exit 0" "$rc" 0
 check "volume unmounted, binds kept: remounted" sh -c "grep -q ' $mnt xfs ' /proc/mounts"

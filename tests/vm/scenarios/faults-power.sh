@@ -4,8 +4,11 @@
 # unless this is the last boot, runs provision again with cut.toml and a
 # failpoint that hangs at /scenario/point; the host cuts the power there
 # (QEMU `quit`).
+# With escrow: EPH-ROOT, ext4, holds /var/lib/ephemera across the cuts, as
+# a node's root disk would.
 . /scenario/lib.sh
-a=$(dev_of EPH-A) && b=$(dev_of EPH-B) || exit 1
+a=$(dev_of EPH-A) && b=$(dev_of EPH-B) && root=$(dev_of EPH-ROOT) || exit 1
+mkdir -p /var/lib/ephemera && mount -t ext4 "$root" /var/lib/ephemera || exit 1
 point=$(cat /scenario/point)
 boot=$(cat /scenario/boot)
 if [ "$boot" != 1 ]; then
@@ -18,6 +21,12 @@ if [ "$boot" != 1 ]; then
   if [ "$(cat /scenario/expect-old)" = yes ]; then
     check "boot $boot: the cut run's header was recognised as ephemera's" grep -q "an earlier ephemera volume on" /tmp/eph.err
   fi
+  if [ "$(cat /scenario/expect-never-mounted)" = yes ]; then
+    check "boot $boot: the cut run's volume was never mounted, so not kept" grep -q "was never mounted (a run was cut short between its escrow envelope and its first mount), so it holds no data; making a new one" /tmp/eph.err
+  fi
+  new_uuid=$(cryptsetup luksUUID /dev/md_ephemera)
+  check "boot $boot: the new volume's envelope, on the root disk" test -s /var/lib/ephemera/escrow.$new_uuid.json
+  check "boot $boot: mounted, so not marked never mounted" test ! -e /var/lib/ephemera/escrow.$new_uuid.never-mounted
   echo data >$mnt/data && sync
   check_eq "boot $boot: writable" "$(cat $mnt/data)" data
   umount $mnt

@@ -16,7 +16,10 @@ esc=/scenario/escrow.json
 want_sha=$(cat /scenario/data.sha256)
 old_uuid=$(jq -r .luks_uuid $esc)
 mkdir -p /var/lib/ephemera
-cp $esc /var/lib/ephemera/escrow.json && chmod 0400 /var/lib/ephemera/escrow.json
+# As boot 1 left them: escrow.json and its copy named by the LUKS UUID.
+for f in escrow.json escrow.$old_uuid.json; do
+  cp $esc /var/lib/ephemera/$f && chmod 0400 /var/lib/ephemera/$f
+done
 members=$(for s in $(jq -r '.members[]' $esc); do dev_of "$s"; done | tr '\n' ' ')
 disks_sha() { for d in $members; do dev_sha "$d"; done | tr '\n' ' '; }
 
@@ -33,7 +36,7 @@ check "it names the member holding the header" grep -q "serial $(jq -r '.members
 check "it gives the recover command" grep -q "ephemera recover --private-key" /tmp/eph.err
 check "it gives the one discard command" grep -q "ephemera discard --luks-uuid $old_uuid" /tmp/eph.err
 st=$(ephemera --config $cfg status --json)
-check "status: earlier, with its envelope" sh -c "echo '$st' | jq -e '.state == \"earlier\" and .earlier[0].luks_uuid == \"$old_uuid\" and .earlier[0].envelope == \"/var/lib/ephemera/escrow.json\"'"
+check "status: earlier, with its envelope" sh -c "echo '$st' | jq -e '.state == \"earlier\" and .earlier[0].luks_uuid == \"$old_uuid\" and .earlier[0].envelope == \"/var/lib/ephemera/escrow.$old_uuid.json\"'"
 run_ephemera provision --config $cfg
 check_eq "a second try keeps it too: exit 5" "$rc" 5
 check_eq "still not one byte changed" "$(disks_sha)" "$before"
