@@ -9,7 +9,7 @@ use crate::commands::{erase, recover, status};
 use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::probe::{Blkid, LookOnly};
+use crate::probe::Blkid;
 use crate::{events, guard, key, luks};
 
 #[derive(Debug, Parser)]
@@ -166,8 +166,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(k) = &cfg.escrow.public_key {
                 crate::escrow::load_public_key(k)?;
             }
-            // It says it touches nothing: no exclusive open either.
-            let (_, p) = provision::make_plan(&host, &cfg, &LookOnly(&Blkid), force)?;
+            let p = provision::plan_only(&host, &cfg, &Blkid, force)?;
             if as_json {
                 println!("{}", json(&p)?);
             } else {

@@ -328,6 +328,24 @@ mod tests {
         assert!(!t.path().join("run").exists());
     }
 
+    /// `umount /mnt/ephemeral` on a container node leaves the binds, and the
+    /// runtime writes on through them: still guarded (fixture
+    /// open-unmounted-binds shows the same table).
+    #[test]
+    fn a_bind_alone_keeps_the_volume_guarded() {
+        let t = mounted_tree();
+        std::fs::write(
+            t.path().join("proc/self/mountinfo"),
+            "41 1 253:0 /var/lib/containerd /var/lib/containerd rw shared:1 - ext4 /dev/mapper/ephemera rw\n\
+             42 1 8:1 / /srv rw - ext4 /dev/sda1 rw\n",
+        )
+        .unwrap();
+        let host = Host::new(t.path());
+        assert!(volume_mounted(&host));
+        assert!(install(&host).unwrap());
+        assert!(is_on(&host));
+    }
+
     #[test]
     fn hold_returns_at_once_without_the_marker() {
         let t = mounted_tree();

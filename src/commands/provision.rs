@@ -46,6 +46,14 @@ pub fn make_plan(
     Ok((facts, p))
 }
 
+/// `ephemera plan`: the survey and the plan, for a person to read. It says
+/// it touches nothing, so it never opens a disk exclusively either (an
+/// exclusive open, even brief, can make someone else's mount of that disk
+/// fail): only sysfs's mounts, holders and swap mark a disk as in use here.
+pub fn plan_only(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Plan> {
+    make_plan(host, cfg, &crate::probe::LookOnly(probe), force).map(|(_, p)| p)
+}
+
 /// Logs one finished step with its duration.
 fn step<T>(name: &str, device: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
@@ -335,5 +343,36 @@ fn write_console(host: &Host, text: &str) {
             "could not print the escrow envelope on {}: {e}",
             path.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Signature;
+
+    /// Fails the test on any exclusive open.
+    struct NoExclusiveOpen;
+
+    impl Probe for NoExclusiveOpen {
+        fn signatures(&self, _: &Path) -> Result<Vec<Signature>> {
+            Ok(Vec::new())
+        }
+        fn busy(&self, dev: &Path) -> Result<bool> {
+            panic!("ephemera plan opened {} exclusively", dev.display())
+        }
+    }
+
+    #[test]
+    fn plan_never_opens_a_disk_exclusively() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/i3en-24xlarge/root");
+        let p = plan_only(
+            &Host::new(root),
+            &Config::default(),
+            &NoExclusiveOpen,
+            false,
+        )
+        .unwrap();
+        assert!(matches!(p, Plan::Provision(_)), "{p:?}");
     }
 }

@@ -258,6 +258,95 @@ fn members_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Signature;
+
+    /// What libblkid and an exclusive open report, by disk name.
+    struct Fake {
+        luks: &'static str,
+        foreign: &'static str,
+        busy: &'static str,
+    }
+
+    impl Probe for Fake {
+        fn signatures(&self, dev: &Path) -> Result<Vec<Signature>> {
+            let name = dev.file_name().unwrap().to_string_lossy();
+            let sig = |kind: &str, mark: Option<&str>| Signature {
+                kind: kind.into(),
+                label: mark.map(Into::into),
+                subsystem: mark.map(Into::into),
+                uuid: Some("6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5d".into()),
+            };
+            Ok(if name == self.luks {
+                vec![sig("crypto_LUKS", Some("ephemera"))]
+            } else if name == self.foreign {
+                vec![sig("ext4", None)]
+            } else {
+                vec![]
+            })
+        }
+        fn busy(&self, dev: &Path) -> Result<bool> {
+            Ok(dev.file_name().unwrap().to_string_lossy() == self.busy)
+        }
+    }
+
+    /// The members of a hostile or stale envelope are refused one by one,
+    /// naming the disk, before any module, key or ioctl (fixture
+    /// earlier-boot-kept: nvme0n1 is the EBS root, nvme1n1 and nvme2n1 the
+    /// instance store, serials AWSAAA... and AWSBBB...).
+    #[test]
+    fn envelope_members_are_checked_as_provision_checks_disks() {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/earlier-boot-kept/root");
+        let host = Host::new(&root);
+        let inv = discover::discover(&host);
+        let text = std::fs::read_to_string(
+            root.join("var/lib/ephemera/escrow.6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5d.json"),
+        )
+        .unwrap();
+        let env = escrow::parse(&text, Path::new("e.json")).unwrap();
+        let cfg = Config::default();
+        let ok = Fake {
+            luks: "nvme1n1",
+            foreign: "",
+            busy: "",
+        };
+        let got = members_of(&host, &cfg, &ok, &inv, &env).unwrap();
+        assert_eq!(got, [host.dev("nvme1n1"), host.dev("nvme2n1")]);
+        let refused = |env: &escrow::Envelope, probe: &Fake, needle: &str| {
+            let e = members_of(&host, &cfg, probe, &inv, env).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::EXIT_REFUSED, "{e}");
+            assert!(e.to_string().contains(needle), "{e} should say {needle:?}");
+        };
+        // The EBS root volume, named by a hostile envelope.
+        let mut ebs = env.clone();
+        ebs.members[1] = "vol0a1b2c3d4e5f60718".into();
+        refused(
+            &ebs,
+            &ok,
+            "/dev/nvme0n1 (serial vol0a1b2c3d4e5f60718) is not an instance-store disk",
+        );
+        refused(
+            &env,
+            &Fake { busy: "nvme2n1", ..ok },
+            "/dev/nvme2n1 (serial AWSBBBBBBBBBBBBBBBB) is in use: another program holds it open exclusively",
+        );
+        refused(
+            &env,
+            &Fake {
+                foreign: "nvme2n1",
+                ..ok
+            },
+            "/dev/nvme2n1 (serial AWSBBBBBBBBBBBBBBBB) holds ext4",
+        );
+        refused(
+            &env,
+            &Fake { luks: "", ..ok },
+            "the envelope's first member, holds no LUKS header",
+        );
+        let mut other = env.clone();
+        other.luks_uuid = "11111111-2222-3333-4444-555555555555".into();
+        refused(&other, &ok, "holds ephemera's volume 6d1c2a8e");
+    }
 
     #[test]
     fn on_the_node_recover_mounts_where_the_unit_does() {
