@@ -573,18 +573,6 @@ pub const SEEN: safe_fs::How = safe_fs::How {
     dir_mode: Some(0o755),
 };
 
-/// What to do about a read-only file system: ephemera-events.service
-/// (ProtectSystem=strict) lets the watcher write only its default
-/// directories.
-fn sandbox_hint(e: &Error) -> &'static str {
-    match e {
-        Error::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EROFS) => {
-            " (ephemera-events.service writes only the directories in its ReadWritePaths=: add this one in a drop-in, or restart the watcher if it was made after the watcher started)"
-        }
-        _ => "",
-    }
-}
-
 /// The hook: a program run once for each new event, the event's JSON on stdin.
 #[derive(Debug, Clone)]
 pub struct Hook {
@@ -818,10 +806,7 @@ impl Watcher {
     fn save_seen(&self) {
         let text = serde_json::to_string(&self.seen).unwrap_or_default();
         if let Err(e) = safe_fs::write_file(&self.seen_path, text.as_bytes(), SEEN) {
-            tracing::warn!(
-                "{e}{}; a restart of the watcher would act on these events again",
-                sandbox_hint(&e)
-            );
+            tracing::warn!("{e}; a restart of the watcher would act on these events again");
         }
     }
 
@@ -844,7 +829,7 @@ impl Watcher {
                     path.parent().unwrap_or(Path::new("/")).display()
                 ),
             )),
-            Err(e) => Some((true, format!("no metrics written: {e}{}", sandbox_hint(&e)))),
+            Err(e) => Some((true, format!("no metrics written: {e}"))),
         };
         if problem.as_ref().map(|p| &p.1) != self.textfile_logged.as_ref() {
             match &problem {
@@ -876,18 +861,6 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_read_only_directory_names_the_units_read_write_paths() {
-        let erofs = Error::io("writing", Path::new("/srv/metrics/ephemera.prom"))(
-            std::io::Error::from_raw_os_error(nix::libc::EROFS),
-        );
-        assert!(sandbox_hint(&erofs).contains("ReadWritePaths="));
-        let denied = Error::io("writing", Path::new("/srv/metrics/ephemera.prom"))(
-            std::io::Error::from_raw_os_error(nix::libc::EACCES),
-        );
-        assert_eq!(sandbox_hint(&denied), "");
-    }
 
     /// AWS's documented example, with a canceled and a completed event added.
     const SCHEDULED: &str = r#"[
