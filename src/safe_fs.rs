@@ -405,6 +405,18 @@ mod tests {
     }
 
     #[test]
+    fn the_check_before_writing_walks_what_exists() {
+        let t = tempfile::tempdir().unwrap();
+        check_existing(&t.path().join("var/lib/ephemera/escrow.json"), Owners::Root).unwrap();
+        let theirs = t.path().join("var");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(1234), None).unwrap();
+        let e = check_existing(&theirs.join("lib/ephemera/escrow.json"), Owners::Root).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_REFUSED, "{e}");
+        assert!(!theirs.join("lib").exists());
+    }
+
+    #[test]
     fn symlink_replaces_what_is_there() {
         let t = tempfile::tempdir().unwrap();
         let v = victim(t.path());
