@@ -54,6 +54,13 @@ if grep -qx 'LimitCORE=0' "$root/usr/lib/systemd/system/ephemera.service"; then
 else
   bad "ephemera.service sets LimitCORE=0"
 fi
+# The watcher's sandbox (issue 17): exposure 2.1 with the shipped unit, 9.6
+# without one; a change that loosens it past 2.5 fails here.
+if systemd-analyze security --offline=true --root="$root" --threshold=25 ephemera-events.service >/dev/null 2>&1; then
+  ok "ephemera-events.service exposure at most 2.5 (systemd-analyze security)"
+else
+  bad "ephemera-events.service exposure at most 2.5: $(systemd-analyze security --offline=true --root="$root" ephemera-events.service 2>&1 | tail -1)"
+fi
 # systemd-analyze checks the unit files against the unpacked tree.
 out=$(systemd-analyze verify --man=no --root="$root" \
   /usr/lib/systemd/system/ephemera.service /usr/lib/systemd/system/ephemera-guard.service \

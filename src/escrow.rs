@@ -2,8 +2,6 @@
 //! SHA-256), in a JSON envelope that standard tools can open:
 //! `jq -r .ciphertext | base64 -d | openssl pkeyutl -decrypt ...`.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -19,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::key::VolumeKey;
 use crate::md;
+use crate::safe_fs;
 
 pub const ALG: &str = "RSA-OAEP-256";
 pub const MIN_RSA_BITS: usize = 2048;
@@ -345,41 +344,25 @@ pub fn open(env: &Envelope, key: &RsaPrivateKey) -> Result<VolumeKey> {
     VolumeKey::take(&mut vk)
 }
 
+/// How an envelope is written: mode 0400, fsync'ed (file and directory),
+/// missing directories made 0700, and only below directories root alone
+/// can change. Not for secrecy (the key in it is sealed to the escrow
+/// public key) but for integrity: whoever could change a directory on the
+/// way could swap or remove the envelope that `recover` trusts.
+pub const HOW: safe_fs::How = safe_fs::How {
+    owners: safe_fs::Owners::Root,
+    mode: 0o400,
+    durable: true,
+    dir_mode: Some(0o700),
+};
+
 /// Writes the envelope atomically (temp file, fsync, rename, fsync of the
-/// directory) with mode 0400.
+/// directory; `safe_fs`) with mode 0400.
 pub fn write(env: &Envelope, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Failed(format!("{} has no directory", path.display())))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(Error::io("creating", dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
     let mut json = serde_json::to_string_pretty(env)
         .map_err(|e| Error::Failed(format!("encoding the envelope: {e}")))?;
     json.push('\n');
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&tmp)?;
-        f.write_all(json.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("writing the escrow envelope", path)(e)
-    })
+    safe_fs::write_file(path, json.as_bytes(), HOW)
 }
 
 /// Where the envelope of the volume `luks_uuid` is kept besides `path`:
@@ -521,8 +504,6 @@ pub fn console_text(env: &Envelope) -> Result<String> {
         "-----BEGIN EPHEMERA ESCROW-----\n{json}\n-----END EPHEMERA ESCROW-----\n"
     ))
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +21,7 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::imds::{Imds, ImdsError};
+use crate::safe_fs;
 
 pub const SCHEDULED_PATH: &str = "/latest/meta-data/events/maintenance/scheduled";
 pub const SPOT_PATH: &str = "/latest/meta-data/spot/instance-action";
@@ -546,36 +546,32 @@ pub fn render_metrics(events: &[Event], h: &Health) -> String {
     s
 }
 
-/// Writes `text` to `path` atomically: a temp file in the same directory,
-/// then rename, so that a reader (node_exporter) never sees half a file.
-/// `durable` adds an fsync before the rename, for what must survive a crash
-/// (the seen file); the metrics, rewritten every poll, skip it: an fsync
-/// every 10 s would be a disk write every 10 s for nothing.
-pub fn write_atomic(path: &Path, text: &str, mode: u32, durable: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        if durable {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+/// How the metrics are written (`safe_fs`): mode 0644, no fsync (they are
+/// rewritten every poll; an fsync every 10 s would be a disk write every
+/// 10 s for nothing), into a directory that must exist, whoever owns the
+/// ones above it. Debian's prometheus-node-exporter gives /var/lib/prometheus
+/// to the `prometheus` account (its postinst), so a refusal of non-root
+/// owners would refuse the default layout. It is not needed: no link on the
+/// way is followed and the file is made new (`O_EXCL`, random name) then
+/// renamed, so that account can at most make the watcher write its metrics,
+/// public anyway, as a new root-owned 0644 file in a directory of its
+/// choosing; never into a file that exists (security review, issue 17).
+pub const METRICS: safe_fs::How = safe_fs::How {
+    owners: safe_fs::Owners::Anyone,
+    mode: 0o644,
+    durable: false,
+    dir_mode: None,
+};
+
+/// How the seen file is written: it decides whether a hook runs again, so
+/// only below directories root alone can change (the default, /run/ephemera,
+/// is made 0755 when missing), fsync'ed, mode 0600.
+pub const SEEN: safe_fs::How = safe_fs::How {
+    owners: safe_fs::Owners::Root,
+    mode: 0o600,
+    durable: true,
+    dir_mode: Some(0o755),
+};
 
 /// The hook: a program run once for each new event, the event's JSON on stdin.
 #[derive(Debug, Clone)]
@@ -708,7 +704,8 @@ pub struct Watcher {
     /// What was last logged about IMDS's health, so that a state is logged
     /// once when it begins, not at every poll.
     logged: Option<String>,
-    textfile_missing_logged: bool,
+    /// What stops the metrics, as last logged.
+    textfile_logged: Option<String>,
 }
 
 impl Watcher {
@@ -730,7 +727,7 @@ impl Watcher {
             last: BTreeMap::new(),
             last_success: None,
             logged: None,
-            textfile_missing_logged: false,
+            textfile_logged: None,
         }
     }
 
@@ -808,39 +805,40 @@ impl Watcher {
 
     fn save_seen(&self) {
         let text = serde_json::to_string(&self.seen).unwrap_or_default();
-        if let Some(dir) = self.seen_path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = write_atomic(&self.seen_path, &text, 0o600, true) {
-            tracing::warn!(
-                "{}: {e}; a restart of the watcher would act on these events again",
-                self.seen_path.display()
-            );
+        if let Err(e) = safe_fs::write_file(&self.seen_path, text.as_bytes(), SEEN) {
+            tracing::warn!("{e}; a restart of the watcher would act on these events again");
         }
     }
 
+    /// Writes the metrics; what stops it is logged once, when it begins
+    /// (a missing directory at info, anything else as a warning), not at
+    /// every poll.
     fn write_metrics(&mut self, events: &[Event], imds_up: bool) {
         let Some(path) = &self.textfile else { return };
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        if !dir.is_dir() {
-            if !self.textfile_missing_logged {
-                tracing::info!(
-                    "{} does not exist (is prometheus-node-exporter installed?); no metrics written until it does",
-                    dir.display()
-                );
-                self.textfile_missing_logged = true;
-            }
-            return;
-        }
-        self.textfile_missing_logged = false;
         let health = Health {
             imds_up,
             last_success: self.last_success,
             volume_state: volume_state(&crate::discover::discover(&self.host)),
         };
-        if let Err(e) = write_atomic(path, &render_metrics(events, &health), 0o644, false) {
-            tracing::warn!("writing metrics to {}: {e}", path.display());
+        let problem = match safe_fs::write_file(path, render_metrics(events, &health).as_bytes(), METRICS) {
+            Ok(()) => None,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Some((
+                false,
+                format!(
+                    "{} does not exist (is prometheus-node-exporter installed?); no metrics written until it does",
+                    path.parent().unwrap_or(Path::new("/")).display()
+                ),
+            )),
+            Err(e) => Some((true, format!("no metrics written: {e}"))),
+        };
+        if problem.as_ref().map(|p| &p.1) != self.textfile_logged.as_ref() {
+            match &problem {
+                Some((true, m)) => tracing::warn!("{m}"),
+                Some((false, m)) => tracing::info!("{m}"),
+                None => {}
+            }
         }
+        self.textfile_logged = problem.map(|p| p.1);
     }
 
     /// Polls every `interval`, forever (until systemd stops the service).

@@ -28,6 +28,7 @@ use crate::cmd;
 use crate::discover::{self, DM_NAME};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::safe_fs;
 
 pub const UNIT: &str = "ephemera-guard.service";
 /// The marker the polkit rule tests for.
@@ -110,6 +111,24 @@ pub fn volume_mounted(host: &Host) -> bool {
     discover::discover(host).dm.is_some_and(|d| d.in_use())
 }
 
+/// How the drop-ins and the marker are written (`safe_fs`): only below
+/// directories root alone can change, since whoever could change them could
+/// remove the guard; 0644 in 0755 directories, as systemd and polkitd read
+/// them.
+const RUNTIME: safe_fs::How = safe_fs::How {
+    owners: safe_fs::Owners::Root,
+    mode: 0o644,
+    durable: false,
+    dir_mode: Some(0o755),
+};
+
+/// The login message is public text: whoever owns /run/motd.d could hide it
+/// anyway, and with no link followed cannot turn the write elsewhere.
+const MOTD_HOW: safe_fs::How = safe_fs::How {
+    owners: safe_fs::Owners::Anyone,
+    ..RUNTIME
+};
+
 /// Writes the marker and the drop-ins (no reload). Returns false, writing
 /// nothing, when there is no mounted volume to guard.
 pub fn install(host: &Host) -> Result<bool> {
@@ -117,24 +136,14 @@ pub fn install(host: &Host) -> Result<bool> {
         return Ok(false);
     }
     for t in REFUSED_UNITS {
-        let p = dropin(host, t);
-        let dir = p.parent().expect("drop-in dir");
-        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-        std::fs::write(&p, dropin_text(t)).map_err(Error::io("writing", &p))?;
+        safe_fs::write_file(&dropin(host, t), dropin_text(t).as_bytes(), RUNTIME)?;
     }
     // Ctrl-Alt-Del starts reboot.target from inside systemd, past
     // RefuseManualStart: mask it for the runtime.
-    let cad = units_dir(host).join("ctrl-alt-del.target");
-    let _ = std::fs::remove_file(&cad);
-    std::os::unix::fs::symlink("/dev/null", &cad).map_err(Error::io("masking", &cad))?;
-    let marker = host.path(MARKER);
-    let dir = marker.parent().expect("marker dir");
-    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-    std::fs::write(&marker, "reboot guard on\n").map_err(Error::io("writing", &marker))?;
-    let motd = host.path(MOTD);
-    let dir = motd.parent().expect("motd dir");
-    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
-    std::fs::write(&motd, motd_text()).map_err(Error::io("writing", &motd))?;
+    safe_fs::Dir::open(&units_dir(host), RUNTIME.owners, RUNTIME.dir_mode)?
+        .symlink("ctrl-alt-del.target", Path::new("/dev/null"))?;
+    safe_fs::write_file(&host.path(MARKER), b"reboot guard on\n", RUNTIME)?;
+    safe_fs::write_file(&host.path(MOTD), motd_text().as_bytes(), MOTD_HOW)?;
     Ok(true)
 }
 

@@ -12,7 +12,8 @@
 //!   (RAID0 ioctls), `luks` (libcryptsetup), `key` (the key in locked
 //!   memory), `escrow` (RSA envelopes), `mount` (mkfs, mount), `guard`
 //!   (reboot guard), `bind` (node directories bound from the volume), `cipher`, `modules`, `lock`, `cmd` (subprocesses),
-//!   `host` (the root everything is read through), `failpoint` (tests).
+//!   `host` (the root everything is read through), `safe_fs` (every file
+//!   written as root: no link followed, owners checked), `failpoint` (tests).
 
 pub mod bind;
 pub mod cipher;
@@ -36,4 +37,5 @@ pub mod modules;
 pub mod mount;
 pub mod plan;
 pub mod probe;
+pub mod safe_fs;
 pub mod survey;

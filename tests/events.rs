@@ -592,3 +592,77 @@ fn the_watcher_logs_a_bad_document_once_and_its_recovery_once() {
     assert_eq!(err.matches("IMDS answers").count(), 1, "{err}");
     assert!(!err.contains("THIS DESTROYS"), "{err}");
 }
+
+/// Security review, issue 17, finding 1. Debian gives /var/lib/prometheus,
+/// the textfile directory's parent, to the `prometheus` account (uid 1234
+/// here). That account plants a link at the watcher's old, predictable temp
+/// name (`.ephemera.prom.tmp.<pid>`), then swaps the directory for a link:
+/// the root-only file the links point to is never written, nor anything
+/// made in the linked directory, and the refusal is logged once.
+#[test]
+fn the_watcher_follows_no_link_planted_by_the_owner_of_the_textfile_parent() {
+    let srv = server(&[REBOOT], None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::write(&shadow, "root:secret\n").unwrap();
+    std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let prometheus = dir.path().join("prometheus");
+    std::fs::create_dir(&prometheus).unwrap();
+    std::os::unix::fs::chown(&prometheus, Some(1234), Some(1234)).unwrap();
+    let textdir = prometheus.join("node-exporter");
+    std::fs::create_dir(&textdir).unwrap();
+    let prom = textdir.join("ephemera.prom");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[events]\nendpoint = \"{}\"\ntextfile = \"{}\"\nseen_file = \"{}\"\ninterval_secs = 1\n",
+            srv.endpoint(),
+            prom.display(),
+            dir.path().join("seen.json").display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_watcher(&cfg, dir.path());
+    let planted = textdir.join(format!(".ephemera.prom.tmp.{}", child.id()));
+    std::os::unix::fs::symlink(&shadow, &planted).unwrap();
+    // Three polls after the link is there (3 reads each).
+    let reads = srv.with(|s| s.reads);
+    let polled = wait_reads(&srv, reads + 9);
+    let shadow_after_temp_link = std::fs::read_to_string(&shadow).unwrap();
+    let prom_meta = std::fs::symlink_metadata(&prom);
+    // The directory swapped for a link to a root-only one.
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::rename(&textdir, prometheus.join("old")).unwrap();
+    std::os::unix::fs::symlink(&etc, &textdir).unwrap();
+    let reads = srv.with(|s| s.reads);
+    let polled_again = wait_reads(&srv, reads + 9);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(polled && polled_again, "the watcher did not poll");
+
+    assert_eq!(shadow_after_temp_link, "root:secret\n");
+    let prom_meta = prom_meta.unwrap();
+    assert!(prom_meta.is_file());
+    assert_eq!(prom_meta.permissions().mode() & 0o777, 0o644);
+    // The planted link is left as it was (moved with the directory).
+    let planted_now = prometheus.join("old").join(planted.file_name().unwrap());
+    assert_eq!(std::fs::read_link(planted_now).unwrap(), shadow);
+
+    assert_eq!(std::fs::read_to_string(&shadow).unwrap(), "root:secret\n");
+    let made: Vec<_> = std::fs::read_dir(&etc).unwrap().collect();
+    assert!(made.is_empty(), "{made:?}");
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let refused: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("symbolic link"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{err}");
+    assert!(
+        refused[0].contains("WARN")
+            && refused[0].contains(&format!("{} is a symbolic link", textdir.display())),
+        "{err}"
+    );
+}

@@ -118,6 +118,11 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         Some(p) => Some(escrow::load_public_key(p)?),
         None => None,
     };
+    if escrow_key.is_some() {
+        // An envelope goes only below directories root alone can change;
+        // refused here, before a disk is touched, not after formatting.
+        crate::safe_fs::check_existing(&cfg.escrow.path, escrow::HOW.owners)?;
+    }
     crate::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?;
     let _lock = lock(host)?;
     crate::failpoint!("after-lock");
