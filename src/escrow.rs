@@ -449,44 +449,24 @@ pub fn marker(path: &Path, luks_uuid: &str, what: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{luks_uuid}.{what}"))
 }
 
-/// Writes an empty marker (mode 0400) beside the envelopes.
+/// Writes an empty marker beside the envelopes, as envelopes are written.
 pub fn set_marker(path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
-    let m = marker(path, luks_uuid, what);
-    let dir = m.parent().unwrap_or(Path::new("/"));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(Error::io("creating", dir))?;
-    let r = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o400)
-        .open(&m)
-        .and_then(|f| f.sync_all());
-    r.map_err(Error::io("writing the marker", &m))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("syncing", dir))
+    safe_fs::write_file(&marker(path, luks_uuid, what), b"", HOW)
 }
 
 /// Removes the never-mounted marker of `luks_uuid`, if there is one: the
 /// volume is mounted now, so from here on it may hold data.
 pub fn mark_mounted(host: &Host, path: &Path, luks_uuid: &str) -> Result<()> {
     let m = host.abs(&marker(path, luks_uuid, NEVER_MOUNTED));
-    match std::fs::remove_file(&m) {
-        Ok(()) => {
-            if let Some(dir) = m.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(Error::io("syncing", dir))?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing the never-mounted marker", &m)(e)),
+    let (Some(dir), Some(name)) = (m.parent(), m.file_name()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        return Ok(());
     }
+    safe_fs::Dir::open(dir, HOW.owners, None)?
+        .remove(&name.to_string_lossy())
+        .map(drop)
 }
 
 /// Writes the envelope to `path` and to its copy named by the LUKS UUID.

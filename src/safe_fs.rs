@@ -158,6 +158,19 @@ impl Dir {
         symlinkat(target, &self.fd, name).map_err(|e| Error::io("linking", &path)(e.into()))
     }
 
+    /// Removes the file `name` from this directory, then fsyncs the
+    /// directory; `false` when there was none.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        let path = self.entry(name)?;
+        match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => fsync(&self.fd)
+                .map(|()| true)
+                .map_err(|e| Error::io("syncing", &self.path)(e.into())),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(Error::io("removing", &path)(e.into())),
+        }
+    }
+
     fn entry(&self, name: &str) -> Result<PathBuf> {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return Err(Error::Usage(format!(
