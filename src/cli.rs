@@ -203,7 +203,7 @@ pub fn run(cli: Cli) -> Result<()> {
             watch,
         } => events::command(&cfg.events, &host, as_json, watch)?,
         Command::Unbind => {
-            for t in crate::bind::unbind_configured(&host, &cfg)? {
+            for t in crate::bind::unbind_volume(&host)? {
                 tracing::info!("unmounted the bind {}", t.display());
             }
         }
