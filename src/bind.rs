@@ -16,6 +16,12 @@
 //! copy_dir drop hard links and xattrs). The copy runs once per volume: a
 //! subdirectory that is already on the volume holds the runtime's data and
 //! is bound as it is.
+//!
+//! `mount(2)` follows symlinks, and [`validate`]'s checks are lexical, so
+//! both ends of a bind are opened by [`walk`] without following any, with
+//! every directory above them root's alone, and the bind is made between
+//! the two descriptors: the checked path is the real one. [`unbind_all`]
+//! takes down every bind of the volume's device, wherever it is.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -87,8 +87,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
-    /// Unmount the `[[bind]]` mounts of the volume, last first (ephemera.service's
-    /// ExecStop, after the runtimes ordered after it have stopped).
+    /// Unmount every bind of the volume, newest first, wherever it is
+    /// (ephemera.service's ExecStop, after the runtimes ordered after it
+    /// have stopped).
     Unbind,
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
