@@ -36,8 +36,9 @@ chown 1000:1000 $app && echo app-data >$app/data
 
 run_ephemera provision --config $cfg
 check_eq "first provision exits 0" "$rc" 0
-dev=$(findmnt -n -o MAJ:MIN --mountpoint $mnt)
-check_ne "the volume's device number" "$dev" ""
+# findmnt pads the column; mountinfo does not.
+dev=$(findmnt -n -o MAJ:MIN --mountpoint $mnt | tr -d ' ')
+check "the volume's device number, maj:min" sh -c "echo '$dev' | grep -Eqx '[0-9]+:[0-9]+'"
 check_eq "bound once at $app" "$(binds_of_volume)" "$app "
 check_eq "the copy keeps the app's owner" "$(stat -c %u $mnt/$app)" 1000
 

@@ -20,8 +20,9 @@ i=0
 until grep -q "EPHEMERA-FAILPOINT before-bind-copy" /tmp/a.err 2>/dev/null || [ $i -ge 1200 ]; do sleep 0.1; i=$((i + 1)); done
 check "the run reached the copy" grep -q "EPHEMERA-FAILPOINT before-bind-copy" /tmp/a.err
 # The volume is mounted now; its device number, for the checks below.
-dev=$(findmnt -n -o MAJ:MIN --mountpoint $mnt)
-check_ne "the volume's device number" "$dev" ""
+# findmnt pads the column; mountinfo does not.
+dev=$(findmnt -n -o MAJ:MIN --mountpoint $mnt | tr -d ' ')
+check "the volume's device number, maj:min" sh -c "echo '$dev' | grep -Eqx '[0-9]+:[0-9]+'"
 mv $app /srv/app/cache.moved && ln -s $standin $app
 wait
 cat /tmp/a.err
