@@ -87,8 +87,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
-    /// Unmount the `[[bind]]` mounts of the volume, last first (ephemera.service's
-    /// ExecStop, after the runtimes ordered after it have stopped).
+    /// Unmount every bind of the volume, newest first, wherever it is
+    /// (ephemera.service's ExecStop, after the runtimes ordered after it
+    /// have stopped).
     Unbind,
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
@@ -203,7 +204,7 @@ pub fn run(cli: Cli) -> Result<()> {
             watch,
         } => events::command(&cfg.events, &host, as_json, watch)?,
         Command::Unbind => {
-            for t in crate::bind::unbind_configured(&host, &cfg)? {
+            for t in crate::bind::unbind_volume(&host)? {
                 tracing::info!("unmounted the bind {}", t.display());
             }
         }

@@ -634,6 +634,27 @@ fn crash_rollback_and_lock() {
     );
 }
 
+/// A bind's node directory swapped for a symlink during its copy onto the
+/// volume (faults-bind-swap.sh, security review finding 2): refused, rolled
+/// back, nothing of the volume mounted at the stand-in root directory.
+#[test]
+#[ignore = "boots a QEMU VM; run by `make faults`"]
+fn bind_swapped_during_copy_is_refused() {
+    let d = dir("bind-swap");
+    boot(
+        &d,
+        Scenario {
+            name: "boot",
+            script: "faults-bind-swap.sh",
+            files: vec![(
+                "config.toml",
+                config("[[bind]]\npath = \"/srv/app/cache\"\n"),
+            )],
+            disks: vec![(image(&d, "a", 128 * MIB), "EPH-A")],
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 6. Key-leak scan.
 

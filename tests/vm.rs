@@ -352,3 +352,42 @@ fn binds_on_xfs_two_disks() {
         },
     );
 }
+
+/// `[[bind]]` entries against symlinks (bind-symlinks.sh, security review
+/// finding 2): a symlinked target, parent, subdirectory on the volume and
+/// `/var/run` entry are refused (exit 3) with nothing of the volume mounted
+/// at the stand-in root directory or anywhere else; a directory above the
+/// target that an application account owns is refused; `unbind` and
+/// `teardown` take down binds at paths the config does not name.
+#[test]
+#[ignore = "boots a QEMU VM; run by `make test`"]
+fn bind_symlinks_refused_and_unbind_finds_every_bind() {
+    let dir = workdir("bind-symlinks");
+    let entry = |path: &str, subdir: &str| {
+        config(&format!(
+            "[[bind]]\npath = \"{path}\"\n{}",
+            if subdir.is_empty() {
+                String::new()
+            } else {
+                format!("subdir = \"{subdir}\"\n")
+            }
+        ))
+    };
+    boot(
+        &dir,
+        Scenario {
+            name: "boot",
+            script: "bind-symlinks.sh",
+            files: vec![
+                ("config.toml", entry("/srv/app/cache", "")),
+                (
+                    "parent-link.toml",
+                    entry("/srv/lnk/profile.d-standin", "srv/app/cache"),
+                ),
+                ("var-run.toml", entry("/var/run/app", "")),
+                ("other.toml", entry("/srv/other", "")),
+            ],
+            disks: vec![(image(&dir, "a", 256 * MIB), "EPH-A")],
+        },
+    );
+}

@@ -32,9 +32,9 @@ pub fn teardown(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Vec<Stri
     let inv = discover::discover(host);
     let mut done = Vec::new();
     if let Some(dm) = &inv.dm {
-        // The binds first: they hold the filesystem after its unmount.
-        let binds = crate::bind::plans(&cfg.bind, &cfg.mount.path);
-        for t in crate::bind::unbind_all(host, &binds, &dm.devno)? {
+        // The binds first, wherever they are: they hold the filesystem
+        // after its unmount.
+        for t in crate::bind::unbind_all(host, &dm.devno)? {
             done.push(format!("unmounted the bind {}", t.display()));
         }
         if let Some(m) = &dm.mount {

@@ -69,8 +69,9 @@ enum Undo {
     EraseHeader(PathBuf),
     Close,
     Unmount(PathBuf),
-    /// The binds of this run, on the volume with this device number.
-    Unbind(Vec<plan::BindPlan>, String),
+    /// The binds of the volume with this device number: all made by this
+    /// run, as the volume is new.
+    Unbind(String),
 }
 
 /// What this run has made so far, newest last.
@@ -87,7 +88,7 @@ impl Made {
         for u in self.0.into_iter().rev() {
             let (what, r) = match &u {
                 Undo::Unmount(p) => ("unmount", mount::unmount(p)),
-                Undo::Unbind(b, devno) => ("unbind", bind::unbind_all(host, b, devno).map(drop)),
+                Undo::Unbind(devno) => ("unbind", bind::unbind_all(host, devno).map(drop)),
                 Undo::Close => ("close", luks::close()),
                 Undo::EraseHeader(dev) => (
                     "erase header",
@@ -263,7 +264,7 @@ fn apply(
     if !p.binds.is_empty() {
         let devno = bind::devno_of(&mapped)?;
         // Pushed first: a bind that fails half way is taken down too.
-        made.push(Undo::Unbind(p.binds.clone(), devno.clone()));
+        made.push(Undo::Unbind(devno.clone()));
         bind::ensure_all(host, &p.binds, &devno)?;
         crate::failpoint!("after-bind");
     }
