@@ -8,9 +8,12 @@ use crate::commands::provision::{self, Outcome};
 use crate::commands::{erase, recover, status};
 use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
+use crate::host::probe::Blkid;
 use crate::host::Host;
-use crate::probe::Blkid;
-use crate::{events, guard, key, luks};
+use crate::keys::key;
+use crate::node::events;
+use crate::node::guard;
+use crate::volume::luks;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -165,7 +168,7 @@ pub fn run(cli: Cli) -> Result<()> {
             force,
         } => {
             if let Some(k) = &cfg.escrow.public_key {
-                crate::escrow::load_public_key(k)?;
+                crate::keys::escrow::load_public_key(k)?;
             }
             let p = provision::plan_only(&host, &cfg, &Blkid, force)?;
             if as_json {
@@ -204,7 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
             watch,
         } => events::command(&cfg.events, &host, as_json, watch)?,
         Command::Unbind => {
-            for t in crate::bind::unbind_volume(&host)? {
+            for t in crate::volume::bind::unbind_volume(&host)? {
                 tracing::info!("unmounted the bind {}", t.display());
             }
         }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ephemera::events::{self, Hook, Source, Watcher};
 use ephemera::host::Host;
-use ephemera::imds::{Imds, TOKEN_TTL_SECS};
+use ephemera::node::events::{self, Hook, Source, Watcher};
+use ephemera::node::imds::{Imds, TOKEN_TTL_SECS};
 use imds_server::{ImdsServer, Scenario};
 use serde_json::Value;
 

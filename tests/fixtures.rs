@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ephemera::config::Config;
+use ephemera::decision::plan::plan;
+use ephemera::decision::survey::survey;
 use ephemera::error::Result;
+use ephemera::host::probe::{Probe, Signature};
 use ephemera::host::Host;
-use ephemera::plan::plan;
-use ephemera::probe::{Probe, Signature};
-use ephemera::survey::survey;
 
 #[derive(Default, serde::Deserialize)]
 struct FakeProbe {
@@ -176,7 +176,7 @@ fn every_volume_state_has_a_case() {
         };
         let host = Host::new(dir.join("root"));
         let facts = survey(&host, &cfg, &probe).unwrap();
-        let v = serde_json::to_value(ephemera::plan::volume(&facts, &cfg)).unwrap();
+        let v = serde_json::to_value(ephemera::decision::plan::volume(&facts, &cfg)).unwrap();
         seen.insert(v["state"].as_str().unwrap().to_string());
     }
     let all = [

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ephemera::error::{Error, EXIT_USAGE};
-use ephemera::{escrow, md};
+use ephemera::keys::escrow;
+use ephemera::volume::md;
 use libfuzzer_sys::fuzz_target;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::RsaPrivateKey;

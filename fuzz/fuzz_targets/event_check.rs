@@ -1,6 +1,6 @@
 //! What every event a parser accepts must hold, whatever the input.
 
-use ephemera::events::{self, Event, Health};
+use ephemera::node::events::{self, Event, Health};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

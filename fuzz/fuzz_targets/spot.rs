@@ -5,7 +5,7 @@
 #[path = "event_check.rs"]
 mod event_check;
 
-use ephemera::events;
+use ephemera::node::events;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ephemera::config::Config;
-use ephemera::discover::{self, natural_key, parse_mountinfo, parse_swaps};
+use ephemera::host::discover::{self, natural_key, parse_mountinfo, parse_swaps};
 use ephemera::host::Host;
-use ephemera::plan::{self, Candidate, Facts};
-use ephemera::probe::{Content, Signature};
+use ephemera::decision::plan::{self, Candidate, Facts};
+use ephemera::host::probe::{Content, Signature};
 use libfuzzer_sys::fuzz_target;
 
 fn root() -> &'static PathBuf {

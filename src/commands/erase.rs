@@ -4,14 +4,18 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::discover::{self, DM_NAME, MD_NAME};
+use crate::decision::plan::Volume;
+use crate::decision::survey::candidates;
 use crate::error::{Error, Result};
+use crate::host::cmd;
+use crate::host::discover::{self, DM_NAME, MD_NAME};
+use crate::host::lock::lock;
+use crate::host::probe::{Content, Probe};
 use crate::host::Host;
-use crate::lock::lock;
-use crate::plan::Volume;
-use crate::probe::{Content, Probe};
-use crate::survey::candidates;
-use crate::{cmd, escrow, luks, md, mount};
+use crate::keys::escrow;
+use crate::volume::luks;
+use crate::volume::md;
+use crate::volume::mount;
 
 use super::status::backing;
 
@@ -34,7 +38,7 @@ pub fn teardown(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Vec<Stri
     if let Some(dm) = &inv.dm {
         // The binds first, wherever they are: they hold the filesystem
         // after its unmount.
-        for t in crate::bind::unbind_all(host, &dm.devno)? {
+        for t in crate::volume::bind::unbind_all(host, &dm.devno)? {
             done.push(format!("unmounted the bind {}", t.display()));
         }
         if let Some(m) = &dm.mount {
@@ -143,8 +147,8 @@ fn discard_incomplete(
     probe: &dyn Probe,
     luks_uuid: &str,
 ) -> Result<Option<String>> {
-    let facts = crate::survey::survey(host, cfg, probe)?;
-    let Volume::Earlier { incomplete, .. } = crate::plan::volume(&facts, cfg) else {
+    let facts = crate::decision::survey::survey(host, cfg, probe)?;
+    let Volume::Earlier { incomplete, .. } = crate::decision::plan::volume(&facts, cfg) else {
         return Ok(None);
     };
     let Some(v) = incomplete.iter().find(|v| v.luks_uuid == luks_uuid) else {

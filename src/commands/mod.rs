@@ -7,15 +7,15 @@ pub mod provision;
 pub mod recover;
 pub mod status;
 
-use crate::cmd;
 use crate::error::Result;
+use crate::host::cmd;
 use crate::host::Host;
 
 const UNIT: &str = "ephemera.service";
 
 /// systemd runs here and ephemera.service is installed.
 pub fn on_node(host: &Host) -> bool {
-    crate::guard::systemd_runs(host)
+    crate::node::guard::systemd_runs(host)
         && cmd::run(
             "looking for ephemera.service",
             "systemctl",

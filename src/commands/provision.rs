@@ -7,16 +7,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::discover::{self, DM_NAME, MD_NAME};
+use crate::decision::plan::{self, Facts, Plan, ProvisionPlan};
+use crate::decision::survey::survey;
 use crate::error::{Error, Result};
-use crate::escrow;
+use crate::host::cmd;
+use crate::host::discover::{self, DM_NAME, MD_NAME};
+use crate::host::lock::lock;
+use crate::host::modules;
+use crate::host::probe::Probe;
 use crate::host::Host;
-use crate::key::VolumeKey;
-use crate::lock::lock;
-use crate::plan::{self, Facts, Plan, ProvisionPlan};
-use crate::probe::Probe;
-use crate::survey::survey;
-use crate::{bind, cmd, luks, md, modules, mount};
+use crate::keys::escrow;
+use crate::keys::key::VolumeKey;
+use crate::volume::bind;
+use crate::volume::luks;
+use crate::volume::md;
+use crate::volume::mount;
 
 /// What `provision` did.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,7 +56,7 @@ pub fn make_plan(
 /// exclusive open, even brief, can make someone else's mount of that disk
 /// fail): only sysfs's mounts, holders and swap mark a disk as in use here.
 pub fn plan_only(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Plan> {
-    make_plan(host, cfg, &crate::probe::LookOnly(probe), force).map(|(_, p)| p)
+    make_plan(host, cfg, &crate::host::probe::LookOnly(probe), force).map(|(_, p)| p)
 }
 
 /// Logs one finished step with its duration.
@@ -122,9 +127,9 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
     if escrow_key.is_some() {
         // An envelope goes only below directories root alone can change;
         // refused here, before a disk is touched, not after formatting.
-        crate::safe_fs::check_existing(&cfg.escrow.path, escrow::HOW.owners)?;
+        crate::host::safe_fs::check_existing(&cfg.escrow.path, escrow::HOW.owners)?;
     }
-    crate::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?;
+    crate::volume::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?;
     let _lock = lock(host)?;
     crate::failpoint!("after-lock");
     let pending = discover::wait_for_nvme(host, NVME_WAIT);
@@ -292,12 +297,14 @@ fn make_volume(
     // not the survey's, is what proves at the moment of writing that nothing
     // else holds the disk (the survey's open is closed by then). A format
     // that fails wrote no header; one that succeeded is undone by erasing it.
-    let header = step("format LUKS2", base, || luks::format(base, &p.luks, &key))?;
+    let header = step("format LUKS2", base, || {
+        luks::format(base, &p.luks, key.as_bytes())
+    })?;
     made.push(Undo::EraseHeader(base.to_path_buf()));
     let uuid = header.uuid.clone();
     crate::failpoint!("after-luks-format");
     step("open LUKS2", mapped, || {
-        header.open(p.luks.discards, p.luks.workqueues, &key)
+        header.open(p.luks.discards, p.luks.workqueues, key.as_bytes())
     })?;
     made.push(Undo::Close);
     crate::failpoint!("after-luks-open");
@@ -355,7 +362,7 @@ fn write_console(host: &Host, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Signature;
+    use crate::host::probe::Signature;
 
     /// Fails the test on any exclusive open.
     struct NoExclusiveOpen;

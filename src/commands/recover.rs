@@ -10,14 +10,18 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::discover::{self, DM_NAME, MD_NAME};
+use crate::decision::plan::{self, Volume};
+use crate::decision::survey::survey;
 use crate::error::{Error, Result};
+use crate::host::discover::{self, DM_NAME, MD_NAME};
+use crate::host::lock::lock;
+use crate::host::modules;
+use crate::host::probe::{Content, Probe};
 use crate::host::Host;
-use crate::lock::lock;
-use crate::plan::{self, Volume};
-use crate::probe::{Content, Probe};
-use crate::survey::survey;
-use crate::{escrow, luks, md, modules, mount};
+use crate::keys::escrow;
+use crate::volume::luks;
+use crate::volume::md;
+use crate::volume::mount;
 
 /// This node's envelope for the one volume of an earlier boot on the disks.
 fn envelope_on_node(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<PathBuf> {
@@ -157,7 +161,12 @@ fn open_and_mount(
                 env.luks_uuid
             )));
         }
-        luks::open(&base, cfg.luks.discards, cfg.luks.workqueues, &key)?;
+        luks::open(
+            &base,
+            cfg.luks.discards,
+            cfg.luks.workqueues,
+            key.as_bytes(),
+        )?;
         let mapped = host.path("dev/mapper").join(DM_NAME);
         // The filesystem the volume holds (ext4 or xfs), whatever the
         // config says now; the config's when blkid names neither.
@@ -217,12 +226,12 @@ fn members_of(
             )));
         }
         let dev = host.dev(&d.name);
-        let candidate = crate::plan::Candidate {
-            content: crate::probe::classify(&probe.signatures(&dev)?),
+        let candidate = crate::decision::plan::Candidate {
+            content: crate::host::probe::classify(&probe.signatures(&dev)?),
             busy: probe.busy(&dev)?,
             disk: d.clone(),
         };
-        if let Some(why) = crate::plan::exclusion(&candidate, &[]) {
+        if let Some(why) = crate::decision::plan::exclusion(&candidate, &[]) {
             return Err(Error::Refused(format!("{name} is in use: {why}")));
         }
         let ours = matches!(&candidate.content,
@@ -258,7 +267,7 @@ fn members_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Signature;
+    use crate::host::probe::Signature;
 
     /// What libblkid and an exclusive open report, by disk name.
     struct Fake {

@@ -3,13 +3,13 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::discover::{Inventory, DM_NAME};
+use crate::decision::plan::{self, Earlier, Incomplete, Volume};
+use crate::decision::survey::survey;
 use crate::error::Result;
+use crate::host::discover::{Inventory, DM_NAME};
+use crate::host::probe::{LookOnly, Probe};
 use crate::host::Host;
-use crate::luks::{self, LuksInfo};
-use crate::plan::{self, Earlier, Incomplete, Volume};
-use crate::probe::{LookOnly, Probe};
-use crate::survey::survey;
+use crate::volume::luks::{self, LuksInfo};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -32,7 +32,7 @@ pub struct Status {
     /// The reboot guard is on.
     pub guard: bool,
     /// Pending maintenance events and interruptions (src/events.rs).
-    pub events: Vec<crate::events::Event>,
+    pub events: Vec<crate::node::events::Event>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,7 +131,7 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         raid,
         luks,
         mount,
-        guard: crate::guard::is_on(host),
+        guard: crate::node::guard::is_on(host),
         events: Vec::new(),
     })
 }

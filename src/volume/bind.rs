@@ -31,33 +31,12 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, renameat, AtFlags, OFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::discover::{mount_table, MountEntry};
+use crate::config::bind::{BindEntry, STAGING};
 use crate::error::{Error, Result};
+use crate::host::discover::{mount_table, MountEntry};
 use crate::host::Host;
-
-/// One `[[bind]]` entry of the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BindEntry {
-    /// The directory on the node (the bind target), absolute.
-    pub path: PathBuf,
-    /// Its directory on the volume, relative to `mount.path`; by default
-    /// `path` without its leading `/` (`/var/lib/containerd` is
-    /// `var/lib/containerd` on the volume).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subdir: Option<PathBuf>,
-}
-
-impl BindEntry {
-    pub fn subdir(&self) -> PathBuf {
-        match &self.subdir {
-            Some(s) => s.clone(),
-            None => self.path.strip_prefix("/").unwrap_or(&self.path).into(),
-        }
-    }
-}
 
 /// What one bind does: `source` (on the volume) is bound on `target`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,151 +62,6 @@ pub fn plans(entries: &[BindEntry], mount: &Path) -> Vec<BindPlan> {
         })
         .collect()
 }
-
-/// Directories that no bind may be, be inside, or hide: the system itself.
-const SYSTEM: &[&str] = &[
-    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
-    "/proc", "/sys", "/run",
-];
-/// Directories that no bind may be or hide (a bind inside them is fine:
-/// `/var/lib/containerd` is inside `/var`).
-const KEPT: &[&str] = &[
-    "/var/lib/dpkg",
-    "/var/lib/apt",
-    "/var/lib/systemd",
-    "/var/lib/cloud",
-    "/var/log/journal",
-    "/var/cache/apt",
-    "/root",
-    "/tmp",
-    "/var/tmp",
-];
-
-/// Checks the entries against each other and against the rest of the
-/// config, with no I/O. One line per problem, naming the entry.
-pub fn validate(entries: &[BindEntry], mount: &Path, escrow: &Path) -> Result<()> {
-    let bad = |i: usize, e: &BindEntry, why: String| {
-        Err(Error::Usage(format!(
-            "config bind[{i}] (path = {:?}): {why}",
-            e.path.display().to_string()
-        )))
-    };
-    for (i, e) in entries.iter().enumerate() {
-        let p = &e.path;
-        if !p.is_absolute() {
-            return bad(i, e, "path is not an absolute path".into());
-        }
-        if p.components().any(|c| c == Component::ParentDir) {
-            return bad(i, e, "path must not contain \"..\"".into());
-        }
-        if p == Path::new("/") {
-            return bad(i, e, "path must not be /".into());
-        }
-        if let Some(s) = SYSTEM.iter().map(Path::new).find(|s| p.starts_with(s)) {
-            return bad(
-                i,
-                e,
-                format!(
-                    "{} is a system directory; it stays on the root disk",
-                    s.display()
-                ),
-            );
-        }
-        if let Some(k) = SYSTEM
-            .iter()
-            .chain(KEPT)
-            .map(Path::new)
-            .find(|k| k.starts_with(p))
-        {
-            return bad(
-                i,
-                e,
-                format!(
-                    "a bind there would hide {}, which stays on the root disk",
-                    k.display()
-                ),
-            );
-        }
-        if p.starts_with(mount) {
-            return bad(
-                i,
-                e,
-                format!("path is inside the volume (mount.path {})", mount.display()),
-            );
-        }
-        if mount.starts_with(p) {
-            return bad(
-                i,
-                e,
-                format!(
-                    "a bind there would hide the volume's mount.path {}",
-                    mount.display()
-                ),
-            );
-        }
-        if escrow.starts_with(p) {
-            return bad(
-                i,
-                e,
-                format!(
-                    "a bind there would hide the escrow envelope {}",
-                    escrow.display()
-                ),
-            );
-        }
-        let s = e.subdir();
-        let plain = s.components().all(|c| matches!(c, Component::Normal(_)))
-            && s.components().next().is_some();
-        if !plain {
-            return bad(
-                i,
-                e,
-                format!(
-                    "subdir {:?} must be a relative path on the volume, without \"..\"",
-                    s.display().to_string()
-                ),
-            );
-        }
-        if s.starts_with("lost+found") || s.starts_with(STAGING) {
-            return bad(
-                i,
-                e,
-                format!(
-                    "subdir {} is kept for the filesystem or ephemera",
-                    s.display()
-                ),
-            );
-        }
-        for (j, o) in entries.iter().enumerate().take(i) {
-            if p.starts_with(&o.path) || o.path.starts_with(p) {
-                return bad(
-                    i,
-                    e,
-                    format!(
-                        "overlaps bind[{j}] (path = {:?}); list only the outer directory",
-                        o.path.display().to_string()
-                    ),
-                );
-            }
-            let os = o.subdir();
-            if s.starts_with(&os) || os.starts_with(&s) {
-                return bad(
-                    i,
-                    e,
-                    format!(
-                        "its subdir {} overlaps bind[{j}]'s subdir {} on the volume",
-                        s.display(),
-                        os.display()
-                    ),
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Where copies are made before they are renamed into place.
-const STAGING: &str = ".ephemera-staging";
 
 /// Whether [`ensure`] made the bind or found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,7 +339,7 @@ fn copy_in(host: &Host, b: &BindPlan, what: &str) -> Result<bool> {
         Some(_) => {
             crate::failpoint!("before-bind-copy");
             let (from, to) = (host.abs(&b.target), host.abs(&staging));
-            crate::cmd::run(
+            crate::host::cmd::run(
                 &format!("copying {} onto the volume", b.target.display()),
                 "cp",
                 &[
@@ -668,7 +502,7 @@ pub fn unbind_all(host: &Host, devno: &str) -> Result<Vec<PathBuf>> {
 
 /// Unmounts every bind of ephemera's volume, if it is open.
 pub fn unbind_volume(host: &Host) -> Result<Vec<PathBuf>> {
-    match crate::discover::discover(host).dm {
+    match crate::host::discover::discover(host).dm {
         Some(dm) => unbind_all(host, &dm.devno),
         None => Ok(Vec::new()),
     }
@@ -700,31 +534,6 @@ mod tests {
         }
     }
 
-    fn check(entries: &[BindEntry]) -> std::result::Result<(), String> {
-        validate(
-            entries,
-            Path::new("/mnt/ephemeral"),
-            Path::new("/var/lib/ephemera/escrow.json"),
-        )
-        .map_err(|e| match e {
-            Error::Usage(m) => m,
-            other => panic!("not a usage error: {other:?}"),
-        })
-    }
-
-    #[test]
-    fn the_usual_sets_pass() {
-        check(&[
-            e("/var/lib/containerd", None),
-            e("/var/lib/kubelet", None),
-            e("/var/log/pods", None),
-            e("/var/lib/docker", Some("docker")),
-            e("/var/lib/ecs/data", None),
-        ])
-        .unwrap();
-        check(&[]).unwrap();
-    }
-
     #[test]
     fn default_subdir_is_the_path_without_its_root() {
         let p = plans(&[e("/var/lib/kubelet", None)], Path::new("/mnt/eph"));
@@ -732,57 +541,6 @@ mod tests {
         assert_eq!(p[0].source, Path::new("/mnt/eph/var/lib/kubelet"));
         let p = plans(&[e("/srv/x", Some("x/y"))], Path::new("/m"));
         assert_eq!(p[0].source, Path::new("/m/x/y"));
-    }
-
-    #[test]
-    fn bad_entries_are_refused_with_one_line_each() {
-        let cases: &[(&[BindEntry], &str)] = &[
-            (&[e("var/lib/containerd", None)], "not an absolute path"),
-            (&[e("/", None)], "must not be /"),
-            (&[e("/etc", None)], "system directory"),
-            (&[e("/etc/kubernetes", None)], "/etc is a system directory"),
-            (&[e("/usr/local", None)], "/usr is a system directory"),
-            (&[e("/var", None)], "would hide /var/lib/dpkg"),
-            (&[e("/var/lib", None)], "would hide /var/lib/dpkg"),
-            (&[e("/var/log", None)], "would hide /var/log/journal"),
-            (&[e("/mnt/ephemeral/x", None)], "inside the volume"),
-            (&[e("/mnt/ephemeral", None)], "inside the volume"),
-            (&[e("/mnt", None)], "hide the volume"),
-            (&[e("/var/lib/ephemera", None)], "escrow envelope"),
-            (&[e("/srv/../etc", None)], "\"..\""),
-            (&[e("/srv/a", Some("/abs"))], "subdir"),
-            (&[e("/srv/a", Some("../up"))], "subdir"),
-            (&[e("/srv/a", Some(""))], "subdir"),
-            (&[e("/srv/a", Some("lost+found"))], "lost+found"),
-            (
-                &[
-                    e("/var/lib/kubelet", None),
-                    e("/var/lib/kubelet/pods", None),
-                ],
-                "overlaps bind[0]",
-            ),
-            (
-                &[
-                    e("/var/lib/kubelet/pods", None),
-                    e("/var/lib/kubelet", None),
-                ],
-                "overlaps bind[0]",
-            ),
-            (&[e("/srv/a", None), e("/srv/a/", None)], "overlaps bind[0]"),
-            (
-                &[e("/srv/a", Some("d")), e("/srv/b", Some("d/e"))],
-                "subdir d/e overlaps",
-            ),
-        ];
-        for (entries, needle) in cases {
-            let m = check(entries).expect_err(&format!("{entries:?} passed"));
-            assert!(
-                m.contains(needle),
-                "{entries:?}: {m:?} should say {needle:?}"
-            );
-            assert!(m.starts_with("config bind["), "{m:?}");
-            assert!(!m.contains('\n'), "{m:?}");
-        }
     }
 
     /// A node's mounts read through a fixture root.
@@ -869,7 +627,7 @@ mod tests {
     /// own mount and other devices' mounts are not binds.
     #[test]
     fn unbind_finds_every_bind_of_the_volume() {
-        let table = crate::discover::parse_mountinfo(
+        let table = crate::host::discover::parse_mountinfo(
             "30 1 254:0 / /mnt/ephemeral rw shared:1 - ext4 /dev/mapper/ephemera rw\n\
              31 1 254:0 /var/lib/containerd /var/lib/containerd rw shared:1 - ext4 /dev/mapper/ephemera rw\n\
              32 1 254:0 /srv/old /srv/old rw shared:1 - ext4 /dev/mapper/ephemera rw\n\

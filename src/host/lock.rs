@@ -20,7 +20,7 @@ pub fn lock(host: &Host) -> Result<Flock<File>> {
     let start = Instant::now();
     let wait = LOCK_WAIT;
     #[cfg(feature = "failpoints")]
-    let wait = crate::failpoint::lock_wait(wait);
+    let wait = crate::host::failpoint::lock_wait(wait);
     let mut warned = false;
     loop {
         let f = File::options()

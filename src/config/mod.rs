@@ -5,6 +5,9 @@
 //! line that names the key. Validation does no I/O except reading the escrow
 //! public key, so a bad config never reaches a disk.
 
+pub mod bind;
+pub mod mount_options;
+
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,7 +43,7 @@ pub struct Config {
     pub escrow: Escrow,
     pub events: Events,
     /// `[[bind]]` entries: node directories placed on the volume.
-    pub bind: Vec<crate::bind::BindEntry>,
+    pub bind: Vec<bind::BindEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,13 +343,13 @@ impl Config {
         if normal_path(&self.mount.path) == Path::new("/") {
             return bad("mount.path", "must not be /".into());
         }
-        crate::mount::MountOptions::parse(&self.mount.options)
+        mount_options::MountOptions::parse(&self.mount.options)
             .map_err(|why| Error::Usage(format!("config mount.options: {why}")))?;
         absolute("escrow.path", &self.escrow.path)?;
         if let Some(k) = &self.escrow.public_key {
             absolute("escrow.public_key", k)?;
         }
-        crate::bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
+        bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
         self.events.validate()
     }
 }

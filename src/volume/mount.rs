@@ -2,62 +2,25 @@
 
 use std::path::Path;
 
-use sys_mount::{Mount, MountFlags, UnmountFlags};
+use serde::Serialize;
+use sys_mount::{Mount, UnmountFlags};
 
-use crate::cmd;
+use crate::config::mount_options::MountOptions;
 use crate::config::FsType;
 use crate::error::{Error, Result};
-use crate::plan::MkfsPlan;
+use crate::host::cmd;
 
-/// `mount.options` split into kernel flags and filesystem data. Written by
-/// hand because sys-mount takes flags and data apart and no crate parses
-/// fstab-style option strings into them.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MountOptions {
-    pub flags: MountFlags,
-    pub data: String,
-}
-
-impl MountOptions {
-    pub fn parse(s: &str) -> std::result::Result<MountOptions, String> {
-        let mut flags = MountFlags::empty();
-        let mut data = Vec::new();
-        if s.trim().is_empty() {
-            return Ok(MountOptions {
-                flags,
-                data: String::new(),
-            });
-        }
-        for opt in s.split(',') {
-            let opt = opt.trim();
-            let f = match opt {
-                "" => return Err(format!("{s:?} has an empty option")),
-                "defaults" | "rw" => MountFlags::empty(),
-                "ro" => MountFlags::RDONLY,
-                "noatime" => MountFlags::NOATIME,
-                "nodiratime" => MountFlags::NODIRATIME,
-                "relatime" => MountFlags::RELATIME,
-                "strictatime" => MountFlags::STRICTATIME,
-                "nosuid" => MountFlags::NOSUID,
-                "nodev" => MountFlags::NODEV,
-                "noexec" => MountFlags::NOEXEC,
-                "sync" => MountFlags::SYNCHRONOUS,
-                "dirsync" => MountFlags::DIRSYNC,
-                _ if opt.contains(char::is_whitespace) => {
-                    return Err(format!("{opt:?} contains white space"))
-                }
-                _ => {
-                    data.push(opt);
-                    MountFlags::empty()
-                }
-            };
-            flags |= f;
-        }
-        Ok(MountOptions {
-            flags,
-            data: data.join(","),
-        })
-    }
+/// How the filesystem is made, as the plan decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MkfsPlan {
+    pub fstype: FsType,
+    pub label: String,
+    /// ext4 `stride` and `stripe_width`, in 4 KiB blocks, for an array.
+    pub stride: Option<(u32, u32)>,
+    /// The volume's size in bytes, about: the members' total (RAID0). Picks
+    /// the options that keep mkfs and mount short at large sizes
+    /// (`mount::mkfs_args`, `mount::mkfs_xfs_args`).
+    pub bytes: u64,
 }
 
 pub fn mkfs(dev: &Path, plan: &MkfsPlan) -> Result<()> {
@@ -237,16 +200,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_split_into_flags_and_data() {
-        let o = MountOptions::parse("noatime,nodev,commit=60,data=writeback").unwrap();
-        assert_eq!(o.flags, MountFlags::NOATIME | MountFlags::NODEV);
-        assert_eq!(o.data, "commit=60,data=writeback");
-        assert_eq!(MountOptions::parse("").unwrap().flags, MountFlags::empty());
-        assert!(MountOptions::parse("noatime,,nodev").is_err());
-        assert!(MountOptions::parse("no atime").is_err());
-    }
-
-    #[test]
     fn xfs_is_aligned_to_the_array() {
         let p = MkfsPlan {
             fstype: FsType::Xfs,
@@ -356,7 +309,7 @@ mod tests {
     /// mkfs.xfs arguments, and the same sizes at which they change.
     #[test]
     fn bench_floor_uses_the_same_mkfs_options() {
-        let floor = include_str!("../bench/floor.sh");
+        let floor = include_str!("../../bench/floor.sh");
         let command = |start: &str| {
             floor
                 .lines()

@@ -11,12 +11,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use crate::bind::BindPlan;
 use crate::config::{Config, FsType, OnExisting};
-use crate::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
 use crate::error::{Error, Result};
-use crate::escrow;
-use crate::probe::{Content, Signature};
+use crate::host::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
+use crate::host::probe::{Content, Signature};
+use crate::keys::escrow;
+pub use crate::volume::bind::BindPlan;
+pub use crate::volume::luks::LuksPlan;
+pub use crate::volume::mount::MkfsPlan;
 
 /// A disk that matched the model, with what probing found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -183,28 +185,6 @@ pub struct Cleanup {
 pub struct RaidPlan {
     pub name: String,
     pub chunk_kib: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LuksPlan {
-    pub cipher: String,
-    pub mode: String,
-    pub key_bits: u32,
-    pub sector_size: u32,
-    pub discards: bool,
-    pub workqueues: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MkfsPlan {
-    pub fstype: FsType,
-    pub label: String,
-    /// ext4 `stride` and `stripe_width`, in 4 KiB blocks, for an array.
-    pub stride: Option<(u32, u32)>,
-    /// The volume's size in bytes, about: the members' total (RAID0). Picks
-    /// the options that keep mkfs and mount short at large sizes
-    /// (`mount::mkfs_args`, `mount::mkfs_xfs_args`).
-    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -476,7 +456,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
         options: cfg.mount.options.clone(),
         fstype: found_fs.unwrap_or(cfg.filesystem.fstype),
     };
-    let binds = crate::bind::plans(&cfg.bind, &cfg.mount.path);
+    let binds = crate::volume::bind::plans(&cfg.bind, &cfg.mount.path);
     let mut warnings = Vec::new();
     // The header of an unfinished run's mapping is erased with the others.
     let mut unfinished_uuid = None;
@@ -618,7 +598,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
 
     let n = members.len() as u32;
     let bytes = members.iter().map(|m| m.size_bytes).sum();
-    if cfg.filesystem.fstype == FsType::Xfs && crate::mount::xfs_too_small(bytes, n > 1) {
+    if cfg.filesystem.fstype == FsType::Xfs && crate::volume::mount::xfs_too_small(bytes, n > 1) {
         return Err(Error::Refused(format!(
             "refusing to make xfs on {n} disk(s) of {bytes} bytes in all: mkfs.xfs needs at least 300 MiB on one disk and more than 512 MiB on an array; use larger disks, or filesystem.type = \"ext4\""
         )));
@@ -831,17 +811,20 @@ impl ProvisionPlan {
                 s += &format!(" (stride {stride}, stripe_width {width})")
             }
             (Some((stride, width)), FsType::Xfs) => {
-                let (su, sw) = crate::mount::xfs_stripe(stride, width);
+                let (su, sw) = crate::volume::mount::xfs_stripe(stride, width);
                 s += &format!(" (su {su}k, sw {sw})")
             }
             (None, _) => {}
         }
         match p.mkfs.fstype {
-            FsType::Ext4 if crate::mount::ext4_bigalloc(p.mkfs.bytes) => {
-                s += &format!(" with {} KiB clusters", crate::mount::EXT4_CLUSTER_KIB)
+            FsType::Ext4 if crate::volume::mount::ext4_bigalloc(p.mkfs.bytes) => {
+                s += &format!(
+                    " with {} KiB clusters",
+                    crate::volume::mount::EXT4_CLUSTER_KIB
+                )
             }
-            FsType::Xfs if crate::mount::xfs_log_capped(p.mkfs.bytes) => {
-                s += &format!(" with a {} MiB log", crate::mount::XFS_LOG_MIB)
+            FsType::Xfs if crate::volume::mount::xfs_log_capped(p.mkfs.bytes) => {
+                s += &format!(" with a {} MiB log", crate::volume::mount::XFS_LOG_MIB)
             }
             _ => {}
         }

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::cmd;
-use crate::discover::{self, DM_NAME};
 use crate::error::{Error, Result};
+use crate::host::cmd;
+use crate::host::discover::{self, DM_NAME};
+use crate::host::safe_fs;
 use crate::host::Host;
-use crate::safe_fs;
 
 pub const UNIT: &str = "ephemera-guard.service";
 /// The marker the polkit rule tests for.

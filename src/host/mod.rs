@@ -1,5 +1,19 @@
-//! Where the system is read from. Every sysfs, procfs and /dev path goes
-//! through a `Host`, so tests point it at a fixture tree instead of `/`.
+//! The host: where the system is read from, and the few ways ephemera acts
+//! on it below the volume. Every sysfs, procfs and /dev path goes through a
+//! [`Host`], so tests point it at a fixture tree instead of `/`.
+//! - `discover` reads the block devices and mounts from sysfs and procfs;
+//! - `probe` reads what a disk holds (libblkid) and whether it is busy;
+//! - `cmd` runs subprocesses, one way; `modules` loads kernel modules;
+//! - `lock` keeps runs apart; `safe_fs` writes files as root without
+//!   following links; `failpoint` marks step boundaries for the fault tests.
+
+pub mod cmd;
+pub mod discover;
+pub mod failpoint;
+pub mod lock;
+pub mod modules;
+pub mod probe;
+pub mod safe_fs;
 
 use std::path::{Path, PathBuf};
 

@@ -4,12 +4,12 @@
 //! it writes nothing.
 
 use crate::config::Config;
-use crate::discover::{self, Disk, Inventory, DM_NAME};
+use crate::decision::plan::{self, Candidate, Facts};
 use crate::error::Result;
-use crate::escrow;
+use crate::host::discover::{self, Disk, Inventory, DM_NAME};
+use crate::host::probe::{classify, Probe};
 use crate::host::Host;
-use crate::plan::{self, Candidate, Facts};
-use crate::probe::{classify, Probe};
+use crate::keys::escrow;
 
 /// Reads what each disk matching the model holds, in the inventory's
 /// order. A plain loop: each disk costs a few KiB of reads and one open,

@@ -21,7 +21,7 @@
 macro_rules! failpoint {
     ($name:literal) => {
         #[cfg(feature = "failpoints")]
-        $crate::failpoint::hit($name)?;
+        $crate::host::failpoint::hit($name)?;
     };
 }
 

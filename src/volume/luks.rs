@@ -1,6 +1,10 @@
 //! LUKS2 through libcryptsetup: format with zero keyslots, activate by
 //! volume key (kept in the kernel keyring, not in the dm table), read the
 //! header back for `status`, close, and erase the header.
+//!
+//! The key comes in as the bytes of the caller's `keys::key::VolumeKey`
+//! (locked memory, wiped on drop), lent for the call: libcryptsetup takes
+//! it by pointer, and nothing here copies or keeps it.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,11 +20,9 @@ use libcryptsetup_rs::{
 };
 use serde::Serialize;
 
-use crate::discover::DM_NAME;
 use crate::error::{Error, Result};
-use crate::key::VolumeKey;
-use crate::plan::LuksPlan;
-use crate::probe::{LUKS_LABEL, LUKS_SUBSYSTEM};
+use crate::host::discover::DM_NAME;
+use crate::host::probe::{LUKS_LABEL, LUKS_SUBSYSTEM};
 
 /// The LUKS2 token type that records ephemera's volume parameters.
 pub const TOKEN_TYPE: &str = "ephemera";
@@ -63,6 +65,18 @@ fn forward_log(level: CryptLogLevel, msg: &str, _: Option<&mut ()>) {
 libcryptsetup_rs::c_logging_callback!(log_callback, (), forward_log);
 
 /// Sends libcryptsetup's own messages into ephemera's log.
+
+/// The LUKS2 volume as the plan decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LuksPlan {
+    pub cipher: String,
+    pub mode: String,
+    pub key_bits: u32,
+    pub sector_size: u32,
+    pub discards: bool,
+    pub workqueues: bool,
+}
+
 pub fn forward_logs() {
     libcryptsetup_rs::set_log_callback::<()>(Some(log_callback), None);
 }
@@ -89,14 +103,14 @@ pub struct Formatted {
 
 impl Formatted {
     /// Opens the new volume, as `open` does.
-    pub fn open(mut self, discards: bool, workqueues: bool, key: &VolumeKey) -> Result<()> {
+    pub fn open(mut self, discards: bool, workqueues: bool, key: &[u8]) -> Result<()> {
         activate(&mut self.cd, &self.dev, discards, workqueues, key)
     }
 }
 
 /// Formats `dev` and returns the new header. No keyslot is made: the only
 /// copies of the key are the caller's and, after `open`, the kernel's.
-pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<Formatted> {
+pub fn format(dev: &Path, p: &LuksPlan, key: &[u8]) -> Result<Formatted> {
     let d = dev.display();
     let mut cd = CryptInit::init(dev).map_err(lib_err(format!("opening {d} for LUKS2")))?;
     // No keyslots will ever be added, so the keyslots area can be one 4 KiB
@@ -141,7 +155,7 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<Formatted> {
             EncryptionFormat::Luks2,
             (&p.cipher, &p.mode),
             None,
-            Either::Left(key.as_bytes()),
+            Either::Left(key),
             Some(&mut params_ref),
         )
         .map_err(lib_err(format!(
@@ -169,7 +183,7 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &VolumeKey) -> Result<Formatted> {
 /// Opens the LUKS2 volume on `dev` as `/dev/mapper/ephemera` with `key`,
 /// which libcryptsetup checks against the header's digest.
 /// `discards` and `workqueues` are `luks.discards` and `luks.workqueues`.
-pub fn open(dev: &Path, discards: bool, workqueues: bool, key: &VolumeKey) -> Result<()> {
+pub fn open(dev: &Path, discards: bool, workqueues: bool, key: &[u8]) -> Result<()> {
     activate(&mut load(dev)?, dev, discards, workqueues, key)
 }
 
@@ -178,7 +192,7 @@ fn activate(
     dev: &Path,
     discards: bool,
     workqueues: bool,
-    key: &VolumeKey,
+    key: &[u8],
 ) -> Result<()> {
     let d = dev.display();
     // The key goes to the kernel keyring, so the dm table shows a key
@@ -191,7 +205,7 @@ fn activate(
     cd.activate_handle()
         .activate_by_volume_key(
             Some(DM_NAME),
-            Some(key.as_bytes()),
+            Some(key),
             activation_flags(discards, workqueues),
         )
         .map_err(lib_err(format!("opening {d} as /dev/mapper/{DM_NAME}")))?;

@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::host::safe_fs;
 use crate::host::Host;
-use crate::key::VolumeKey;
-use crate::md;
-use crate::safe_fs;
+use crate::keys::key::VolumeKey;
+use crate::volume::md;
 
 pub const ALG: &str = "RSA-OAEP-256";
 pub const MIN_RSA_BITS: usize = 2048;

@@ -1,7 +1,7 @@
 //! Loads the kernel modules ephemera needs when they are not there yet.
 
-use crate::cmd;
 use crate::error::Result;
+use crate::host::cmd;
 use crate::host::Host;
 
 /// A module is present when `/sys/module/NAME` exists (loaded, or built in

@@ -19,9 +19,9 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 use crate::error::{Error, Result};
+use crate::host::safe_fs;
 use crate::host::Host;
-use crate::imds::{Imds, ImdsError};
-use crate::safe_fs;
+use crate::node::imds::{Imds, ImdsError};
 
 pub const SCHEDULED_PATH: &str = "/latest/meta-data/events/maintenance/scheduled";
 pub const SPOT_PATH: &str = "/latest/meta-data/spot/instance-action";
@@ -399,7 +399,7 @@ fn sort(events: &mut [Event]) {
 /// For `ephemera events` and `status`: the pending events, with problems
 /// logged (no IMDS at all: one info line).
 pub fn pending(endpoint: &str) -> (Vec<Event>, Poll) {
-    let mut imds = Imds::new(endpoint, crate::imds::DEFAULT_TIMEOUT);
+    let mut imds = Imds::new(endpoint, crate::node::imds::DEFAULT_TIMEOUT);
     let p = poll(&mut imds);
     if let Some(why) = &p.unreachable {
         tracing::info!(
@@ -423,7 +423,7 @@ pub fn command(cfg: &crate::config::Events, host: &Host, json: bool, watch: bool
             program,
             timeout: Duration::from_secs(cfg.hook_timeout_secs),
         });
-        let imds = Imds::new(&cfg.endpoint, crate::imds::DEFAULT_TIMEOUT);
+        let imds = Imds::new(&cfg.endpoint, crate::node::imds::DEFAULT_TIMEOUT);
         Watcher::new(imds, host.clone(), textfile, hook, cfg.seen_file.clone())
             .run(Duration::from_secs(cfg.interval_secs));
     }
@@ -497,7 +497,7 @@ pub const VOLUME_STATES: [&str; 3] = ["provisioned", "unmounted", "absent"];
 
 /// `provisioned` (open and mounted), `unmounted` (open, not mounted) or
 /// `absent` (nothing open).
-pub fn volume_state(inv: &crate::discover::Inventory) -> &'static str {
+pub fn volume_state(inv: &crate::host::discover::Inventory) -> &'static str {
     match &inv.dm {
         Some(d) if d.mount.is_some() => "provisioned",
         Some(_) => "unmounted",
@@ -818,7 +818,7 @@ impl Watcher {
         let health = Health {
             imds_up,
             last_success: self.last_success,
-            volume_state: volume_state(&crate::discover::discover(&self.host)),
+            volume_state: volume_state(&crate::host::discover::discover(&self.host)),
         };
         let problem = match safe_fs::write_file(path, render_metrics(events, &health).as_bytes(), METRICS) {
             Ok(()) => None,
