@@ -64,8 +64,6 @@ fn forward_log(level: CryptLogLevel, msg: &str, _: Option<&mut ()>) {
 }
 libcryptsetup_rs::c_logging_callback!(log_callback, (), forward_log);
 
-/// Sends libcryptsetup's own messages into ephemera's log.
-
 /// The LUKS2 volume as the plan decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LuksPlan {
@@ -77,6 +75,7 @@ pub struct LuksPlan {
     pub workqueues: bool,
 }
 
+/// Sends libcryptsetup's own messages into ephemera's log.
 pub fn forward_logs() {
     libcryptsetup_rs::set_log_callback::<()>(Some(log_callback), None);
 }
