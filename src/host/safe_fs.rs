@@ -195,10 +195,13 @@ pub fn write_file(path: &Path, bytes: &[u8], how: How) -> Result<()> {
     )
 }
 
-/// Checks, writing nothing, the directories of `path` that exist (for a
-/// check before the first write, when the rest are made later).
+/// Checks, writing nothing, the directories of the file `path` that exist
+/// (for a check before the first write, when the rest are made later). The
+/// file itself may exist: it is replaced, never written through.
 pub fn check_existing(path: &Path, owners: Owners) -> Result<()> {
-    let mut existing = path;
+    let Some(mut existing) = path.parent() else {
+        return Ok(());
+    };
     while !existing.exists() {
         match existing.parent() {
             Some(p) => existing = p,
@@ -427,6 +430,12 @@ mod tests {
         let e = check_existing(&theirs.join("lib/ephemera/escrow.json"), Owners::Root).unwrap_err();
         assert_eq!(e.exit_code(), crate::error::EXIT_REFUSED, "{e}");
         assert!(!theirs.join("lib").exists());
+        // The file there already (a re-run, the next volume): its
+        // directory is what is checked.
+        let mine = t.path().join("root/escrow.json");
+        std::fs::create_dir(mine.parent().unwrap()).unwrap();
+        std::fs::write(&mine, "{}").unwrap();
+        check_existing(&mine, Owners::Root).unwrap();
     }
 
     #[test]
