@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ephemera::config::Config;
-use ephemera::host::discover::{self, natural_key, parse_mountinfo, parse_swaps};
-use ephemera::host::Host;
 use ephemera::decision::plan::{self, Candidate, Facts};
+use ephemera::host::discover::{self, natural_key, parse_mountinfo, parse_swaps};
 use ephemera::host::probe::{Content, Signature};
+use ephemera::host::Host;
+use ephemera::keys::escrow;
 use libfuzzer_sys::fuzz_target;
 
 fn root() -> &'static PathBuf {
@@ -93,7 +94,16 @@ fuzz_target!(|data: &[u8]| {
                 ..Signature::default()
             }]
         }),
-        envelopes: vec![(get(12).into(), PathBuf::from("/e.json"))],
+        // An envelope on the node: its members drawn from the input (the
+        // disks' serial, or others), so the missing-disk rules are reached.
+        envelopes: vec![escrow::OnNode {
+            luks_uuid: get(12).into(),
+            path: PathBuf::from("/e.json"),
+            members: get(13).split(',').map(String::from).collect(),
+            created: get(14).into(),
+            never_mounted: get(15).len() % 2 == 1,
+            discarded: get(16).len() % 2 == 1,
+        }],
     };
     let _ = plan::volume(&facts, &cfg);
     if let Ok(p) = plan::plan(&facts, &cfg, false) {
