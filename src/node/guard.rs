@@ -223,9 +223,20 @@ pub fn off(host: &Host) -> Result<()> {
 }
 
 /// `ephemera guard hold`, the unit's main process (under systemd-inhibit):
-/// returns when the volume is no longer mounted, waiting on the kernel's
-/// mount-table change notification, not on a timer.
+/// tells systemd the guard is armed, then returns when the volume is no
+/// longer mounted, waiting on the kernel's mount-table change notification,
+/// not on a timer.
+///
+/// It runs under `systemd-inhibit`, which takes logind's inhibitor before it
+/// starts this program: so when it runs, all three parts are in force (the
+/// marker and drop-ins written and loaded by `guard on`, the inhibitor
+/// held), and its READY=1 makes the guard unit active only then.
+/// ephemera.service starts the unit from its ExecStartPost and waits for
+/// that, so no unit ordered after ephemera.service starts unguarded.
 pub fn hold(host: &Host) -> Result<()> {
+    // Ready also when there is nothing to guard: the start then succeeds
+    // and the unit ends at once.
+    notify_ready();
     if !is_on(host) {
         return Ok(());
     }
@@ -251,6 +262,33 @@ pub fn hold(host: &Host) -> Result<()> {
     }
     tracing::info!("/dev/mapper/{DM_NAME} is no longer mounted; releasing the reboot guard");
     Ok(())
+}
+
+/// Sends READY=1 to systemd's notification socket when one is given
+/// (`$NOTIFY_SOCKET`, the guard unit's `Type=notify`); nothing otherwise.
+/// Written here with std's datagram socket: the protocol is one datagram,
+/// and the `sd-notify` crate would add a dependency for these lines.
+fn notify_ready() {
+    if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Err(e) = notify_ready_to(&socket) {
+            tracing::warn!("could not tell systemd the guard is armed: {e}");
+        }
+    }
+}
+
+/// READY=1 to the socket `socket` (a path, or `@name` in the abstract
+/// namespace).
+fn notify_ready_to(socket: &std::ffi::OsStr) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(Path::new(socket))?,
+    };
+    UnixDatagram::unbound()?
+        .send_to_addr(b"READY=1", &addr)
+        .map(drop)
 }
 
 /// `ephemera guard release`: the break-glass.
@@ -353,6 +391,26 @@ mod tests {
         assert!(volume_mounted(&host));
         assert!(install(&host).unwrap());
         assert!(is_on(&host));
+    }
+
+    /// What systemd reads on the unit's notification socket.
+    #[test]
+    fn ready_reaches_systemd_s_socket() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("notify");
+        let systemd = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify_ready_to(path.as_os_str()).unwrap();
+        let name = format!("@ephemera-test-{}", std::process::id());
+        let abstract_ = std::os::unix::net::UnixDatagram::bind_addr(
+            &<std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(&name[1..]).unwrap(),
+        )
+        .unwrap();
+        notify_ready_to(std::ffi::OsStr::new(&name)).unwrap();
+        let mut buf = [0u8; 32];
+        for s in [&systemd, &abstract_] {
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"READY=1");
+        }
     }
 
     #[test]

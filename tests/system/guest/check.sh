@@ -104,12 +104,20 @@ volume_checks() { # volume_checks LABEL
 
 # The data unit ran after the volume was mounted.
 data_unit_checks() { # data_unit_checks LABEL
-  local mount_unit m_active s_start
+  local mount_unit m_active s_start g_active
   wait_settled "$SAMPLE_UNIT"
   mount_unit=$(systemd-escape -p --suffix=mount "$MOUNT")
   m_active=$(mono "$mount_unit" ActiveEnterTimestampMonotonic)
   s_start=$(mono "$SAMPLE_UNIT" ExecMainStartTimestampMonotonic)
-  fact order "mount=$m_active sample_exec=$s_start"
+  g_active=$(mono ephemera-guard.service ActiveEnterTimestampMonotonic)
+  fact order "mount=$m_active guard_armed=$g_active sample_exec=$s_start"
+  # The boot path, in microseconds since the kernel started (TCG: ratios).
+  fact boot_path_us "volume_mounted=$m_active guard_armed=$g_active first_dependent=$s_start"
+  # The guard unit is active only once `guard hold` said READY=1 under
+  # systemd-inhibit: its drop-ins loaded, its marker written, the inhibitor
+  # held. ephemera.service waits for that before it is active itself.
+  check "$1: the guard was armed before $SAMPLE_UNIT started ($g_active <= $s_start)" \
+    test "$g_active" -gt 0 -a "$g_active" -le "$s_start"
   check "$1: $SAMPLE_UNIT ran ($(systemctl show -P ActiveState,Result "$SAMPLE_UNIT" | tr '\n' ' '))" \
     test "$(systemctl show -P Result "$SAMPLE_UNIT")" = success -a "$s_start" -gt 0
   check "$1: $SAMPLE_UNIT started after $mount_unit became active ($s_start >= $m_active)" \
