@@ -175,16 +175,19 @@ pub fn validate(entries: &[BindEntry], mount: &Path, escrow: &Path) -> Result<()
 /// Where copies are made before they are renamed into place.
 pub const STAGING: &str = ".ephemera-staging";
 
+/// An entry, for tests here and in `volume::bind`.
+#[cfg(test)]
+pub(crate) fn entry(path: &str, subdir: Option<&str>) -> BindEntry {
+    BindEntry {
+        path: path.into(),
+        subdir: subdir.map(PathBuf::from),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::entry as e;
     use super::*;
-
-    fn e(path: &str, subdir: Option<&str>) -> BindEntry {
-        BindEntry {
-            path: path.into(),
-            subdir: subdir.map(PathBuf::from),
-        }
-    }
 
     fn check(entries: &[BindEntry]) -> std::result::Result<(), String> {
         validate(

@@ -526,13 +526,7 @@ fn devno_string(dev: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn e(path: &str, subdir: Option<&str>) -> BindEntry {
-        BindEntry {
-            path: path.into(),
-            subdir: subdir.map(PathBuf::from),
-        }
-    }
+    use crate::config::bind::entry as e;
 
     #[test]
     fn default_subdir_is_the_path_without_its_root() {
