@@ -11,7 +11,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all deps build lint unit vm test test-all demo demo-quick deb dist-check clean-vm host-tools-proof
+.PHONY: all deps build lint links unit vm test test-all demo demo-quick deb dist-check clean-vm host-tools-proof
 
 all: build
 
@@ -25,6 +25,12 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	cd fuzz && $(CARGO) fmt -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Every relative link and anchor in README.md, docs/ and tests/system/README.md
+# resolves (scripts/check-links.py; its self-test first). Seconds, Python 3 only.
+links:
+	scripts/check-links.py --self-test
+	scripts/check-links.py
 
 # Unit tests and sysfs fixture trees: seconds, no root needed beyond deps.
 unit: deps
@@ -45,7 +51,7 @@ vm: deps
 	tests/vm/build-guest.sh
 	$(CARGO) test --locked --release --test vm -- --ignored --test-threads=2
 
-test: lint unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
+test: lint links unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
 
 # Everything: `make test`, then the arm64 full-system boot.
 test-all: test system-arm64
