@@ -61,11 +61,14 @@ if systemd-analyze security --offline=true --root="$root" --threshold=25 ephemer
 else
   bad "ephemera-events.service exposure at most 2.5: $(systemd-analyze security --offline=true --root="$root" ephemera-events.service 2>&1 | tail -1)"
 fi
-# systemd-analyze checks the unit files against the unpacked tree.
+# systemd-analyze checks the unit files against the unpacked tree, which
+# holds ephemera alone: systemd's own programs (systemd-inhibit, systemctl)
+# are not in it.
 out=$(systemd-analyze verify --man=no --root="$root" \
   /usr/lib/systemd/system/ephemera.service /usr/lib/systemd/system/ephemera-guard.service \
   /usr/lib/systemd/system/ephemera-events.service 2>&1 |
-  grep -v -e "systemd-inhibit is not executable" -e "Unit .* not found" || true)
+  grep -v -e "/usr/bin/systemd-inhibit is not executable" -e "/usr/bin/systemctl is not executable" \
+    -e "Unit .* not found" || true)
 if [[ -z $out ]]; then ok "systemd-analyze verify"; else bad "systemd-analyze verify: $out"; fi
 
 cp dist/polkit/50-ephemera-guard.rules "$root/rules.js"
