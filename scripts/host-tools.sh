@@ -109,6 +109,15 @@ mapfile -t missing < <(missing_entries)
 if wants_qemu && qemu_mismatch; then missing+=(qemu-img:qemu-utils); fi
 if ((${#missing[@]})) && [[ -z $check_only ]]; then
   ((EUID == 0)) || die "missing ${missing[*]#*:}; run as root to install them"
+  # One install at a time: the system tests build their images side by side,
+  # and two apt-gets at once fail on apt's lock. The second waits here, then
+  # finds what the first installed.
+  exec 9>/run/lock/ephemera-host-tools.lock
+  flock 9
+  mapfile -t missing < <(missing_entries)
+  if wants_qemu && qemu_mismatch; then missing+=(qemu-img:qemu-utils); fi
+fi
+if ((${#missing[@]})) && [[ -z $check_only ]]; then
   pkgs=()
   qemu=
   for e in "${missing[@]}"; do
@@ -118,7 +127,7 @@ if ((${#missing[@]})) && [[ -z $check_only ]]; then
     esac
   done
   log "apt-get update"
-  apt-get update -qq >&2
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
   if [[ -n $qemu ]]; then
     # Both at the version apt picks for qemu-system-x86 (bookworm's, what the
     # VM tests run on). A qemu-utils from backports conflicts with it and
@@ -130,7 +139,7 @@ if ((${#missing[@]})) && [[ -z $check_only ]]; then
   log "installing, in one transaction: ${pkgs[*]}"
   # --no-remove: fail rather than remove an installed package to fit one in
   # (what removed qemu-utils before). The error is apt's, on stderr.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove --allow-downgrades \
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends --no-remove --allow-downgrades \
     "${pkgs[@]}" >&2 || die "apt-get install ${pkgs[*]} failed (see apt's message above)"
 fi
 
