@@ -226,11 +226,7 @@ fn members_of(
             )));
         }
         let dev = host.dev(&d.name);
-        let candidate = crate::decision::plan::Candidate {
-            content: crate::host::probe::classify(&probe.signatures(&dev)?),
-            busy: probe.busy(&dev)?,
-            disk: d.clone(),
-        };
+        let candidate = crate::decision::survey::candidate(host, d, probe)?;
         if let Some(why) = crate::decision::plan::exclusion(&candidate, &[]) {
             return Err(Error::Refused(format!("{name} is in use: {why}")));
         }

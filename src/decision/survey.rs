@@ -24,15 +24,18 @@ pub fn candidates(
     inv.nvme
         .iter()
         .filter(|d| d.model.trim() == want)
-        .map(|d: &Disk| {
-            let dev = host.dev(&d.name);
-            Ok(Candidate {
-                content: classify(&probe.signatures(&dev)?),
-                busy: probe.busy(&dev)?,
-                disk: d.clone(),
-            })
-        })
+        .map(|d| candidate(host, d, probe))
         .collect()
+}
+
+/// What one disk holds, and whether something holds it open.
+pub fn candidate(host: &Host, d: &Disk, probe: &dyn Probe) -> Result<Candidate> {
+    let dev = host.dev(&d.name);
+    Ok(Candidate {
+        content: classify(&probe.signatures(&dev)?),
+        busy: probe.busy(&dev)?,
+        disk: d.clone(),
+    })
 }
 
 /// Everything up to the first write: discovery, probing, the open
