@@ -41,7 +41,7 @@ pub fn teardown(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Vec<Stri
         for t in crate::volume::bind::unbind_all(host, &dm.devno)? {
             done.push(format!("unmounted the bind {}", t.display()));
         }
-        if let Some(m) = &dm.mount {
+        if let Some(m) = dm.mount() {
             mount::unmount(Path::new(&m.path))?;
             done.push(format!("unmounted {}", m.path));
         }

@@ -107,7 +107,7 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
     let mount = inv
         .dm
         .as_ref()
-        .and_then(|d| d.mount.as_ref())
+        .and_then(|d| d.mount())
         .map(|m| MountStatus {
             path: m.path.clone(),
             fstype: m.fstype.clone(),

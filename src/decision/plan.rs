@@ -286,7 +286,7 @@ pub fn volume(f: &Facts, cfg: &Config) -> Volume {
     let mount_path = cfg.mount.path.to_string_lossy();
     if let Some(dm) = &f.inv.dm {
         let device = dm.kname.clone();
-        return match (&dm.mount, &f.mapping) {
+        return match (dm.mount(), &f.mapping) {
             (Some(m), _) if m.path == mount_path => Volume::Mounted {
                 device,
                 mount: m.path.clone(),

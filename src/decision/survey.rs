@@ -63,7 +63,7 @@ pub fn survey(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Facts> {
         tracing::warn!(device = %e.device, "skipping /dev/{}: {}", e.device, e.reason);
     }
     let mapping = match &inv.dm {
-        Some(dm) if dm.mount.is_none() => {
+        Some(dm) if dm.mount().is_none() => {
             Some(probe.signatures(&host.path("dev/mapper").join(DM_NAME))?)
         }
         _ => None,

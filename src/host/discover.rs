@@ -63,8 +63,6 @@ pub struct DmVolume {
     pub uuid: String,
     /// Kernel names of the devices below it.
     pub slaves: Vec<String>,
-    /// The whole filesystem's mount (root `/`), if any.
-    pub mount: Option<MountEntry>,
     /// Every mount of the device, whatever its root: the whole
     /// filesystem's and the binds of its subdirectories, which keep the
     /// volume in use after the whole filesystem's own unmount.
@@ -72,6 +70,12 @@ pub struct DmVolume {
 }
 
 impl DmVolume {
+    /// The whole filesystem's mount (root `/`), if any: not one of its
+    /// binds, which may stay after the volume's own unmount.
+    pub fn mount(&self) -> Option<&MountEntry> {
+        self.mounts.iter().find(|m| m.root == "/")
+    }
+
     /// Something has the volume's filesystem mounted, whole or through a
     /// bind: its data is in use.
     pub fn in_use(&self) -> bool {
@@ -275,12 +279,6 @@ fn read_dm(host: &Host, mounts: &[MountEntry]) -> Option<DmVolume> {
             DmVolume {
                 uuid: host.attr(&dir.join("dm/uuid")).unwrap_or_default(),
                 slaves: host.entries(&dir.join("slaves")),
-                // The whole filesystem's mount, not one of its binds
-                // (which may stay after the volume's own unmount).
-                mount: mounts
-                    .iter()
-                    .find(|m| m.devno == devno && m.root == "/")
-                    .cloned(),
                 mounts: mounts
                     .iter()
                     .filter(|m| m.devno == devno)

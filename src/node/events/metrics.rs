@@ -31,7 +31,7 @@ pub const VOLUME_STATES: [&str; 3] = ["provisioned", "unmounted", "absent"];
 /// `absent` (nothing open).
 pub fn volume_state(inv: &crate::host::discover::Inventory) -> &'static str {
     match &inv.dm {
-        Some(d) if d.mount.is_some() => "provisioned",
+        Some(d) if d.mount().is_some() => "provisioned",
         Some(_) => "unmounted",
         None => "absent",
     }
