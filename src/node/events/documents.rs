@@ -60,8 +60,15 @@ pub fn parse_imds_date(s: &str) -> Result<OffsetDateTime, String> {
     Ok(PrimitiveDateTime::new(date, time).assume_utc())
 }
 
+/// An RFC 3339 time, taken to UTC. A time whose UTC form falls outside the
+/// years 0000-9999 (`0000-01-01T00:00:00+01:00`) is refused here, because
+/// it could not be written back as RFC 3339 in UTC.
 fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| format!("{s:?} is not an RFC 3339 time"))
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .and_then(|t| t.checked_to_offset(UtcOffset::UTC))
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time"))
 }
 
 #[derive(Deserialize)]

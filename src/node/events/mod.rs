@@ -328,6 +328,16 @@ mod tests {
             assert_eq!(e.code, format!("spot-{a}"));
             assert!(e.data_loss, "{a}");
         }
+        // An offset that takes the time out of the years RFC 3339 can write
+        // in UTC is an error, not an event with a malformed time (found by
+        // the spot fuzz target in CI).
+        for t in ["0000-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01"] {
+            let e = parse_spot(&format!(r#"{{"action":"stop","time":"{t}"}}"#)).unwrap_err();
+            assert!(e.contains(t), "{e}");
+            assert!(parse_rebalance(&format!(r#"{{"noticeTime":"{t}"}}"#)).is_err());
+        }
+        let e = parse_spot(r#"{"action":"stop","time":"0000-01-01T00:01:00+00:01"}"#).unwrap();
+        assert_eq!(e.not_before, "0000-01-01T00:00:00Z");
     }
 
     #[test]
