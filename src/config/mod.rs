@@ -7,6 +7,7 @@
 
 pub mod bind;
 pub mod mount_options;
+pub mod unlock;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -42,6 +43,7 @@ pub struct Config {
     pub mount: Mount,
     pub escrow: Escrow,
     pub events: Events,
+    pub unlock: unlock::Unlock,
     /// `[[bind]]` entries: node directories placed on the volume.
     pub bind: Vec<bind::BindEntry>,
 }
@@ -159,6 +161,7 @@ impl Default for Config {
             mount: Mount::default(),
             escrow: Escrow::default(),
             events: Events::default(),
+            unlock: unlock::Unlock::default(),
             bind: Vec::new(),
         }
     }
@@ -350,6 +353,7 @@ impl Config {
             absolute("escrow.public_key", k)?;
         }
         bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
+        self.unlock.validate()?;
         self.events.validate()
     }
 }

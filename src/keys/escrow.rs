@@ -227,6 +227,46 @@ pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, St
     if env.recipient.alg != ALG {
         return Err(format!("algorithm {:?} is not {ALG}", env.recipient.alg));
     }
+    let fp = &env.recipient.key_fingerprint;
+    if !(fp.len() == 71
+        && fp.starts_with("sha256:")
+        && fp[7..].bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err("recipient.key_fingerprint is not sha256: and 64 hex digits".into());
+    }
+    if env.ciphertext.trim().len() > MAX_CIPHERTEXT_B64 {
+        return Err(format!(
+            "ciphertext is longer than a {MAX_RSA_BITS}-bit RSA block ({MAX_CIPHERTEXT_B64} base64 characters)"
+        ));
+    }
+    volume_params(&Volume {
+        created: &env.created,
+        host: &env.host,
+        cipher: &env.cipher,
+        luks_uuid: &env.luks_uuid,
+        key_bits: env.key_bits,
+        sector_size: env.sector_size,
+        members: &env.members,
+        raid: env.raid.as_ref(),
+    })
+}
+
+/// What an envelope and an unlock file (`keys::unlock`) both say about the
+/// volume: enough to find its members and open it.
+pub struct Volume<'a> {
+    pub created: &'a str,
+    pub host: &'a str,
+    pub cipher: &'a str,
+    pub luks_uuid: &'a str,
+    pub key_bits: u32,
+    pub sector_size: u32,
+    pub members: &'a [String],
+    pub raid: Option<&'a RaidInfo>,
+}
+
+/// Checks what a file says about its volume against the values provision
+/// can write, and returns what recovery does with it.
+pub fn volume_params(env: &Volume) -> std::result::Result<RecoveryParams, String> {
     let text = |what: &str, v: &str, max: usize| {
         if v.len() > max || v.contains(char::is_control) {
             Err(format!("{what} is not up to {max} bytes of printable text"))
@@ -234,11 +274,11 @@ pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, St
             Ok(())
         }
     };
-    text("created", &env.created, 64)?;
-    text("host", &env.host, 255)?;
-    text("cipher", &env.cipher, 64)?;
-    crate::config::CipherSpec::parse(&env.cipher).map_err(|why| format!("cipher: {why}"))?;
-    if !is_uuid(&env.luks_uuid) {
+    text("created", env.created, 64)?;
+    text("host", env.host, 255)?;
+    text("cipher", env.cipher, 64)?;
+    crate::config::CipherSpec::parse(env.cipher).map_err(|why| format!("cipher: {why}"))?;
+    if !is_uuid(env.luks_uuid) {
         return Err(format!("luks_uuid {:?} is not a UUID", env.luks_uuid));
     }
     if ![128, 256, 384, 512].contains(&env.key_bits) {
@@ -251,18 +291,6 @@ pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, St
         return Err(format!(
             "sector_size {} is not one of 512, 1024, 2048, 4096",
             env.sector_size
-        ));
-    }
-    let fp = &env.recipient.key_fingerprint;
-    if !(fp.len() == 71
-        && fp.starts_with("sha256:")
-        && fp[7..].bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err("recipient.key_fingerprint is not sha256: and 64 hex digits".into());
-    }
-    if env.ciphertext.trim().len() > MAX_CIPHERTEXT_B64 {
-        return Err(format!(
-            "ciphertext is longer than a {MAX_RSA_BITS}-bit RSA block ({MAX_CIPHERTEXT_B64} base64 characters)"
         ));
     }
     if env.members.is_empty() {
@@ -279,7 +307,7 @@ pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, St
             return Err(format!("member {m:?} is listed twice"));
         }
     }
-    let raid = match (&env.raid, env.members.len()) {
+    let raid = match (env.raid, env.members.len()) {
         (None, 1) => None,
         (None, _) => return Err("lists several members but no raid".into()),
         (Some(_), 1) => return Err("gives a raid for a single member".into()),
@@ -291,9 +319,9 @@ pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, St
         }
     };
     Ok(RecoveryParams {
-        serials: env.members.clone(),
+        serials: env.members.to_vec(),
         raid,
-        luks_uuid: env.luks_uuid.clone(),
+        luks_uuid: env.luks_uuid.to_string(),
         key_bytes: env.key_bits as usize / 8,
         sector_size: env.sector_size,
     })

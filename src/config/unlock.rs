@@ -1,0 +1,212 @@
+//! `[unlock]`: an opt-in to keep the volume across a reboot, with no key at
+//! rest. The volume key is bound (through clevis, `keys::unlock`) to this
+//! instance's TPM and/or tang servers; the next boot unlocks it when
+//! `threshold` of those pins agree.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Unlock {
+    /// Seal to this instance's TPM 2.0 (NitroTPM on EC2).
+    pub tpm2: bool,
+    /// The PCRs the TPM seal is bound to (clevis `pcr_ids`), in `tpm2_pcr_bank`.
+    pub tpm2_pcrs: String,
+    pub tpm2_pcr_bank: String,
+    /// tang servers, each pinned by its advertisement's thumbprint.
+    pub tang: Vec<Tang>,
+    /// How many pins must agree (clevis sss `t`).
+    pub threshold: u32,
+    /// The bound on one boot's unlock, retries included: the network and
+    /// the tang servers have this long to answer.
+    pub wait_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tang {
+    /// `http://host[:port]` (tang speaks plain HTTP; its replies are
+    /// themselves bound to the pinned key).
+    pub url: String,
+    /// The thumbprint of the server's advertisement signing key
+    /// (`tang-show-keys`, or `jose jwk thp`). Required: without it, a
+    /// binding trusts whatever answers at `url` at provision.
+    pub thp: String,
+}
+
+impl Default for Unlock {
+    fn default() -> Self {
+        Unlock {
+            tpm2: false,
+            tpm2_pcrs: "7".into(),
+            tpm2_pcr_bank: "sha256".into(),
+            tang: Vec::new(),
+            threshold: 1,
+            wait_secs: 60,
+        }
+    }
+}
+
+impl Unlock {
+    /// Any pin is set: volumes are bound, and unlocked at the next boot.
+    pub fn enabled(&self) -> bool {
+        self.tpm2 || !self.tang.is_empty()
+    }
+
+    /// How many pins there are.
+    pub fn pins(&self) -> u32 {
+        u32::from(self.tpm2) + self.tang.len() as u32
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Usage(format!("config unlock.{key}: {why}")));
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.threshold < 1 || self.threshold > self.pins() {
+            return bad(
+                "threshold",
+                format!(
+                    "{} is not between 1 and the number of pins ({}: tpm2 counts one, each tang server one)",
+                    self.threshold,
+                    self.pins()
+                ),
+            );
+        }
+        let pcrs_ok = !self.tpm2_pcrs.is_empty()
+            && self
+                .tpm2_pcrs
+                .split(',')
+                .all(|p| p.parse::<u8>().is_ok_and(|n| n <= 23) && !p.starts_with('+'));
+        if !pcrs_ok {
+            return bad(
+                "tpm2_pcrs",
+                format!(
+                    "{:?} is not a comma-separated list of PCR numbers 0 to 23 (for example \"7\" or \"0,4,7\")",
+                    self.tpm2_pcrs
+                ),
+            );
+        }
+        if !["sha1", "sha256", "sha384", "sha512"].contains(&self.tpm2_pcr_bank.as_str()) {
+            return bad(
+                "tpm2_pcr_bank",
+                format!(
+                    "{:?} is not one of sha1, sha256, sha384, sha512",
+                    self.tpm2_pcr_bank
+                ),
+            );
+        }
+        for (i, t) in self.tang.iter().enumerate() {
+            let host = t
+                .url
+                .strip_prefix("http://")
+                .or_else(|| t.url.strip_prefix("https://"))
+                .map(|h| h.strip_suffix('/').unwrap_or(h))
+                .unwrap_or("");
+            if host.is_empty()
+                || t.url.len() > 256
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+            {
+                return bad(
+                    &format!("tang[{i}].url"),
+                    format!("{:?} is not http://HOST[:PORT] with no path", t.url),
+                );
+            }
+            // A SHA-1 to SHA-512 thumbprint in base64url: 27 to 86 characters.
+            if !(27..=86).contains(&t.thp.len())
+                || !t
+                    .thp
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return bad(
+                    &format!("tang[{i}].thp"),
+                    format!(
+                        "{:?} is not a key thumbprint (base64url, as `tang-show-keys` prints it); \
+                         it is required, so that the binding trusts only that server",
+                        t.thp
+                    ),
+                );
+            }
+        }
+        if !(1..=3600).contains(&self.wait_secs) {
+            return bad(
+                "wait_secs",
+                format!("{} is not between 1 and 3600", self.wait_secs),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    const THP: &str = "DWnbBv9Ul6YVKNFdV5Mun_pRTkfIMXcxwH1NDbVBDq0";
+
+    fn parse(text: &str) -> Result<Config> {
+        let c = Config::parse(text, Path::new("t.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn the_issue_s_example_parses_and_counts_its_pins() {
+        let c = parse(&format!(
+            "[unlock]\ntpm2 = true\ntang = [ {{ url = \"http://tang1.internal:7500\", thp = \"{THP}\" }} ]\nthreshold = 2\n"
+        ))
+        .unwrap();
+        assert!(c.unlock.enabled());
+        assert_eq!((c.unlock.pins(), c.unlock.threshold), (2, 2));
+        assert_eq!(c.unlock.tpm2_pcrs, "7");
+        assert!(!Config::default().unlock.enabled());
+    }
+
+    #[test]
+    fn bad_values_are_one_line_naming_the_key() {
+        for (text, key) in [
+            ("[unlock]\ntpm2 = true\nthreshold = 2\n", "unlock.threshold"),
+            ("[unlock]\ntpm2 = true\nthreshold = 0\n", "unlock.threshold"),
+            (
+                "[unlock]\ntpm2 = true\ntpm2_pcrs = \"7,24\"\n",
+                "unlock.tpm2_pcrs",
+            ),
+            (
+                "[unlock]\ntpm2 = true\ntpm2_pcrs = \"\"\n",
+                "unlock.tpm2_pcrs",
+            ),
+            (
+                "[unlock]\ntpm2 = true\ntpm2_pcr_bank = \"md5\"\n",
+                "unlock.tpm2_pcr_bank",
+            ),
+            ("[unlock]\ntpm2 = true\nwait_secs = 0\n", "unlock.wait_secs"),
+            (
+                &format!("[unlock]\ntang = [ {{ url = \"ftp://x\", thp = \"{THP}\" }} ]\n"),
+                "unlock.tang[0].url",
+            ),
+            (
+                &format!("[unlock]\ntang = [ {{ url = \"http://a b\", thp = \"{THP}\" }} ]\n"),
+                "unlock.tang[0].url",
+            ),
+            (
+                "[unlock]\ntang = [ { url = \"http://t:7500\", thp = \"short\" } ]\n",
+                "unlock.tang[0].thp",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+            let m = e.to_string();
+            assert!(m.contains(key) && !m.contains('\n'), "{text}: {m}");
+        }
+        // No thp at all: a parse error naming the field.
+        let e = parse("[unlock]\ntang = [ { url = \"http://t:7500\" } ]\n").unwrap_err();
+        assert!(e.to_string().contains("thp"), "{e}");
+    }
+}
