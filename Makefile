@@ -156,7 +156,7 @@ faults: deps
 	$(CARGO) clippy --locked --all-targets --features failpoints -- -D warnings
 	$(CARGO) test --locked --release --features failpoints --test faults -- --ignored --test-threads=2
 
-# Bounded fuzzing of the config, escrow-envelope and sysfs parsers from the
+# Bounded fuzzing of the config, escrow-envelope, unlock-file, events and sysfs parsers from the
 # committed corpora in fuzz/corpus (FUZZ_SECONDS per target).
 FUZZ_SECONDS ?= 60
 fuzz-ci:

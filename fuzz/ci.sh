@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${FUZZ_SECONDS:-60}
-targets=(config envelope sysfs scheduled spot rebalance)
+targets=(config envelope sysfs scheduled spot rebalance unlock)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 fuzz=(--sanitizer none -O)

@@ -72,6 +72,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         private_key: PathBuf,
     },
+    /// Ask the TPM and tang servers again for the key of a volume kept at
+    /// boot ([unlock]); on the node, start ephemera.service again, which
+    /// unlocks and mounts it, arms the guard and starts what requires it.
+    Unlock,
     /// Erase a volume of an earlier boot on purpose; on the node, ephemera.service
     /// then makes a new one (elsewhere, the next provision does).
     Discard {
@@ -159,6 +163,7 @@ pub fn run(cli: Cli) -> Result<()> {
             match provision::provision(&host, &cfg, &Blkid, force)? {
                 Outcome::Created { .. }
                 | Outcome::Remounted
+                | Outcome::Unlocked
                 | Outcome::AlreadyProvisioned
                 | Outcome::NothingToDo => {}
             }
@@ -197,6 +202,10 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             key::harden_process()?;
             recover::recover(&host, &cfg, &Blkid, escrow.as_deref(), &private_key)?;
+        }
+        Command::Unlock => {
+            key::harden_process()?;
+            provision::unlock(&host, &cfg, &Blkid)?;
         }
         Command::Discard { luks_uuid } => {
             erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;

@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
 
     // Fields separated by '|': model, serial, size, ro, dev, mountinfo,
     // swaps, md chunk_size, md level, dm name, the first disk's ephemera
-    // LUKS UUID, a signature on the open mapping, an envelope's UUID.
+    // LUKS UUID, a signature on the open mapping, an envelope's UUID, its
+    // members, created, never mounted, discarded; an unlock file's UUID,
+    // created, and [unlock] tpm2 on or off.
     let f: Vec<&str> = text.split('|').collect();
     let get = |i: usize| f.get(i).copied().unwrap_or("");
     let _ = std::fs::remove_dir_all(root());
@@ -104,7 +106,21 @@ fuzz_target!(|data: &[u8]| {
             never_mounted: get(15).len() % 2 == 1,
             discarded: get(16).len() % 2 == 1,
         }],
+        // An unlock file for the volume named by the input, with the same
+        // members: the unlock and keep rules are reached.
+        sealed: (!get(17).is_empty())
+            .then(|| escrow::OnNode {
+                luks_uuid: get(17).into(),
+                path: PathBuf::from("/e.unlock.json"),
+                members: get(13).split(',').map(String::from).collect(),
+                created: get(18).into(),
+                never_mounted: get(15).len() % 3 == 1,
+                discarded: false,
+            })
+            .into_iter()
+            .collect(),
     };
+    cfg.unlock.tpm2 = get(19).len() % 2 == 1;
     let _ = plan::volume(&facts, &cfg);
     if let Ok(p) = plan::plan(&facts, &cfg, false) {
         let _ = p.describe();

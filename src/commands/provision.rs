@@ -6,6 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::recover::Layout;
 use crate::config::Config;
 use crate::decision::plan::{self, Facts, Plan, ProvisionPlan};
 use crate::decision::survey::survey;
@@ -18,6 +19,7 @@ use crate::host::probe::Probe;
 use crate::host::Host;
 use crate::keys::escrow;
 use crate::keys::key::VolumeKey;
+use crate::keys::unlock;
 use crate::volume::bind;
 use crate::volume::luks;
 use crate::volume::md;
@@ -32,6 +34,8 @@ pub enum Outcome {
     },
     /// The open volume was mounted again, with its data.
     Remounted,
+    /// A volume of an earlier boot was unlocked by its pins and mounted.
+    Unlocked,
     AlreadyProvisioned,
     NothingToDo,
 }
@@ -124,9 +128,20 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         Some(p) => Some(escrow::load_public_key(p)?),
         None => None,
     };
-    if escrow_key.is_some() {
-        // An envelope goes only below directories root alone can change;
-        // refused here, before a disk is touched, not after formatting.
+    if cfg.unlock.enabled() {
+        cmd::find("clevis").map_err(|_| {
+            Error::Usage(
+                "config [unlock] binds the key with clevis, which is not installed \
+                 (Debian: apt-get install clevis clevis-tpm2; Amazon Linux: dnf install clevis \
+                 clevis-pin-tpm2)"
+                    .into(),
+            )
+        })?;
+    }
+    if escrow_key.is_some() || cfg.unlock.enabled() {
+        // An envelope or unlock file goes only below directories root alone
+        // can change; refused here, before a disk is touched, not after
+        // formatting.
         crate::host::safe_fs::check_existing(&cfg.escrow.path, escrow::HOW.owners)?;
     }
     crate::volume::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?;
@@ -163,6 +178,12 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             volumes,
             incomplete,
         } => return Err(Error::Kept(plan::kept_message(&volumes, &incomplete))),
+        Plan::Unlock {
+            volume,
+            sealed,
+            mount: m,
+            binds,
+        } => return apply_unlock(host, cfg, probe, &volume, &sealed, &m.path, &binds),
         Plan::Remount {
             device,
             mount: m,
@@ -203,6 +224,104 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         made.rollback(host);
     }
     result
+}
+
+/// `ephemera unlock`: asks the pins again for the key of a volume kept at
+/// boot. On the node, ephemera.service does it (it is started again, and
+/// with it the guard and the services that require it); elsewhere, here.
+/// Refused when the plan is not to unlock: this command never makes a
+/// volume.
+pub fn unlock(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::Refused(format!(
+            "nothing to unlock: {what} (see `ephemera status`)"
+        )))
+    };
+    match plan_only(host, cfg, probe, false)? {
+        Plan::Unlock { .. } => {}
+        Plan::AlreadyProvisioned { device, mount, .. } => {
+            return refuse(format!("{device} is mounted at {mount} already"))
+        }
+        Plan::Keep { .. } => {
+            return refuse(
+                "no volume of an earlier boot here has an unlock file, all its members and \
+                 [unlock] in the config"
+                    .into(),
+            )
+        }
+        _ => return refuse("no volume of an earlier boot is on the disks".into()),
+    }
+    if super::on_node(host) {
+        return super::start_unit_and_dependents();
+    }
+    let _lock = lock(host)?;
+    match make_plan(host, cfg, probe, false)?.1 {
+        Plan::Unlock {
+            volume,
+            sealed,
+            mount: m,
+            binds,
+        } => apply_unlock(host, cfg, probe, &volume, &sealed, &m.path, &binds).map(drop),
+        _ => refuse("the disks changed while it looked".into()),
+    }
+}
+
+fn apply_unlock(
+    host: &Host,
+    cfg: &Config,
+    probe: &dyn Probe,
+    volume: &plan::Earlier,
+    sealed: &Path,
+    at: &Path,
+    binds: &[plan::BindPlan],
+) -> Result<Outcome> {
+    unlock_volume(host, cfg, probe, volume, sealed)?;
+    let mapped = host.path("dev/mapper").join(DM_NAME);
+    let devno = bind::devno_of(&mapped)?;
+    bind::ensure_all(host, binds, &devno)?;
+    tracing::info!(
+        luks_uuid = %volume.luks_uuid,
+        "unlocked {} at {}",
+        mapped.display(),
+        at.display()
+    );
+    Ok(Outcome::Unlocked)
+}
+
+/// Opens a volume of an earlier boot with the key its pins give back
+/// (`keys::unlock`), in the order its unlock file gives. When the pins do not
+/// give it (tang unreachable, a changed TPM, a threshold not met), the
+/// volume is kept as it is (exit 5): nothing was written.
+fn unlock_volume(
+    host: &Host,
+    cfg: &Config,
+    probe: &dyn Probe,
+    volume: &plan::Earlier,
+    sealed: &Path,
+) -> Result<()> {
+    let text = std::fs::read_to_string(host.abs(sealed)).map_err(|e| {
+        Error::Failed(format!(
+            "unlock file {}: cannot read: {e}",
+            sealed.display()
+        ))
+    })?;
+    let s = unlock::parse(&text, sealed)?;
+    tracing::info!(
+        "LUKS UUID {} on /dev/{} is bound to {}: asking for its key (at most {} s)",
+        s.luks_uuid,
+        volume.disk,
+        s.pins,
+        cfg.unlock.wait_secs
+    );
+    let wait = Duration::from_secs(cfg.unlock.wait_secs);
+    super::recover::open_and_mount(host, cfg, probe, &Layout::of_sealed(&s), || {
+        unlock::open(&s, wait).map_err(|e| {
+            Error::Kept(format!(
+                "{}; its pins did not give its key: {e}",
+                plan::kept_message(std::slice::from_ref(volume), &[])
+            ))
+        })
+    })
 }
 
 /// Closes and stops what an unfinished run of this boot left behind (the
@@ -310,21 +429,7 @@ fn make_volume(
     crate::failpoint!("after-luks-open");
 
     if let (Some(e), Some(pk)) = (&p.escrow, escrow_key) {
-        let env = escrow::seal(
-            &key,
-            pk,
-            escrow::Header {
-                host: host_name(host),
-                luks_uuid: uuid.clone(),
-                cipher: format!("{}-{}", p.luks.cipher, p.luks.mode),
-                sector_size: p.luks.sector_size,
-                members: p.members.iter().map(|m| m.serial.clone()).collect(),
-                raid: p.raid.as_ref().map(|r| escrow::RaidInfo {
-                    level: 0,
-                    chunk_kib: r.chunk_kib,
-                }),
-            },
-        )?;
+        let env = escrow::seal(&key, pk, volume_header(host, p, &uuid))?;
         // Marked never mounted first, until the first mount: a run cut
         // short before it leaves a volume that never held data, which the
         // next boot must not keep for ops.
@@ -337,9 +442,48 @@ fn make_volume(
             write_console(host, &escrow::console_text(&env)?);
         }
     }
+    if let Some(u) = &p.unlock {
+        // A binding that fails leaves a working volume that the next boot
+        // cannot unlock (kept for escrow, or replaced without it): loud,
+        // but the volume is made, as without [unlock].
+        let r = step("bind the key (clevis)", &u.escrow_path, || {
+            let sealed = unlock::seal(&key, &u.pins, volume_header(host, p, &uuid))?;
+            if p.escrow.is_none() {
+                escrow::set_marker(&u.escrow_path, &uuid, escrow::NEVER_MOUNTED)?;
+            }
+            unlock::store(&sealed, &u.escrow_path)?;
+            tracing::info!(
+                "bound LUKS UUID {uuid} to {}: the next boot unlocks it in {}",
+                sealed.pins,
+                unlock::path_for(&u.escrow_path, &uuid).display()
+            );
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::error!(
+                "could not bind LUKS UUID {uuid} for unlock at the next boot: {e}; the volume \
+                 works, but a reboot does not unlock it"
+            );
+        }
+    }
     drop(key);
     tracing::info!("volume key forgotten: it is only in the kernel now");
     Ok(uuid)
+}
+
+/// What the envelope and the unlock file say about the new volume.
+fn volume_header(host: &Host, p: &ProvisionPlan, uuid: &str) -> escrow::Header {
+    escrow::Header {
+        host: host_name(host),
+        luks_uuid: uuid.to_string(),
+        cipher: format!("{}-{}", p.luks.cipher, p.luks.mode),
+        sector_size: p.luks.sector_size,
+        members: p.members.iter().map(|m| m.serial.clone()).collect(),
+        raid: p.raid.as_ref().map(|r| escrow::RaidInfo {
+            level: 0,
+            chunk_kib: r.chunk_kib,
+        }),
+    }
 }
 
 /// Best effort: a console that cannot be written is logged, not fatal, as

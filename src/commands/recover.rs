@@ -19,6 +19,7 @@ use crate::host::modules;
 use crate::host::probe::{Content, Probe};
 use crate::host::Host;
 use crate::keys::escrow;
+use crate::keys::key::VolumeKey;
 use crate::volume::luks;
 use crate::volume::md;
 use crate::volume::mount;
@@ -107,7 +108,10 @@ pub fn recover(
     );
     {
         let _lock = lock(host)?;
-        open_and_mount(host, cfg, probe, &env, private_key)?;
+        open_and_mount(host, cfg, probe, &Layout::of_envelope(&env), || {
+            let sk = escrow::load_private_key(private_key)?;
+            escrow::open(&env, &sk)
+        })?;
     }
     // The lock is released first: the unit's provision takes it.
     if on_node {
@@ -116,12 +120,43 @@ pub fn recover(
     Ok(())
 }
 
-fn open_and_mount(
+/// What recovering a volume needs to know of it, from its envelope or its
+/// unlock file (both checked by `escrow::volume_params` when parsed).
+pub struct Layout<'a> {
+    pub luks_uuid: &'a str,
+    /// Member serials in array order; the first holds the LUKS header.
+    pub members: &'a [String],
+    /// The RAID0 chunk, for several members.
+    pub chunk_kib: Option<u32>,
+}
+
+impl<'a> Layout<'a> {
+    pub fn of_envelope(env: &'a escrow::Envelope) -> Self {
+        Layout {
+            luks_uuid: &env.luks_uuid,
+            members: &env.members,
+            chunk_kib: env.raid.as_ref().map(|r| r.chunk_kib),
+        }
+    }
+    pub fn of_sealed(s: &'a crate::keys::unlock::Sealed) -> Self {
+        Layout {
+            luks_uuid: &s.luks_uuid,
+            members: &s.members,
+            chunk_kib: s.raid.as_ref().map(|r| r.chunk_kib),
+        }
+    }
+}
+
+/// Checks the members, then asks `key` for the volume key (an escrow
+/// private key, or the unlock pins), reassembles the array, opens the volume
+/// and mounts it at `mount.path`. Never formats anything; on failure, what
+/// it assembled is taken down again. The caller holds the lock.
+pub fn open_and_mount(
     host: &Host,
     cfg: &Config,
     probe: &dyn Probe,
-    env: &escrow::Envelope,
-    private_key: &Path,
+    env: &Layout,
+    key: impl FnOnce() -> Result<VolumeKey>,
 ) -> Result<()> {
     let inv = discover::discover(host);
     if inv.dm.is_some() {
@@ -139,15 +174,13 @@ fn open_and_mount(
     let members = members_of(host, cfg, probe, &inv, env)?;
     // At boot a kept volume stops provision before it loads any module.
     let mut mods = vec!["dm_mod", "dm_crypt"];
-    if env.raid.is_some() {
+    if env.chunk_kib.is_some() {
         mods.extend(["md_mod", "raid0"]);
     }
     modules::ensure(host, &mods)?;
-    let sk = escrow::load_private_key(private_key)?;
-    let key = escrow::open(env, &sk)?;
-    drop(sk);
-    let base: PathBuf = match &env.raid {
-        Some(r) => md::build_raid0(host, MD_NAME, &members, r.chunk_kib)?,
+    let key = key()?;
+    let base: PathBuf = match env.chunk_kib {
+        Some(chunk_kib) => md::build_raid0(host, MD_NAME, &members, chunk_kib)?,
         None => members[0].clone(),
     };
     let mount_at = &cfg.mount.path;
@@ -183,11 +216,11 @@ fn open_and_mount(
             return Err(e);
         }
         tracing::info!("recovered {} at {}", mapped.display(), mount_at.display());
-        escrow::mark_mounted(host, &cfg.escrow.path, &env.luks_uuid)?;
+        escrow::mark_mounted(host, &cfg.escrow.path, env.luks_uuid)?;
         Ok(())
     })();
     drop(key);
-    if result.is_err() && env.raid.is_some() {
+    if result.is_err() && env.chunk_kib.is_some() {
         let _ = md::stop(host, MD_NAME);
     }
     result
@@ -204,7 +237,7 @@ fn members_of(
     cfg: &Config,
     probe: &dyn Probe,
     inv: &discover::Inventory,
-    env: &escrow::Envelope,
+    env: &Layout,
 ) -> Result<Vec<PathBuf>> {
     let want = cfg.disks.model.trim();
     let mut members = Vec::new();
@@ -231,7 +264,7 @@ fn members_of(
             return Err(Error::Refused(format!("{name} is in use: {why}")));
         }
         let ours = matches!(&candidate.content,
-            Content::Ephemera { luks_uuid } if i == 0 && luks_uuid == &env.luks_uuid);
+            Content::Ephemera { luks_uuid } if i == 0 && luks_uuid == env.luks_uuid);
         match &candidate.content {
             Content::Blank if i > 0 => {}
             _ if ours => {}
@@ -315,10 +348,10 @@ mod tests {
             foreign: "",
             busy: "",
         };
-        let got = members_of(&host, &cfg, &ok, &inv, &env).unwrap();
+        let got = members_of(&host, &cfg, &ok, &inv, &Layout::of_envelope(&env)).unwrap();
         assert_eq!(got, [host.dev("nvme1n1"), host.dev("nvme2n1")]);
         let refused = |env: &escrow::Envelope, probe: &Fake, needle: &str| {
-            let e = members_of(&host, &cfg, probe, &inv, env).unwrap_err();
+            let e = members_of(&host, &cfg, probe, &inv, &Layout::of_envelope(env)).unwrap_err();
             assert_eq!(e.exit_code(), crate::error::EXIT_REFUSED, "{e}");
             assert!(e.to_string().contains(needle), "{e} should say {needle:?}");
         };

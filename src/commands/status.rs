@@ -29,6 +29,9 @@ pub struct Status {
     /// The volume's other mounts (binds of its subdirectories): with or
     /// without `mount`, they keep it in use.
     pub binds: Vec<BindStatus>,
+    /// The open volume's unlock file ([unlock]): a reboot unlocks it when
+    /// its pins answer.
+    pub unlock_file: Option<std::path::PathBuf>,
     /// The reboot guard is on.
     pub guard: bool,
     /// Pending maintenance events and interruptions (src/events.rs).
@@ -79,6 +82,12 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
             incomplete,
         } => ("earlier", volumes, incomplete),
     };
+    let unlock_file = facts
+        .inv
+        .dm
+        .as_ref()
+        .and_then(|dm| facts.unlock_file(&plan::open_luks_uuid(dm)))
+        .map(|f| f.path.clone());
     let inv = facts.inv;
     let raid = inv.md.as_ref().map(|m| RaidStatus {
         device: format!("/dev/{}", m.name),
@@ -123,6 +132,7 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         })
         .collect();
     Ok(Status {
+        unlock_file,
         binds,
         state,
         earlier,
@@ -145,15 +155,19 @@ impl Status {
                 e.luks_uuid,
                 e.disk,
                 e.serial,
-                match &e.envelope {
-                    Some(p) => format!("escrow envelope {}", p.display()),
-                    None => "no escrow envelope on this node".into(),
+                match (&e.envelope, &e.sealed) {
+                    (Some(p), _) => format!("escrow envelope {}", p.display()),
+                    (None, Some(_)) => "no escrow envelope on this node".into(),
+                    (None, None) => "no escrow envelope or unlock file on this node".into(),
                 }
             );
+            if let Some(u) = &e.sealed {
+                s += &format!("earlier volume: unlock file {}\n", u.display());
+            }
         }
         for v in &self.incomplete {
             s += &format!(
-                "earlier volume: LUKS UUID {}, escrow envelope {}, its header's disk missing \
+                "earlier volume: LUKS UUID {}, kept by {}, its header's disk missing \
                  (missing serials {}; here: {})\n",
                 v.luks_uuid,
                 v.envelope.display(),
@@ -196,6 +210,12 @@ impl Status {
                 } else {
                     ""
                 }
+            );
+        }
+        if let Some(u) = &self.unlock_file {
+            s += &format!(
+                "unlock: bound to this instance's pins ({}): a reboot unlocks it when they answer\n",
+                u.display()
             );
         }
         s += if self.guard {

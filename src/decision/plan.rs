@@ -47,11 +47,28 @@ pub struct Facts {
     pub mapping: Option<Vec<Signature>>,
     /// Every escrow envelope this node keeps, newest first.
     pub envelopes: Vec<escrow::OnNode>,
+    /// Every unlock file (`keys::unlock`) this node keeps, newest first.
+    pub sealed: Vec<escrow::OnNode>,
 }
 
 impl Facts {
     pub fn envelope(&self, luks_uuid: &str) -> Option<&escrow::OnNode> {
         self.envelopes.iter().find(|e| e.luks_uuid == luks_uuid)
+    }
+    pub fn unlock_file(&self, luks_uuid: &str) -> Option<&escrow::OnNode> {
+        self.sealed.iter().find(|e| e.luks_uuid == luks_uuid)
+    }
+    /// What this node keeps for each volume: its envelope, else its unlock
+    /// file (either can read it), newest first.
+    fn kept_files(&self) -> Vec<&escrow::OnNode> {
+        let mut all: Vec<&escrow::OnNode> = self.envelopes.iter().collect();
+        all.extend(
+            self.sealed
+                .iter()
+                .filter(|s| self.envelope(&s.luks_uuid).is_none()),
+        );
+        all.sort_by(|a, b| b.created.cmp(&a.created));
+        all
     }
 }
 
@@ -65,6 +82,9 @@ pub struct Earlier {
     pub serial: String,
     /// This node's escrow envelope for it: with one, the data can be read.
     pub envelope: Option<PathBuf>,
+    /// This node's unlock file for it: with one, the TPM or tang servers
+    /// may give its key back.
+    pub sealed: Option<PathBuf>,
     /// Its envelope is marked never mounted: a run was cut short between
     /// the envelope and the first mount, so the volume holds no data.
     pub never_mounted: bool,
@@ -73,10 +93,10 @@ pub struct Earlier {
 }
 
 impl Earlier {
-    /// Its data can still be read: this node holds its envelope, and it was
-    /// mounted (so it may hold data).
+    /// Its data can still be read: this node holds its envelope or its
+    /// unlock file, and it was mounted (so it may hold data).
     fn readable(&self) -> bool {
-        self.envelope.is_some() && !self.never_mounted
+        (self.envelope.is_some() || self.sealed.is_some()) && !self.never_mounted
     }
 }
 
@@ -87,6 +107,7 @@ impl Earlier {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Incomplete {
     pub luks_uuid: String,
+    /// Its envelope, else its unlock file.
     pub envelope: PathBuf,
     /// Members here: (kernel name, serial), in array order.
     pub present: Vec<(String, String)>,
@@ -140,6 +161,16 @@ pub enum Plan {
         mount: MountPlan,
         binds: Vec<BindPlan>,
     },
+    /// A volume of an earlier boot that this node bound to its TPM or tang
+    /// servers, all its members here: ask the pins for its key, then
+    /// reassemble, open, mount and bind it again. If they do not give it,
+    /// keep it (exit 5).
+    Unlock {
+        volume: Earlier,
+        sealed: PathBuf,
+        mount: MountPlan,
+        binds: Vec<BindPlan>,
+    },
     /// A readable volume from an earlier boot: leave it as it is, exit 5.
     Keep {
         volumes: Vec<Earlier>,
@@ -170,6 +201,8 @@ pub struct ProvisionPlan {
     pub mkfs: MkfsPlan,
     pub mount: MountPlan,
     pub escrow: Option<EscrowPlan>,
+    /// `[unlock]`: bind the key to the TPM and tang servers.
+    pub unlock: Option<UnlockPlan>,
     /// Node directories bound from the volume once it is mounted.
     pub binds: Vec<BindPlan>,
     pub warnings: Vec<String>,
@@ -194,6 +227,13 @@ pub struct MountPlan {
     /// The filesystem to mount: the config's for a new volume, what blkid
     /// found on the mapping for one that is open already.
     pub fstype: FsType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnlockPlan {
+    pub pins: crate::config::unlock::Unlock,
+    /// Beside the envelopes: the unlock file is named from it.
+    pub escrow_path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -323,20 +363,23 @@ pub fn volume(f: &Facts, cfg: &Config) -> Volume {
         .filter_map(|c| match &c.content {
             Content::Ephemera { luks_uuid } => {
                 let env = f.envelope(luks_uuid);
+                let sealed = f.unlock_file(luks_uuid);
+                let kept = env.or(sealed);
                 Some(Earlier {
                     luks_uuid: luks_uuid.clone(),
                     disk: c.disk.name.clone(),
                     serial: c.disk.serial.clone(),
                     envelope: env.map(|e| e.path.clone()),
-                    never_mounted: env.is_some_and(|e| e.never_mounted),
-                    missing: env.map(|e| missing(&e.members)).unwrap_or_default(),
+                    sealed: sealed.map(|e| e.path.clone()),
+                    never_mounted: kept.is_some_and(|e| e.never_mounted),
+                    missing: kept.map(|e| missing(&e.members)).unwrap_or_default(),
                 })
             }
             _ => None,
         })
         .collect();
-    let incomplete: Vec<Incomplete> = f
-        .envelopes
+    let kept = f.kept_files();
+    let incomplete: Vec<Incomplete> = kept
         .iter()
         .enumerate()
         .filter(|(_, e)| !e.never_mounted && !e.discarded)
@@ -356,7 +399,7 @@ pub fn volume(f: &Facts, cfg: &Config) -> Volume {
             }
             // Its members must still hold only its ciphertext: blank, and
             // named by no newer envelope (a later volume reused the disk).
-            let newer = &f.envelopes[..i];
+            let newer = &kept[..i];
             let reused = here.iter().any(|c| {
                 c.content != Content::Blank
                     || newer
@@ -384,6 +427,13 @@ pub fn volume(f: &Facts, cfg: &Config) -> Volume {
     }
 }
 
+/// One volume of an earlier boot, with an unlock file, all its members
+/// here, and mounted once (so it may hold data): the pins may give its key.
+/// `on_existing` does not matter: unlocking writes nothing over it.
+fn unlockable(volumes: &[Earlier]) -> bool {
+    matches!(volumes, [v] if v.sealed.is_some() && v.missing.is_empty() && !v.never_mounted)
+}
+
 /// What to do with volumes from an earlier boot: `Ok(None)` keeps them,
 /// `Ok(Some(warning))` goes on to make a new volume over them.
 fn earlier_action(
@@ -407,12 +457,12 @@ fn earlier_action(
         }))
         .collect();
     let named = named.join(", ");
-    // An incomplete volume has an envelope by construction: readable once
-    // its header's disk is back.
+    // An incomplete volume has an envelope or unlock file by construction:
+    // readable once its header's disk is back.
     let readable: Vec<&PathBuf> = volumes
         .iter()
         .filter(|e| e.readable())
-        .filter_map(|e| e.envelope.as_ref())
+        .filter_map(|e| e.envelope.as_ref().or(e.sealed.as_ref()))
         .chain(incomplete.iter().map(|v| &v.envelope))
         .collect();
     let never_mounted = volumes.iter().any(|e| e.never_mounted);
@@ -430,8 +480,8 @@ fn earlier_action(
              holds no escrow envelope for it); making a new one"
         ))),
         OnExisting::Reformat if !readable.is_empty() => Ok(Some(format!(
-            "an earlier ephemera volume on {named} could still be read with its escrow envelope \
-             ({}), but on_existing = \"reformat\": erasing it and making a new one (the envelope \
+            "an earlier ephemera volume on {named} could still be read with what this node keeps \
+             for it ({}), but on_existing = \"reformat\": erasing it and making a new one (the envelope \
              is kept)",
             readable
                 .iter()
@@ -485,6 +535,19 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             })
         }
         Volume::Unfinished { luks_uuid, .. } => unfinished_uuid = Some(luks_uuid),
+        Volume::Earlier {
+            volumes,
+            incomplete,
+        } if cfg.unlock.enabled() && incomplete.is_empty() && unlockable(&volumes) => {
+            let volume = volumes.into_iter().next().expect("one volume");
+            let sealed = volume.sealed.clone().expect("an unlock file");
+            return Ok(Plan::Unlock {
+                volume,
+                sealed,
+                mount,
+                binds,
+            });
+        }
         Volume::Earlier {
             volumes,
             incomplete,
@@ -641,6 +704,10 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             path: cfg.escrow.path.clone(),
             console: cfg.escrow.console,
         }),
+        unlock: cfg.unlock.enabled().then(|| UnlockPlan {
+            pins: cfg.unlock.clone(),
+            escrow_path: cfg.escrow.path.clone(),
+        }),
         binds,
         warnings,
     })))
@@ -667,7 +734,15 @@ pub fn kept_message(volumes: &[Earlier], incomplete: &[Incomplete]) -> String {
                 )
             }
             Some(_) => s += " (never mounted: it holds no data)",
-            None => s += " (no escrow envelope on this node)",
+            None if e.sealed.is_none() => s += " (no escrow envelope on this node)",
+            None => {}
+        }
+        if let (Some(p), true) = (&e.sealed, e.readable()) {
+            s += &format!(
+                "; it is bound to this instance's pins (unlock file {}): `ephemera unlock` asks \
+                 them again (with [unlock] in the config)",
+                p.display()
+            );
         }
         if !e.missing.is_empty() {
             s += &format!(
@@ -683,18 +758,32 @@ pub fn kept_message(volumes: &[Earlier], incomplete: &[Incomplete]) -> String {
             .iter()
             .map(|(d, serial)| format!("/dev/{d} (serial {serial})"))
             .collect();
+        let unlock_file = v
+            .envelope
+            .to_string_lossy()
+            .ends_with(crate::keys::unlock::UNLOCK);
         s += &format!(
-            " LUKS UUID {} (envelope {}): the disk that holds its header (serial {}) is missing{}; \
+            " LUKS UUID {} ({} {}): the disk that holds its header (serial {}) is missing{}; \
              its members here, {}, are left as they are; once every member is back (a late NVMe \
-             controller, a reboot), `ephemera recover --private-key KEY.pem` opens and mounts it",
+             controller, a reboot), {} opens and mounts it",
             v.luks_uuid,
+            if unlock_file {
+                "unlock file"
+            } else {
+                "envelope"
+            },
             v.envelope.display(),
             v.missing[0],
             match &v.missing[1..] {
                 [] => String::new(),
                 more => format!(", and so are the members with serials {}", more.join(", ")),
             },
-            here.join(", ")
+            here.join(", "),
+            if unlock_file {
+                "`ephemera unlock`"
+            } else {
+                "`ephemera recover --private-key KEY.pem`"
+            }
         );
         s += &discard(&v.luks_uuid);
     }
@@ -735,6 +824,20 @@ impl Plan {
                 volumes,
                 incomplete,
             } => format!("{}\n", kept_message(volumes, incomplete)),
+            Plan::Unlock {
+                volume,
+                sealed,
+                mount,
+                binds,
+            } => format!(
+                "unlock LUKS UUID {} on /dev/{} with its unlock file {} (its pins give the key; \
+                 if they do not, keep it)\nreassemble it, open it, mount it at {}\n{}",
+                volume.luks_uuid,
+                volume.disk,
+                sealed.display(),
+                mount.path.display(),
+                describe_binds(binds, "bind again:")
+            ),
             Plan::NothingToDo { reason } => format!("nothing to do: {reason}\n"),
             Plan::Provision(p) => p.describe(),
         }
@@ -789,6 +892,14 @@ impl ProvisionPlan {
             on_off(p.luks.discards),
             on_off(p.luks.workqueues)
         );
+        if let Some(u) = &p.unlock {
+            s += &format!(
+                "bind the key with clevis to {} of {} (threshold of tpm2 and tang pins) in {}\n",
+                u.pins.threshold,
+                u.pins.pins(),
+                crate::keys::unlock::path_for(&u.escrow_path, "<LUKS UUID>").display()
+            );
+        }
         if let Some(e) = &p.escrow {
             s += &format!(
                 "escrow the key to {} in {} (and a copy named by the LUKS UUID){}\n",

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::host::discover::{self, Disk, Inventory, DM_NAME};
 use crate::host::probe::{classify, Probe};
 use crate::host::Host;
-use crate::keys::escrow;
+use crate::keys::{escrow, unlock};
 
 /// Reads what each disk matching the model holds, in the inventory's
 /// order. A plain loop: each disk costs a few KiB of reads and one open,
@@ -39,7 +39,8 @@ pub fn candidate(host: &Host, d: &Disk, probe: &dyn Probe) -> Result<Candidate> 
 }
 
 /// Everything up to the first write: discovery, probing, the open
-/// mapping's content, and the escrow envelopes this node keeps.
+/// mapping's content, and the escrow envelopes and unlock files this node
+/// keeps.
 pub fn survey(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Facts> {
     let inv = discover::discover(host);
     for d in inv
@@ -69,10 +70,12 @@ pub fn survey(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Facts> {
         _ => None,
     };
     let envelopes = escrow::on_node(host, &cfg.escrow.path);
+    let sealed = unlock::on_node(host, &cfg.escrow.path);
     Ok(Facts {
         inv,
         candidates,
         mapping,
         envelopes,
+        sealed,
     })
 }

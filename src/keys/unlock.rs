@@ -374,7 +374,7 @@ mod tests {
         );
         for (bad, why) in [
             (token(3, &[tpm.clone(), tang.clone()]), "threshold 3 of 2"),
-            (token(0, &[tpm.clone()]), "threshold 0"),
+            (token(0, std::slice::from_ref(&tpm)), "threshold 0"),
             (
                 token(1, &[serde_json::json!({"clevis":{"pin":"sss"}})]),
                 "not tpm2 or tang",

@@ -1,0 +1,45 @@
+//! The unlock file parser and the clevis token reader (keys::unlock): never
+//! panics; every rejection is one line, a usage error (exit 2); every file
+//! it accepts names a volume recovery can reassemble, and pins that its
+//! token says.
+#![no_main]
+
+use std::path::Path;
+
+use ephemera::error::EXIT_USAGE;
+use ephemera::keys::{escrow, unlock};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(m) = unlock::describe_token(text.trim()) {
+        assert!(!m.contains(char::is_control), "{m:?}");
+    }
+    match unlock::parse(text, Path::new("u.json")) {
+        Ok(s) => {
+            assert_eq!(
+                unlock::describe_token(&s.clevis).as_deref(),
+                Ok(s.pins.as_str())
+            );
+            let p = escrow::volume_params(&escrow::Volume {
+                created: &s.created,
+                host: &s.host,
+                cipher: &s.cipher,
+                luks_uuid: &s.luks_uuid,
+                key_bits: s.key_bits,
+                sector_size: s.sector_size,
+                members: &s.members,
+                raid: s.raid.as_ref(),
+            })
+            .expect("an accepted file names a volume recovery can reassemble");
+            assert_eq!(p.serials, s.members);
+            assert!(s.clevis.len() <= unlock::MAX_TOKEN);
+        }
+        Err(e) => {
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{e}");
+            assert!(!e.to_string().contains(char::is_control), "{e}");
+        }
+    }
+});
