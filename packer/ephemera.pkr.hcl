@@ -13,6 +13,9 @@
 #   Amazon Linux 2023: not supported by install.sh yet (it installs a .deb;
 #               AL2023 needs an RPM).
 #
+# Reboots that keep the data ([unlock], docs/UNLOCK.md): -var unlock=true
+# installs clevis and registers the AMI with NitroTPM and UEFI boot.
+#
 # Graviton (arm64): `make deb-arm64`, then
 #   packer build -var architecture=arm64 -var instance_type=t4g.small \
 #     -var source_ami_name="debian-12-arm64-*" -var deb=target/debian/ephemera_arm64.deb packer/
@@ -55,11 +58,20 @@ variable "deb" {
   default     = "target/debian/ephemera.deb"
 }
 
+variable "unlock" {
+  type        = bool
+  description = "For [unlock] (docs/UNLOCK.md): install clevis and clevis-tpm2, and register the AMI with NitroTPM (TPM 2.0) and UEFI boot, which NitroTPM needs. The base image must support UEFI (Debian 12 and 13 AMIs do)."
+  default     = false
+}
+
 source "amazon-ebs" "ephemera" {
   region        = var.region
   instance_type = var.instance_type
   ssh_username  = var.ssh_username
   ami_name      = "ephemera-{{timestamp}}"
+  # NitroTPM for [unlock]: the AMI is registered with TPM 2.0 and UEFI boot.
+  tpm_support = var.unlock ? "v2.0" : null
+  boot_mode   = var.unlock ? "uefi" : null
   source_ami_filter {
     filters = {
       name                = var.source_ami_name
@@ -89,6 +101,6 @@ build {
   }
 
   provisioner "shell" {
-    inline = ["sudo bash /tmp/install.sh /tmp/ephemera.deb"]
+    inline = ["sudo EPHEMERA_UNLOCK=${var.unlock ? 1 : 0} bash /tmp/install.sh /tmp/ephemera.deb"]
   }
 }

@@ -49,6 +49,9 @@ group_system=(
   mkfs.vfat:dosfstools mcopy:mtools flock:util-linux jq:jq socat:socat
   /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
   python3:python3-minimal # tests/system/demo.sh fills in the user-data with it
+  # The unlock test (issue 19): a software TPM for the guest, a tang server
+  # on the host's loopback, jose for its key thumbprint.
+  swtpm:swtpm /usr/libexec/tangd:tang /usr/libexec/tangd-keygen:tang jose:jose
 )
 group_bench=("${group_vm[@]}")
 # The arm64 guest (EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh), on top of vm.

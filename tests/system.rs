@@ -815,3 +815,326 @@ fn arm64_debian12_boot1() {
     boot1_checks(&b1, &img, &mut problems);
     finish("arm64", &img, &dir, &[&b1], t, &refusals, problems);
 }
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The test's tang server: Debian's tangd behind socat on the host's
+/// loopback (one tangd per connection), its keys made here. Started and
+/// stopped by shell commands, so that run-system.sh can start it during a
+/// boot (`--run-on`); its pid is in a file.
+struct Tang {
+    dir: PathBuf,
+    port: u16,
+    /// The thumbprint of its signing key, as clevis pins it.
+    thp: String,
+}
+
+impl Tang {
+    fn new(dir: &Path) -> Tang {
+        let dir = dir.join("tang");
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        run(Command::new("/usr/libexec/tangd-keygen").arg(&keys));
+        // The signing key is the one whose alg is ES512 (the other is the
+        // exchange key, ECMR).
+        let mut thp = None;
+        for e in std::fs::read_dir(&keys).unwrap() {
+            let jwk = e.unwrap().path();
+            let text = std::fs::read_to_string(&jwk).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["alg"] == "ES512" {
+                let out = Command::new("jose")
+                    .args(["jwk", "thp", "-i"])
+                    .arg(&jwk)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "jose jwk thp");
+                thp = Some(String::from_utf8(out.stdout).unwrap().trim().to_string());
+            }
+        }
+        // A free port on the loopback, as the kernel picks it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Tang {
+            dir,
+            port,
+            thp: thp.expect("tangd-keygen made a signing key"),
+        }
+    }
+    fn start_cmd(&self) -> String {
+        format!(
+            "setsid socat TCP-LISTEN:{p},bind=127.0.0.1,reuseaddr,fork EXEC:'/usr/libexec/tangd {k}' \
+             </dev/null >/dev/null 2>&1 & echo $! >{pid}; \
+             for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:{p}/adv && exit 0; sleep 0.1; done; exit 1",
+            p = self.port,
+            k = self.dir.join("keys").display(),
+            pid = self.dir.join("pid").display()
+        )
+    }
+    fn start(&self) {
+        run(Command::new("bash").arg("-c").arg(self.start_cmd()));
+    }
+    fn stop(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+            let _ = std::fs::remove_file(self.dir.join("pid"));
+        }
+        // Stopped: the port refuses connections.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+            "tang still answers on port {}",
+            self.port
+        );
+    }
+}
+
+impl Drop for Tang {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// A data node whose volume is bound to 2 of {its TPM, a tang server}
+/// (issue 19), the user-data being the shipped cloud-init/unlock.yaml with
+/// escrow, and the story in tests/system/guest/unlock.sh: boot 1 binds and
+/// ends in a kernel panic; boot 2 unlocks with no one acting; boot 3, with
+/// tang down, keeps the volume (its disks unchanged) until tang comes back
+/// and `ephemera unlock`; boot 4, on another TPM, keeps it, and the escrow
+/// key recovers it; boot 5, a stop and start, makes a new volume without
+/// using the old unlock file. Then the volume key, learnt from the escrow
+/// envelope, is searched for in every console log and disk.
+fn unlock_node(suite: &str) {
+    let t = Instant::now();
+    let img = system_image(suite);
+    let name = format!("unlock-{suite}");
+    let (dir, seed) = instance(&img, &name);
+    let tang = Tang::new(&dir);
+    let (sk, pk) = keypair(&dir);
+    let pins = "2 of tang http://10.0.2.100:7500, tpm2";
+    let example = example_user_data("unlock.yaml", Some(&String::from_utf8(pk).unwrap()))
+        .replace("http://tang.internal:7500", "http://10.0.2.100:7500")
+        .replace("REPLACE-WITH-THE-TANG-THUMBPRINT", &tang.thp)
+        .replace("threshold = 2\n", "threshold = 2\n      wait_secs = 20\n");
+    assert!(example.contains(&tang.thp) && example.contains("wait_secs = 20"));
+    let unlock_sh = std::fs::read(repo().join("tests/system/guest/unlock.sh")).unwrap();
+    let env = format!(
+        "MODE=unlock\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
+         PRIVATE_KEY={PRIVATE_KEY}\nUNLOCK_PINS='{pins}'\n",
+        sample_file()
+    );
+    // The NIC's address, every boot before ephemera.service (cloud-init's
+    // bootcmd runs in cloud-init.service): as on EC2, the network is up
+    // before ephemera runs; here with no DHCP and no route but the link.
+    let net = "#cloud-config\nbootcmd:\n  - [sh, -c, 'for i in $(seq 100); do n=$(ls /sys/class/net | grep -vx lo | head -n 1); \
+               [ -n \"$n\" ] && break; sleep 0.2; done; ip link set \"$n\" up && ip addr replace 10.0.2.15/24 dev \"$n\"']\n";
+    let user_data = multipart(&[
+        example,
+        test_user_data(
+            &img,
+            &env,
+            &[
+                (PRIVATE_KEY, "0600", &sk),
+                ("/usr/local/sbin/ephemera-check-unlock", "0644", &unlock_sh),
+            ],
+        ),
+        net.to_string(),
+    ]);
+    std::fs::write(seed.join("user-data"), user_data).unwrap();
+    let tpm_a = dir.join("tpm-a");
+    let tpm_b = dir.join("tpm-b");
+    let port = tang.port.to_string();
+    let with = |tpm: &Path| -> Vec<String> {
+        vec![
+            "--tpm".into(),
+            tpm.display().to_string(),
+            "--tang".into(),
+            port.clone(),
+        ]
+    };
+    let args = |v: &[String]| v.to_vec();
+    let mut problems = Vec::new();
+
+    // Boot 1: provision and bind; data; a kernel panic.
+    tang.start();
+    let a = args(&with(&tpm_a));
+    let mut b1 = boot(&dir, &img, "boot1", &strs(&a));
+    b1.checks(&mut problems, 1);
+    b1.expect(&mut problems, "boot 1 ended in a kernel panic", "EPH-PANIC");
+    b1.expect(
+        &mut problems,
+        "the kernel panicked on sysrq c",
+        "Kernel panic - not syncing: sysrq triggered crash",
+    );
+    // `finish` counts panics as problems: this one was asked for.
+    b1.log = b1.log.replace(
+        "Kernel panic - not syncing: sysrq",
+        "sysrq-c panic (asked for):",
+    );
+    let luks1 = b1.fact("luks_uuid");
+
+    // Boot 2: unlocked by its pins, no one acting.
+    let b2 = boot(&dir, &img, "boot2", &strs(&a));
+    b2.checks(&mut problems, 2);
+    b2.rebooted(&problems, 2);
+
+    // Boot 3: tang down: kept, its members untouched, until tang comes back.
+    tang.stop();
+    let hashes: Vec<String> = {
+        let mut v: Vec<String> = DATA_DISKS
+            .iter()
+            .map(|serial| {
+                let h = sha256_file(&dir.join(format!("{serial}.img")));
+                format!("{serial}={}", &h[..16])
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut a3 = a.clone();
+    a3.extend(["--run-on".into(), "EPH-WANT-TANG".into(), tang.start_cmd()]);
+    let b3 = boot(&dir, &img, "boot3", &strs(&a3));
+    b3.checks(&mut problems, 3);
+    if b3.fact("member_hashes") != hashes.join(",") {
+        problems.push(format!(
+            "boot 3 (kept) members {} vs after boot 2 {}",
+            b3.fact("member_hashes"),
+            hashes.join(",")
+        ));
+    }
+    b3.rebooted(&problems, 3);
+
+    // Boot 4: another instance's TPM (a fresh swtpm state): kept; escrow.
+    let b = args(&with(&tpm_b));
+    let b4 = boot(&dir, &img, "boot4", &strs(&b));
+    b4.checks(&mut problems, 4);
+    b4.rebooted(&problems, 4);
+
+    // Boot 5: a stop and start: new blank instance-store disks.
+    for serial in DATA_DISKS {
+        let img_path = dir.join(format!("{serial}.img"));
+        std::fs::rename(&img_path, dir.join(format!("old-{serial}.img"))).unwrap();
+        image(&dir, serial, 1024 * MIB);
+    }
+    let mut a5 = b.clone();
+    a5.extend(POWER_BUTTON.iter().map(|x| x.to_string()));
+    let b5 = boot(&dir, &img, "boot5", &strs(&a5));
+    b5.checks(&mut problems, 5);
+    b5.powered_off_cleanly(&mut problems);
+    for (b, n) in [(&b2, 2), (&b3, 3), (&b4, 4)] {
+        if b.fact("luks_uuid") != luks1 {
+            problems.push(format!(
+                "boot {n} LUKS UUID {} vs boot 1 {luks1}",
+                b.fact("luks_uuid")
+            ));
+        }
+    }
+
+    // The leak scan: the key, learnt as ops would (the console envelope and
+    // the private key), checked against the LUKS2 digest, then searched for.
+    let envelope = between(
+        &b1.log,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    );
+    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    let ct = env["ciphertext"].as_str().unwrap().to_string();
+    std::fs::write(dir.join("ct.b64"), &ct).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
+             -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    let key = out.stdout;
+    assert_eq!(key.len(), 64, "a 512-bit key from the envelope");
+    let first = envelope_members(&env)[0].to_string();
+    let mut verify = Command::new("cryptsetup")
+        .args([
+            "open",
+            "--test-passphrase",
+            "--type",
+            "luks2",
+            "--key-size",
+            "512",
+            "--volume-key-file",
+            "/dev/stdin",
+        ])
+        .arg(dir.join(format!("old-{first}.img")))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    verify.stdin.take().unwrap().write_all(&key).unwrap();
+    assert!(
+        verify.wait().unwrap().success(),
+        "the envelope's key does not open the volume"
+    );
+    let raw = dir.join("root.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(dir.join("root.qcow2"))
+        .arg(&raw));
+    let mut places: Vec<PathBuf> = vec![raw.clone()];
+    for b in [&b1, &b2, &b3, &b4, &b5] {
+        places.push(b.path.clone());
+    }
+    for serial in DATA_DISKS {
+        places.push(dir.join(format!("old-{serial}.img")));
+        places.push(dir.join(format!("{serial}.img")));
+    }
+    let root_bytes = std::fs::read(&raw).unwrap();
+    // The search works: the envelope and the unlock file's token are on the
+    // root disk.
+    assert!(
+        find(&root_bytes, ct.as_bytes()) >= 1,
+        "the envelope is not on the root disk"
+    );
+    drop(root_bytes);
+    let forms = key_forms(&key);
+    let mut hits = 0;
+    for p in &places {
+        let hay = std::fs::read(p).unwrap();
+        for (form, needle) in &forms {
+            let n = find(&hay, needle);
+            if n > 0 {
+                problems.push(format!(
+                    "KEY LEAK: {n} hit(s) of the key ({form}) in {}",
+                    p.display()
+                ));
+            }
+            hits += n;
+        }
+    }
+    eprintln!(
+        "system: {name}: key-leak scan: {} places, {} forms, {hits} hits",
+        places.len(),
+        forms.len()
+    );
+    std::fs::remove_file(raw).unwrap();
+    drop(tang);
+    finish(
+        &name,
+        &img,
+        &dir,
+        &[&b1, &b2, &b3, &b4, &b5],
+        t,
+        &[],
+        problems,
+    );
+}
+
+#[test]
+#[ignore = "builds Debian images and boots them in QEMU with swtpm and tang; run by `make system`"]
+fn debian12_unlock_with_tpm_and_tang() {
+    unlock_node("bookworm");
+}

@@ -314,14 +314,21 @@ fn unlock_volume(
         cfg.unlock.wait_secs
     );
     let wait = Duration::from_secs(cfg.unlock.wait_secs);
-    super::recover::open_and_mount(host, cfg, probe, &Layout::of_sealed(&s), || {
-        unlock::open(&s, wait).map_err(|e| {
-            Error::Kept(format!(
-                "{}; its pins did not give its key: {e}",
-                plan::kept_message(std::slice::from_ref(volume), &[])
-            ))
-        })
-    })
+    super::recover::open_and_mount(
+        host,
+        cfg,
+        probe,
+        &Layout::of_sealed(&s),
+        || {
+            unlock::open(&s, wait).map_err(|e| {
+                Error::Kept(format!(
+                    "{}; its pins did not give its key: {e}",
+                    plan::kept_message(std::slice::from_ref(volume), &[])
+                ))
+            })
+        },
+        |_| {},
+    )
 }
 
 /// Closes and stops what an unfinished run of this boot left behind (the

@@ -108,10 +108,21 @@ pub fn recover(
     );
     {
         let _lock = lock(host)?;
-        open_and_mount(host, cfg, probe, &Layout::of_envelope(&env), || {
-            let sk = escrow::load_private_key(private_key)?;
-            escrow::open(&env, &sk)
-        })?;
+        open_and_mount(
+            host,
+            cfg,
+            probe,
+            &Layout::of_envelope(&env),
+            || {
+                let sk = escrow::load_private_key(private_key)?;
+                escrow::open(&env, &sk)
+            },
+            |key| {
+                if on_node && cfg.unlock.enabled() {
+                    reseal(cfg, key, &env);
+                }
+            },
+        )?;
     }
     // The lock is released first: the unit's provision takes it.
     if on_node {
@@ -147,16 +158,46 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// A recovery on a node with [unlock] binds the key again, to this
+/// instance's pins as they are now: after a change that made the old
+/// binding fail (a firmware or boot-chain change to the sealed PCRs, a new
+/// tang key), the next reboot unlocks again. A failure is logged: the
+/// volume is recovered either way.
+fn reseal(cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
+    let h = escrow::Header {
+        host: env.host.clone(),
+        luks_uuid: env.luks_uuid.clone(),
+        cipher: env.cipher.clone(),
+        sector_size: env.sector_size,
+        members: env.members.clone(),
+        raid: env.raid.clone(),
+    };
+    let r = crate::keys::unlock::seal(key, &cfg.unlock, h)
+        .and_then(|s| crate::keys::unlock::store(&s, &cfg.escrow.path).map(|()| s.pins));
+    match r {
+        Ok(pins) => tracing::info!(
+            "bound LUKS UUID {} again to {pins}: the next reboot unlocks it",
+            env.luks_uuid
+        ),
+        Err(e) => tracing::error!(
+            "recovered, but could not bind LUKS UUID {} to this instance's pins again: {e}",
+            env.luks_uuid
+        ),
+    }
+}
+
 /// Checks the members, then asks `key` for the volume key (an escrow
 /// private key, or the unlock pins), reassembles the array, opens the volume
-/// and mounts it at `mount.path`. Never formats anything; on failure, what
-/// it assembled is taken down again. The caller holds the lock.
+/// and mounts it at `mount.path`, then gives the key to `mounted` before
+/// it is dropped. Never formats anything; on failure, what it assembled is
+/// taken down again. The caller holds the lock.
 pub fn open_and_mount(
     host: &Host,
     cfg: &Config,
     probe: &dyn Probe,
     env: &Layout,
     key: impl FnOnce() -> Result<VolumeKey>,
+    mounted: impl FnOnce(&VolumeKey),
 ) -> Result<()> {
     let inv = discover::discover(host);
     if inv.dm.is_some() {
@@ -217,6 +258,7 @@ pub fn open_and_mount(
         }
         tracing::info!("recovered {} at {}", mapped.display(), mount_at.display());
         escrow::mark_mounted(host, &cfg.escrow.path, env.luks_uuid)?;
+        mounted(&key);
         Ok(())
     })();
     drop(key);

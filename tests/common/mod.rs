@@ -210,3 +210,50 @@ pub fn between<'a>(log: &'a str, begin: &str, end: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{end} not in the log"));
     log[start..start + len].trim()
 }
+
+/// How many times `needle` is in `hay` (the key-leak scans).
+pub fn find(hay: &[u8], needle: &[u8]) -> usize {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return 0;
+    }
+    let first = needle[0];
+    let mut hits = 0;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..hay.len() - needle.len() + 1]
+            .iter()
+            .position(|&b| b == first)
+        {
+            None => break,
+            Some(off) => {
+                i += off;
+                if &hay[i..i + needle.len()] == needle {
+                    hits += 1;
+                }
+                i += 1;
+            }
+        }
+    }
+    hits
+}
+
+/// The key-leak scan's forms of a 64-byte key.
+pub fn key_forms(key: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        ("raw", key.to_vec()),
+        ("raw first half", key[..32].to_vec()),
+        ("raw second half", key[32..].to_vec()),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+        ("base64", b64.clone().into_bytes()),
+        (
+            "base64 unpadded",
+            b64.trim_end_matches('=').as_bytes().to_vec(),
+        ),
+        ("base64url", b64url.into_bytes()),
+    ]
+}

@@ -81,6 +81,7 @@ packages=(
   libcryptsetup12 libblkid1 ca-certificates
   prometheus-node-exporter curl
   containerd busybox-static # the container-node test: Debian's runtime (ctr), a static binary for its image
+  clevis clevis-tpm2 iproute2 # the unlock test: clevis and its tpm2 pin, `ip` for its one NIC
 )
 # The root file system, fixed so the kernel command line can name it.
 ROOT_PARTUUID=6f0e5b1a-3c1d-4e55-9a7e-0e9e0e9e0001

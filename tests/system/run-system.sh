@@ -5,7 +5,8 @@
 #
 # usage: run-system.sh --image DIR --root QCOW2 [--seed DIR] [--disk IMG:SERIAL ...]
 #                      [--log FILE] [--monitor SOCKET] [--timeout SECS] [--mem MB]
-#                      [--powerdown-on TEXT] [--quit-on TEXT] [--show]
+#                      [--powerdown-on TEXT] [--quit-on TEXT] [--run-on TEXT CMD]
+#                      [--tpm DIR] [--tang PORT] [--show]
 #   --image DIR        a folder printed by build-image.sh (disk.img, vmlinuz, cmdline); the
 #                      kernel boots without an initramfs (the Debian 12 and 13 cloud kernels
 #                      have NVMe and ext4 built in; root=PARTUUID= needs no udev), which
@@ -23,13 +24,23 @@
 #                      (HMP system_powerdown, what an EC2 stop sends) once; QEMU must then
 #                      exit within --powerdown-bound SECS (default 300), else exit 5
 #   --quit-on TEXT     when TEXT appears in the serial log, stop QEMU (HMP quit)
+#   --run-on TEXT CMD  when TEXT appears in the serial log, run CMD (bash -c) on the host
+#                      once; the run fails (exit 6) if CMD does
+#   --tpm DIR          a TPM 2.0 for the guest: swtpm with its state in DIR (made if
+#                      missing; the same DIR on the next boot is the same TPM, a new one
+#                      another instance's), tpm-tis on x86-64, tpm-tis-device on arm64
+#   --tang PORT        one NIC, QEMU user networking with restrict=on: the guest reaches
+#                      nothing but 10.0.2.100:7500, forwarded (guestfwd, one socat per
+#                      connection) to 127.0.0.1:PORT on the host, where the test's tang
+#                      server listens, or not (tang down: the connection is refused)
 #   --show             also copy the serial console to stdout
 # The root disk is NVMe serial EBSROOT (controller model "QEMU NVMe Ctrl" like the
 # data disks), first on the PCI bus. QEMU runs with -no-reboot: a guest reboot or
 # power-off ends this run, and the caller boots again for "the next boot".
 # exit: 0 when QEMU exited by itself (guest power-off or reboot), 3 when it was
 #       stopped by --quit-on, 5 when the power button did not power off within the
-#       bound, 124 on timeout, 2 on usage errors, else QEMU's status.
+#       bound, 6 when the --run-on command failed, 124 on timeout, 2 on usage
+#       errors, else QEMU's status.
 # env:  EPHEMERA_SYSTEM_CPU (default max; arm64: max,pauth-impdef=on, the cheap
 #       pointer authentication under TCG), EPHEMERA_SYSTEM_SMP (default 1),
 #       EPHEMERA_SYSTEM_APPEND (extra kernel arguments), EPHEMERA_VM_ARCH: amd64
@@ -49,6 +60,7 @@ die() { echo "run-system: $*" >&2; exit 2; }
 say() { echo "run-system: $*" >&2; }
 
 image='' root='' seed='' log='' monitor='' timeout=900 mem=1536 powerdown_on='' powerdown_bound=300 quit_on='' show=''
+run_on='' run_cmd='' tpm='' tang=''
 disks=()
 while (($#)); do
   case $1 in
@@ -63,6 +75,9 @@ while (($#)); do
     --powerdown-on) powerdown_on=${2:?}; shift 2 ;;
     --powerdown-bound) powerdown_bound=${2:?}; shift 2 ;;
     --quit-on) quit_on=${2:?}; shift 2 ;;
+    --run-on) run_on=${2:?}; run_cmd=${3:?}; shift 3 ;;
+    --tpm) tpm=${2:?}; shift 2 ;;
+    --tang) tang=${2:?}; shift 2 ;;
     --show) show=1; shift ;;
     -h | --help) usage ;;
     *) echo "run-system: unknown argument: $1" >&2; usage ;;
@@ -90,8 +105,10 @@ qpid=''
 [[ -n $log ]] || log=$tmp/serial.log
 [[ -n $monitor ]] || monitor=$tmp/monitor.sock
 # shellcheck disable=SC2317 # called by the EXIT trap
+tpmpid=''
 cleanup() {
   [[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
+  [[ -z $tpmpid ]] || kill "$tpmpid" 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -127,6 +144,23 @@ if [[ -n $seed ]]; then
   qemu+=(-drive "file=$tmp/seed.img,if=none,id=seed,format=raw,readonly=on"
     -device virtio-blk-pci,drive=seed)
 fi
+if [[ -n $tpm ]]; then
+  command -v swtpm >/dev/null || die "swtpm missing: run scripts/host-tools.sh system"
+  mkdir -p "$tpm"
+  # The socket goes in the run's temp folder: a unix socket path is short.
+  swtpm socket --tpm2 --tpmstate dir="$tpm" --ctrl type=unixio,path="$tmp/swtpm.sock" \
+    --flags not-need-init,startup-clear --log file="$tpm/swtpm.log" &
+  tpmpid=$!
+  for _ in $(seq 100); do [[ -S $tmp/swtpm.sock ]] && break; sleep 0.1; done
+  [[ -S $tmp/swtpm.sock ]] || die "swtpm did not make its socket"
+  case ${EPHEMERA_VM_ARCH:-amd64} in amd64) tpmdev=tpm-tis ;; arm64) tpmdev=tpm-tis-device ;; esac
+  qemu+=(-chardev "socket,id=chrtpm,path=$tmp/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
+    -device "$tpmdev,tpmdev=tpm0")
+fi
+if [[ -n $tang ]]; then
+  [[ $tang =~ ^[0-9]+$ ]] || die "--tang takes a port"
+  qemu+=(-nic "user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:7500-cmd:socat - TCP:127.0.0.1:$tang")
+fi
 n=0
 for disk in "${disks[@]}"; do
   img=${disk%:*} serial=${disk##*:}
@@ -151,7 +185,7 @@ if [[ -n $show ]]; then
 fi
 
 # Watch the serial log for the markers while QEMU runs.
-pressed='' quit='' stuck=''
+pressed='' quit='' stuck='' ran='' runfail=''
 ours() { tail -c +$((offset + 1)) "$log" | tr -d '\r'; }
 while kill -0 "$qpid" 2>/dev/null; do
   if [[ -n $powerdown_on && -z $pressed ]] && ours | grep -qF -- "$powerdown_on"; then
@@ -163,6 +197,11 @@ while kill -0 "$qpid" 2>/dev/null; do
     stuck=1
     say "still running ${powerdown_bound}s after the power button: quit"
     hmp quit || kill "$qpid"
+  fi
+  if [[ -n $run_on && -z $ran ]] && ours | grep -qF -- "$run_on"; then
+    ran=1
+    say "'$run_on' seen after $((SECONDS - start))s: running $run_cmd"
+    bash -c "$run_cmd" || { runfail=1; say "the --run-on command failed"; }
   fi
   if [[ -n $quit_on && -z $quit ]] && ours | grep -qF -- "$quit_on"; then
     quit=1
@@ -192,5 +231,6 @@ else
   say "QEMU exited after $((SECONDS - start))s"
 fi
 [[ -z $stuck ]] || exit 5
+[[ -z $runfail ]] || exit 6
 [[ -z $quit ]] || exit 3
 exit 0

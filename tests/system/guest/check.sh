@@ -20,7 +20,9 @@
 #   boot 3: kept again; ops discard it: a new volume, the data unit starts.
 #     Then EPH-READY-FOR-POWERDOWN: the host presses the ACPI power button.
 # With MODE=container, a container node's two boots instead (container.sh,
-# installed as /usr/local/sbin/ephemera-check-container and sourced here).
+# installed as /usr/local/sbin/ephemera-check-container and sourced here);
+# with MODE=unlock, the five boots of a node bound to its TPM and a tang
+# server (unlock.sh, as /usr/local/sbin/ephemera-check-unlock).
 # Settings: /etc/ephemera-check.env (DATA_DISKS, SAMPLE_UNIT, SAMPLE_FILE, ESCROW_PATH,
 # ROOT_PARTUUID, ROOT_FS_UUID, MOUNT, PRIVATE_KEY: the escrow private key, on
 # the node for this test only: in production ops bring it in an emergency;
@@ -322,6 +324,14 @@ if [[ ${MODE:-} == container ]]; then
   # shellcheck source=tests/system/guest/container.sh
   . /usr/local/sbin/ephemera-check-container
   container_story
+  sleep infinity
+fi
+
+# --- a node that unlocks at boot (tests/system/guest/unlock.sh): its own story ----
+if [[ ${MODE:-} == unlock ]]; then
+  # shellcheck source=tests/system/guest/unlock.sh
+  . /usr/local/sbin/ephemera-check-unlock
+  unlock_story
   sleep infinity
 fi
 
