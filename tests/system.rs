@@ -816,6 +816,9 @@ fn arm64_debian12_boot1() {
     finish("arm64", &img, &dir, &[&b1], t, &refusals, problems);
 }
 
+/// The unlock test's instance-store disks.
+const UNLOCK_DISK: u64 = 256 * MIB;
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -915,6 +918,11 @@ fn unlock_node(suite: &str) {
     let img = system_image(suite);
     let name = format!("unlock-{suite}");
     let (dir, seed) = instance(&img, &name);
+    // Smaller instance-store disks than the other tests': the guest hashes
+    // them whole in boot 3.
+    for serial in DATA_DISKS {
+        image(&dir, serial, UNLOCK_DISK);
+    }
     let tang = Tang::new(&dir);
     let (sk, pk) = keypair(&dir);
     let pins = "2 of tang http://10.0.2.100:7500, tpm2";
@@ -926,8 +934,9 @@ fn unlock_node(suite: &str) {
     let unlock_sh = std::fs::read(repo().join("tests/system/guest/unlock.sh")).unwrap();
     let env = format!(
         "MODE=unlock\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         PRIVATE_KEY={PRIVATE_KEY}\nUNLOCK_PINS='{pins}'\n",
-        sample_file()
+         PRIVATE_KEY={PRIVATE_KEY}\nUNLOCK_PINS='{pins}'\nTANG_THP={}\n",
+        sample_file(),
+        tang.thp
     );
     // The NIC's address, every boot before ephemera.service (cloud-init's
     // bootcmd runs in cloud-init.service): as on EC2, the network is up
@@ -1020,7 +1029,7 @@ fn unlock_node(suite: &str) {
     for serial in DATA_DISKS {
         let img_path = dir.join(format!("{serial}.img"));
         std::fs::rename(&img_path, dir.join(format!("old-{serial}.img"))).unwrap();
-        image(&dir, serial, 1024 * MIB);
+        image(&dir, serial, UNLOCK_DISK);
     }
     let mut a5 = b.clone();
     a5.extend(POWER_BUTTON.iter().map(|x| x.to_string()));

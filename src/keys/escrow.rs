@@ -537,6 +537,54 @@ mod tests {
         }
     }
 
+    /// What key services decrypt (docs/KEY-SERVICES.md): RSAES-OAEP with
+    /// SHA-256 for the hash and for MGF1, no label. openssl, told exactly
+    /// that, opens an envelope; told MGF1-SHA-1 (the other common pairing),
+    /// it does not.
+    #[test]
+    fn escrow_is_oaep_sha256_with_mgf1_sha256() {
+        let t = tempfile::tempdir().unwrap();
+        let sk = keypair(2048);
+        let pem = t.path().join("sk.pem");
+        std::fs::write(&pem, sk.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        let key = VolumeKey::generate(512).unwrap();
+        let env = seal(&key, &sk.to_public_key(), header()).unwrap();
+        assert_eq!(env.recipient.alg, "RSA-OAEP-256");
+        let ct = t.path().join("ct.bin");
+        std::fs::write(
+            &ct,
+            base64::engine::general_purpose::STANDARD
+                .decode(&env.ciphertext)
+                .unwrap(),
+        )
+        .unwrap();
+        let decrypt = |mgf1: &str| {
+            std::process::Command::new("openssl")
+                .args(["pkeyutl", "-decrypt", "-inkey"])
+                .arg(&pem)
+                .arg("-in")
+                .arg(&ct)
+                .args([
+                    "-pkeyopt",
+                    "rsa_padding_mode:oaep",
+                    "-pkeyopt",
+                    "rsa_oaep_md:sha256",
+                    "-pkeyopt",
+                ])
+                .arg(format!("rsa_mgf1_md:{mgf1}"))
+                .output()
+                .unwrap()
+        };
+        let good = decrypt("sha256");
+        assert!(
+            good.status.success(),
+            "{}",
+            String::from_utf8_lossy(&good.stderr)
+        );
+        assert_eq!(good.stdout, key.as_bytes());
+        assert!(!decrypt("sha1").status.success(), "MGF1-SHA-1 opened it");
+    }
+
     #[test]
     fn envelopes_are_kept_per_luks_uuid() {
         let t = tempfile::tempdir().unwrap();

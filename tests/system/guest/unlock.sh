@@ -22,7 +22,8 @@
 #     Glass broken, reboot.
 #   boot 5 (a stop and start: blank instance-store disks, the same root
 #     disk): a new volume, the old unlock file not used; then the power button.
-# Settings besides check.sh's: UNLOCK_PINS (what the unlock file must say).
+# Settings besides check.sh's: UNLOCK_PINS (what the unlock file must say),
+# TANG_THP (the tang server's thumbprint, for the timing of a tang-only token).
 
 unlock_file() { echo "${ESCROW_PATH%.json}.$1.unlock.json"; }
 
@@ -93,6 +94,12 @@ unlock_story() {
     # it against the LUKS2 digest (nothing activated); the key only on pipes.
     check "boot 1: jq -j .clevis | clevis decrypt gives the key cryptsetup accepts for $backing" \
       eval "jq -j .clevis '$f' | clevis decrypt | cryptsetup open --test-passphrase --type luks2 --key-size 512 --volume-key-file /dev/stdin '$backing'"
+    # What each pin costs at boot (docs/PERFORMANCE.md): clevis decrypt of
+    # the unlock file's token, and of one-pin tokens of a dummy secret.
+    ms() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null 2>&1 || echo "# timing: $* failed"; t1=$(date +%s%N); echo $(((t1 - t0) / 1000000)); }
+    echo dummy | clevis encrypt tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}' >/run/t-tpm2.jwe 2>/dev/null
+    echo dummy | clevis encrypt tang "{\"url\":\"http://10.0.2.100:7500\",\"thp\":\"$TANG_THP\"}" >/run/t-tang.jwe 2>/dev/null
+    fact unlock_ms "both=$(ms sh -c "jq -j .clevis '$f' | clevis decrypt") tpm2=$(ms sh -c 'clevis decrypt </run/t-tpm2.jwe') tang=$(ms sh -c 'clevis decrypt </run/t-tang.jwe')"
     head -c 4096 /dev/urandom | base64 >"$MOUNT/check-boot1"
     sync
     data_sha >"$state/data.sha"
@@ -108,6 +115,7 @@ unlock_story() {
     up_checks "boot 2 (after a kernel panic)"
     check "boot 2: the same LUKS UUID ($luks_uuid)" test "$luks_uuid" = "$uuid"
     check "boot 2: boot 1's data is there, unchanged" test "$(data_sha)" = "$(cat "$state/data.sha")"
+    fact luks_uuid "$luks_uuid"
     check "boot 2: the journal says it was unlocked" eval "journal ephemera.service | grep -q 'unlocked /dev/mapper/ephemera at $MOUNT'"
     fact unlock_journal "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service | grep -E 'asking for its key|unlocked' | tr '\n' '|')"
     break_glass_and_reboot
@@ -123,6 +131,7 @@ unlock_story() {
     done
     check "boot 3: tang answers again" test -n "$tang_up"
     ops_command unlock ephemera unlock
+    fact luks_uuid "$luks_uuid"
     check "after unlock: the same LUKS UUID" test "$luks_uuid" = "$uuid"
     check "after unlock: boot 1's data is there, unchanged" test "$(data_sha)" = "$(cat "$state/data.sha")"
     data_unit_checks "after unlock"
@@ -139,6 +148,7 @@ unlock_story() {
     f=$(unlock_file "$uuid")
     old_token=$(jq -r .clevis "$f" | sha256sum)
     ops_command recover ephemera recover --private-key "$PRIVATE_KEY"
+    fact luks_uuid "$luks_uuid"
     check "after recover: the same LUKS UUID" test "$luks_uuid" = "$uuid"
     check "after recover: boot 1's data is there, unchanged" test "$(data_sha)" = "$(cat "$state/data.sha")"
     data_unit_checks "after recover"
