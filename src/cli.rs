@@ -68,9 +68,10 @@ pub enum Command {
         /// The envelope; by default this node's envelope for the volume on the disks.
         #[arg(long, value_name = "FILE")]
         escrow: Option<PathBuf>,
-        /// The escrow private key (PEM). Never put it in the config.
-        #[arg(long, value_name = "FILE")]
-        private_key: PathBuf,
+        /// An escrow private key (PEM); once per key when the envelope needs
+        /// several (escrow.threshold). Never put it in the config.
+        #[arg(long, value_name = "FILE", required = true)]
+        private_key: Vec<PathBuf>,
     },
     /// Ask the TPM and tang servers again for the key of a volume kept at
     /// boot ([unlock]); on the node, start ephemera.service again, which
@@ -172,9 +173,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json: as_json,
             force,
         } => {
-            if let Some(k) = &cfg.escrow.public_key {
-                crate::keys::escrow::load_public_key(k)?;
-            }
+            crate::keys::escrow::load_public_keys(&cfg.escrow.keys())?;
             let p = provision::plan_only(&host, &cfg, &Blkid, force)?;
             if as_json {
                 println!("{}", json(&p)?);

@@ -1,6 +1,6 @@
-//! The escrow envelope parser, the values `recover` hands to the md ioctls
-//! and libcryptsetup (escrow::recovery_params, md::Raid0Geometry), and
-//! `open` on what it accepts: never panics; every rejection is a one-line
+//! The escrow envelope parser (versions 1 and 2), the values `recover`
+//! hands to the md ioctls and libcryptsetup (escrow::recovery_params,
+//! md::Raid0Geometry), and `open` on what it accepts: never panics; every rejection is a one-line
 //! usage error (exit 2); every accepted envelope gives in-range ioctl values.
 #![no_main]
 
@@ -67,10 +67,15 @@ fuzz_target!(|data: &[u8]| {
                 .collect::<Vec<_>>()
                 .join("\n");
             assert_eq!(escrow::parse(&body, Path::new("console")).unwrap(), env);
-            // Reach the base64 and RSA-OAEP paths with a recipient that matches.
+            // Reach the base64, RSA-OAEP and share paths with a recipient
+            // that matches (version 1's one, or version 2's first).
             let (sk, fp) = key();
-            env.recipient.key_fingerprint = fp.clone();
-            if let Err(e) = escrow::open(&env, sk) {
+            match (&mut env.recipient, env.recipients.first_mut()) {
+                (Some(r), _) => r.key_fingerprint = fp.clone(),
+                (None, Some(s)) => s.key_fingerprint = fp.clone(),
+                (None, None) => unreachable!("parse accepted an envelope with no recipient"),
+            }
+            if let Err(e) = escrow::open(&env, std::slice::from_ref(sk)) {
                 one_line_usage(&e);
             }
         }

@@ -124,10 +124,7 @@ pub fn host_name(host: &Host) -> String {
 
 pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Outcome> {
     // Every input is checked before the first write.
-    let escrow_key = match &cfg.escrow.public_key {
-        Some(p) => Some(escrow::load_public_key(p)?),
-        None => None,
-    };
+    let escrow_keys = escrow::load_public_keys(&cfg.escrow.keys())?;
     if cfg.unlock.enabled() {
         cmd::find("clevis").map_err(|_| {
             Error::Usage(
@@ -138,7 +135,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             )
         })?;
     }
-    if escrow_key.is_some() || cfg.unlock.enabled() {
+    if !escrow_keys.is_empty() || cfg.unlock.enabled() {
         // An envelope or unlock file goes only below directories root alone
         // can change; refused here, before a disk is touched, not after
         // formatting.
@@ -218,7 +215,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
     cleanup(host, &facts, &p)?;
 
     let mut made = Made::default();
-    let result = apply(host, &p, escrow_key.as_ref(), &mut made);
+    let result = apply(host, &p, &escrow_keys, &mut made);
     if let Err(e) = &result {
         tracing::error!("provisioning failed: {e}; rolling back what this run made");
         made.rollback(host);
@@ -350,7 +347,7 @@ fn cleanup(host: &Host, facts: &Facts, p: &ProvisionPlan) -> Result<()> {
 fn apply(
     host: &Host,
     p: &ProvisionPlan,
-    escrow_key: Option<&rsa::RsaPublicKey>,
+    escrow_keys: &[rsa::RsaPublicKey],
     made: &mut Made,
 ) -> Result<Outcome> {
     let members: Vec<PathBuf> = p.members.iter().map(|m| host.dev(&m.name)).collect();
@@ -378,7 +375,7 @@ fn apply(
         None => members[0].clone(),
     };
     let mapped = host.path("dev/mapper").join(DM_NAME);
-    let uuid = make_volume(host, p, &base, &mapped, escrow_key, made)?;
+    let uuid = make_volume(host, p, &base, &mapped, escrow_keys, made)?;
 
     step(&format!("make {}", p.mkfs.fstype.name()), &mapped, || {
         mount::mkfs(&mapped, &p.mkfs)
@@ -415,7 +412,7 @@ fn make_volume(
     p: &ProvisionPlan,
     base: &Path,
     mapped: &Path,
-    escrow_key: Option<&rsa::RsaPublicKey>,
+    escrow_keys: &[rsa::RsaPublicKey],
     made: &mut Made,
 ) -> Result<String> {
     let key = VolumeKey::generate(p.luks.key_bits)?;
@@ -435,8 +432,13 @@ fn make_volume(
     made.push(Undo::Close);
     crate::failpoint!("after-luks-open");
 
-    if let (Some(e), Some(pk)) = (&p.escrow, escrow_key) {
-        let env = escrow::seal(&key, pk, volume_header(host, p, &uuid))?;
+    if let Some(e) = p.escrow.as_ref().filter(|_| !escrow_keys.is_empty()) {
+        let env = escrow::seal(
+            &key,
+            escrow_keys,
+            e.threshold,
+            volume_header(host, p, &uuid),
+        )?;
         // Marked never mounted first, until the first mount: a run cut
         // short before it leaves a volume that never held data, which the
         // next boot must not keep for ops.

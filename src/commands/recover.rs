@@ -83,7 +83,7 @@ pub fn recover(
     cfg: &Config,
     probe: &dyn Probe,
     envelope: Option<&Path>,
-    private_key: &Path,
+    private_keys: &[PathBuf],
 ) -> Result<()> {
     let on_node = super::on_node(host);
     if on_node {
@@ -114,8 +114,11 @@ pub fn recover(
             probe,
             &Layout::of_envelope(&env),
             || {
-                let sk = escrow::load_private_key(private_key)?;
-                escrow::open(&env, &sk)
+                let sks = private_keys
+                    .iter()
+                    .map(|p| escrow::load_private_key(p))
+                    .collect::<Result<Vec<_>>>()?;
+                escrow::open(&env, &sks)
             },
             |key| {
                 if on_node && cfg.unlock.enabled() {

@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ephemera/config.toml";
 pub const DEFAULT_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
+/// The most escrow keys (recipients) an envelope may have: a share's x is
+/// one byte, and the console copy must stay small.
+pub const MAX_ESCROW_KEYS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +130,10 @@ pub struct Mount {
 pub struct Escrow {
     /// PEM RSA public key (SPKI or PKCS#1). No key: no escrow.
     pub public_key: Option<PathBuf>,
+    /// More recipients' public keys (docs/ESCROW.md): any `threshold` of
+    /// all the keys recover the volume.
+    pub public_keys: Vec<PathBuf>,
+    pub threshold: u32,
     pub path: PathBuf,
     /// Also print the envelope to `/dev/console`.
     pub console: bool,
@@ -216,6 +223,8 @@ impl Default for Escrow {
     fn default() -> Self {
         Escrow {
             public_key: None,
+            public_keys: Vec::new(),
+            threshold: 1,
             path: "/var/lib/ephemera/escrow.json".into(),
             console: true,
         }
@@ -352,9 +361,51 @@ impl Config {
         if let Some(k) = &self.escrow.public_key {
             absolute("escrow.public_key", k)?;
         }
+        for k in &self.escrow.public_keys {
+            absolute("escrow.public_keys", k)?;
+        }
+        let keys = self.escrow.keys();
+        if keys.len() > MAX_ESCROW_KEYS {
+            return bad(
+                "escrow.public_keys",
+                format!("{} keys are more than {}", keys.len(), MAX_ESCROW_KEYS),
+            );
+        }
+        if let Some(k) = keys
+            .iter()
+            .enumerate()
+            .find_map(|(i, k)| keys[..i].contains(k).then_some(k))
+        {
+            return bad(
+                "escrow.public_keys",
+                format!("{} is listed twice", k.display()),
+            );
+        }
+        let t = self.escrow.threshold;
+        if t < 1 || (!keys.is_empty() && t as usize > keys.len()) {
+            return bad(
+                "escrow.threshold",
+                format!(
+                    "{t} is not between 1 and the number of escrow keys ({})",
+                    keys.len()
+                ),
+            );
+        }
         bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
         self.unlock.validate()?;
         self.events.validate()
+    }
+}
+
+impl Escrow {
+    /// Every escrow public key: `public_key`, then `public_keys`, in order
+    /// (share i of a threshold goes to key i).
+    pub fn keys(&self) -> Vec<PathBuf> {
+        self.public_key
+            .iter()
+            .chain(&self.public_keys)
+            .cloned()
+            .collect()
     }
 }
 
@@ -610,6 +661,19 @@ mod tests {
             ("[mount]\npath = \"/mnt/../ephemeral\"", "mount.path"),
             ("[mount]\noptions = \"noatime,,\"", "mount.options"),
             ("[escrow]\npublic_key = \"key.pem\"", "escrow.public_key"),
+            ("[escrow]\npublic_keys = [\"a.pem\"]", "escrow.public_keys"),
+            (
+                "[escrow]\npublic_keys = [\"/a.pem\", \"/a.pem\"]",
+                "escrow.public_keys",
+            ),
+            (
+                "[escrow]\npublic_keys = [\"/a.pem\", \"/b.pem\"]\nthreshold = 3",
+                "escrow.threshold",
+            ),
+            (
+                "[escrow]\npublic_key = \"/a.pem\"\npublic_keys = [\"/b.pem\"]\nthreshold = 0",
+                "escrow.threshold",
+            ),
             ("[escrow]\npath = \"escrow.json\"", "escrow.path"),
             (
                 "[filesystem]\nlabel = \"a-label-that-is-too-long\"",

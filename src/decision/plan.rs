@@ -238,7 +238,10 @@ pub struct UnlockPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EscrowPlan {
-    pub public_key: PathBuf,
+    /// The recipients' public keys, in order.
+    pub public_keys: Vec<PathBuf>,
+    /// How many of them recover the key together.
+    pub threshold: u32,
     pub path: PathBuf,
     pub console: bool,
 }
@@ -699,8 +702,9 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             bytes,
         },
         mount,
-        escrow: cfg.escrow.public_key.as_ref().map(|k| EscrowPlan {
-            public_key: k.clone(),
+        escrow: (!cfg.escrow.keys().is_empty()).then(|| EscrowPlan {
+            public_keys: cfg.escrow.keys(),
+            threshold: cfg.escrow.threshold,
             path: cfg.escrow.path.clone(),
             console: cfg.escrow.console,
         }),
@@ -903,7 +907,23 @@ impl ProvisionPlan {
         if let Some(e) = &p.escrow {
             s += &format!(
                 "escrow the key to {} in {} (and a copy named by the LUKS UUID){}\n",
-                e.public_key.display(),
+                match (e.public_keys.as_slice(), e.threshold) {
+                    ([one], _) => one.display().to_string(),
+                    (keys, 1) => format!(
+                        "any one of {}",
+                        keys.iter()
+                            .map(|k| k.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    (keys, t) => format!(
+                        "any {t} of {} (Shamir shares)",
+                        keys.iter()
+                            .map(|k| k.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
                 e.path.display(),
                 if e.console {
                     " and on /dev/console"

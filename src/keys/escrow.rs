@@ -1,6 +1,14 @@
-//! Key escrow: the volume key encrypted to an RSA public key (RSA-OAEP with
+//! Key escrow: the volume key encrypted to RSA public keys (RSA-OAEP with
 //! SHA-256), in a JSON envelope that standard tools can open:
 //! `jq -r .ciphertext | base64 -d | openssl pkeyutl -decrypt ...`.
+//!
+//! Version 1 has one recipient (`recipient`, `ciphertext`). Version 2 has
+//! several (`recipients`, each with its `ciphertext`) and a `threshold`:
+//! with 1, each ciphertext is the key itself, so any one private key
+//! recovers; with t > 1, the key is split with Shamir's scheme in GF(256)
+//! (the `blahaj` crate) into one share per recipient, any t of which give
+//! it back and fewer nothing. One key with threshold 1 still writes
+//! version 1.
 
 use std::path::{Path, PathBuf};
 
@@ -36,9 +44,54 @@ pub struct Envelope {
     /// Member serials in array order.
     pub members: Vec<String>,
     pub raid: Option<RaidInfo>,
-    pub recipient: Recipient,
+    /// Version 1: its one recipient, and the key encrypted to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Recipient>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<String>,
+    /// Version 2: how many recipients recover together, and one slot each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<Slot>,
+}
+
+/// A version 2 recipient: its key and what is encrypted to it (the key
+/// with threshold 1, its share of the key above).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub alg: String,
+    pub key_fingerprint: String,
     pub ciphertext: String,
 }
+
+impl Envelope {
+    /// How many recipients must give their part (1 for version 1).
+    pub fn threshold(&self) -> u32 {
+        self.threshold.unwrap_or(1)
+    }
+    /// Every recipient as (algorithm, fingerprint, ciphertext), version 1's
+    /// one included.
+    pub fn slots(&self) -> Vec<(&str, &str, &str)> {
+        match (&self.recipient, &self.ciphertext) {
+            (Some(r), Some(ct)) => vec![(r.alg.as_str(), r.key_fingerprint.as_str(), ct.as_str())],
+            _ => self
+                .recipients
+                .iter()
+                .map(|s| {
+                    (
+                        s.alg.as_str(),
+                        s.key_fingerprint.as_str(),
+                        s.ciphertext.as_str(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The most recipients an envelope may name (`config::MAX_ESCROW_KEYS`).
+pub const MAX_RECIPIENTS: usize = crate::config::MAX_ESCROW_KEYS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaidInfo {
@@ -142,6 +195,23 @@ pub fn load_private_key(path: &Path) -> Result<RsaPrivateKey> {
     }
 }
 
+/// Reads every escrow public key, in order, and refuses the same key named
+/// twice under two paths (its share would count twice).
+pub fn load_public_keys(paths: &[PathBuf]) -> Result<Vec<RsaPublicKey>> {
+    let mut keys: Vec<RsaPublicKey> = Vec::new();
+    for p in paths {
+        let k = load_public_key(p)?;
+        if keys.contains(&k) {
+            return Err(Error::Usage(format!(
+                "escrow public key {}: the same key as another in escrow.public_keys",
+                p.display()
+            )));
+        }
+        keys.push(k);
+    }
+    Ok(keys)
+}
+
 /// `sha256:` and the hex SHA-256 of the key's DER SubjectPublicKeyInfo, what
 /// `openssl pkey -pubin -outform DER | sha256sum` prints.
 pub fn fingerprint(key: &RsaPublicKey) -> Result<String> {
@@ -166,24 +236,36 @@ pub struct Header {
     pub raid: Option<RaidInfo>,
 }
 
-/// Encrypts the key to `to`. The copies this makes, and how long they live
-/// (rsa 0.9.10): the OAEP-encoded block and its `BigUint` are `Zeroizing`
-/// inside the crate and wiped before `encrypt` returns; the temporaries of
-/// the modular exponentiation (num-bigint-dig) are freed unwiped, and the
-/// crate's API offers no hook to reach them. They live only during this
-/// call, in memory that `key::harden_process` keeps out of swap and cores.
-pub fn seal(key: &VolumeKey, to: &RsaPublicKey, h: Header) -> Result<Envelope> {
+/// RSA-OAEP-SHA-256 of `plain` to `to`, in base64.
+fn encrypt_to(to: &RsaPublicKey, plain: &[u8]) -> Result<String> {
     let ct = to
-        .encrypt(
-            &mut rand::rngs::OsRng,
-            Oaep::new::<Sha256>(),
-            key.as_bytes(),
-        )
+        .encrypt(&mut rand::rngs::OsRng, Oaep::new::<Sha256>(), plain)
         .map_err(|e| Error::Failed(format!("encrypting the volume key for escrow: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(ct))
+}
+
+/// Encrypts the key to the keys `to`, any `threshold` of which recover it
+/// (`threshold` between 1 and `to.len()`, checked by the config). The copies
+/// this makes, and how long they live (rsa 0.9.10): the OAEP-encoded block
+/// and its `BigUint` are `Zeroizing` inside the crate and wiped before
+/// `encrypt` returns; the temporaries of the modular exponentiation
+/// (num-bigint-dig) are freed unwiped, and the crate's API offers no hook to
+/// reach them. With a threshold, blahaj's shares wipe themselves on drop
+/// (its `zeroize_memory` feature); the polynomial's coefficients, in its
+/// dealer, do not. All of it lives only during this call, in memory that
+/// `key::harden_process` keeps out of swap and cores.
+pub fn seal(key: &VolumeKey, to: &[RsaPublicKey], threshold: u32, h: Header) -> Result<Envelope> {
+    if to.is_empty() || to.len() > MAX_RECIPIENTS || threshold < 1 || threshold as usize > to.len()
+    {
+        return Err(Error::Failed(format!(
+            "escrow to {} keys with threshold {threshold} is not possible",
+            to.len()
+        )));
+    }
     let created = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| Error::Failed(format!("formatting the time: {e}")))?;
-    Ok(Envelope {
+    let mut env = Envelope {
         version: 1,
         created,
         host: h.host,
@@ -193,12 +275,42 @@ pub fn seal(key: &VolumeKey, to: &RsaPublicKey, h: Header) -> Result<Envelope> {
         sector_size: h.sector_size,
         members: h.members,
         raid: h.raid,
-        recipient: Recipient {
+        recipient: None,
+        ciphertext: None,
+        threshold: None,
+        recipients: Vec::new(),
+    };
+    if let ([one], 1) = (to, threshold) {
+        env.recipient = Some(Recipient {
             alg: ALG.into(),
-            key_fingerprint: fingerprint(to)?,
-        },
-        ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
-    })
+            key_fingerprint: fingerprint(one)?,
+        });
+        env.ciphertext = Some(encrypt_to(one, key.as_bytes())?);
+        return Ok(env);
+    }
+    env.version = 2;
+    env.threshold = Some(threshold);
+    // Share i (x = i + 1) goes to key i, in the config's order.
+    let shares: Vec<blahaj::Share> = if threshold == 1 {
+        Vec::new()
+    } else {
+        blahaj::Sharks(threshold as u8)
+            .dealer(key.as_bytes())
+            .take(to.len())
+            .collect()
+    };
+    for (i, pk) in to.iter().enumerate() {
+        let ciphertext = match shares.get(i) {
+            Some(share) => encrypt_to(pk, &Zeroizing::new(Vec::from(share)))?,
+            None => encrypt_to(pk, key.as_bytes())?,
+        };
+        env.recipients.push(Slot {
+            alg: ALG.into(),
+            key_fingerprint: fingerprint(pk)?,
+            ciphertext,
+        });
+    }
+    Ok(env)
 }
 
 /// The longest ciphertext: base64 of one block of the largest key (4096 bits).
@@ -221,23 +333,51 @@ pub struct RecoveryParams {
 /// and returns what recovery does with it. An envelope may come from
 /// anywhere (a console log, a ticket), so nothing in it is trusted.
 pub fn recovery_params(env: &Envelope) -> std::result::Result<RecoveryParams, String> {
-    if env.version != 1 {
-        return Err(format!("version {} is not supported (1 is)", env.version));
+    match env.version {
+        1 if env.recipient.is_some()
+            && env.ciphertext.is_some()
+            && env.threshold.is_none()
+            && env.recipients.is_empty() => {}
+        1 => {
+            return Err("version 1 has one recipient and one ciphertext, no recipients list".into())
+        }
+        2 if env.recipient.is_none() && env.ciphertext.is_none() => {
+            let n = env.recipients.len();
+            let t = env.threshold.unwrap_or(0);
+            if !(1..=MAX_RECIPIENTS).contains(&n) {
+                return Err(format!("lists {n} recipients, not 1 to {MAX_RECIPIENTS}"));
+            }
+            if t < 1 || t as usize > n {
+                return Err(format!(
+                    "threshold {t} is not between 1 and its {n} recipients"
+                ));
+            }
+        }
+        2 => return Err("version 2 has recipients, not recipient and ciphertext".into()),
+        v => return Err(format!("version {v} is not supported (1 and 2 are)")),
     }
-    if env.recipient.alg != ALG {
-        return Err(format!("algorithm {:?} is not {ALG}", env.recipient.alg));
-    }
-    let fp = &env.recipient.key_fingerprint;
-    if !(fp.len() == 71
-        && fp.starts_with("sha256:")
-        && fp[7..].bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err("recipient.key_fingerprint is not sha256: and 64 hex digits".into());
-    }
-    if env.ciphertext.trim().len() > MAX_CIPHERTEXT_B64 {
-        return Err(format!(
-            "ciphertext is longer than a {MAX_RSA_BITS}-bit RSA block ({MAX_CIPHERTEXT_B64} base64 characters)"
-        ));
+    let slots = env.slots();
+    for (i, (alg, fp, ct)) in slots.iter().enumerate() {
+        if *alg != ALG {
+            return Err(format!(
+                "algorithm {:?} is not {ALG}",
+                alg.chars().take(32).collect::<String>()
+            ));
+        }
+        if !(fp.len() == 71
+            && fp.starts_with("sha256:")
+            && fp[7..].bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err("a recipient's key_fingerprint is not sha256: and 64 hex digits".into());
+        }
+        if slots[..i].iter().any(|(_, other, _)| other == fp) {
+            return Err(format!("recipient {fp} is listed twice"));
+        }
+        if ct.trim().len() > MAX_CIPHERTEXT_B64 {
+            return Err(format!(
+                "ciphertext is longer than a {MAX_RSA_BITS}-bit RSA block ({MAX_CIPHERTEXT_B64} base64 characters)"
+            ));
+        }
     }
     volume_params(&Volume {
         created: &env.created,
@@ -343,25 +483,88 @@ pub fn parse(text: &str, origin: &Path) -> Result<Envelope> {
     Ok(env)
 }
 
-/// Decrypts the envelope's key into locked memory. rsa 0.9.10 wipes its own
-/// decrypted `BigUint` and encoded block; the plaintext `Vec` it returns is
-/// wrapped in `Zeroizing` at once and moved into the locked page by
-/// `VolumeKey::take`, which wipes it. The private key zeroizes itself on drop.
-pub fn open(env: &Envelope, key: &RsaPrivateKey) -> Result<VolumeKey> {
-    let fp = fingerprint(&key.to_public_key())?;
-    if fp != env.recipient.key_fingerprint {
+/// Decrypts the envelope's key into locked memory with `keys`: any one of
+/// its recipients' with threshold 1, `threshold` of them above (a key that
+/// is no recipient's, or too few, is a usage error naming what is missing).
+/// rsa 0.9.10 wipes its own decrypted `BigUint` and encoded block; every
+/// plaintext `Vec` it returns, key or share, is wrapped in `Zeroizing` at
+/// once, and the key is moved into the locked page by `VolumeKey::take`,
+/// which wipes the source. The private keys zeroize themselves on drop.
+pub fn open(env: &Envelope, keys: &[RsaPrivateKey]) -> Result<VolumeKey> {
+    let slots = env.slots();
+    let t = env.threshold() as usize;
+    let mut parts: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
+    for key in keys {
+        let fp = fingerprint(&key.to_public_key())?;
+        let Some((_, _, ct)) = slots.iter().find(|(_, f, _)| *f == fp) else {
+            let all: Vec<&str> = slots.iter().map(|(_, f, _)| *f).collect();
+            return Err(Error::Usage(format!(
+                "the private key ({fp}) is none of the envelope's recipients ({})",
+                all.join(", ")
+            )));
+        };
+        if parts.iter().any(|(f, _)| *f == fp) {
+            continue;
+        }
+        let ct = base64::engine::general_purpose::STANDARD
+            .decode(ct.trim())
+            .map_err(|e| Error::Usage(format!("escrow envelope ciphertext: {e}")))?;
+        let plain = Zeroizing::new(
+            key.decrypt(Oaep::new::<Sha256>(), &ct)
+                .map_err(|e| Error::Usage(format!("decrypting the escrowed key: {e}")))?,
+        );
+        parts.push((fp, plain));
+        if t == 1 {
+            break;
+        }
+    }
+    if parts.len() < t {
+        let have: Vec<&str> = parts.iter().map(|(f, _)| f.as_str()).collect();
+        let missing: Vec<&str> = slots
+            .iter()
+            .map(|(_, f, _)| *f)
+            .filter(|f| !have.contains(f))
+            .collect();
         return Err(Error::Usage(format!(
-            "the private key ({fp}) is not the envelope's recipient ({})",
-            env.recipient.key_fingerprint
+            "the envelope needs {t} of its {} recipients' private keys and {} given ({}); \
+             give {} more with --private-key, of: {}",
+            slots.len(),
+            parts.len(),
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            },
+            t - parts.len(),
+            missing.join(", ")
         )));
     }
-    let ct = base64::engine::general_purpose::STANDARD
-        .decode(env.ciphertext.trim())
-        .map_err(|e| Error::Usage(format!("escrow envelope ciphertext: {e}")))?;
-    let mut vk = Zeroizing::new(
-        key.decrypt(Oaep::new::<Sha256>(), &ct)
-            .map_err(|e| Error::Usage(format!("decrypting the escrowed key: {e}")))?,
-    );
+    let mut vk = if t == 1 {
+        parts.swap_remove(0).1
+    } else {
+        let shares = parts
+            .iter()
+            .map(|(fp, p)| {
+                blahaj::Share::try_from(&p[..]).map_err(|e| {
+                    Error::Usage(format!("the share of recipient {fp} does not parse: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if shares
+            .iter()
+            .any(|s| s.y.len() * 8 != env.key_bits as usize)
+        {
+            return Err(Error::Usage(format!(
+                "a share is not of a {}-bit key",
+                env.key_bits
+            )));
+        }
+        Zeroizing::new(
+            blahaj::Sharks(t as u8)
+                .recover(&shares)
+                .map_err(|e| Error::Usage(format!("combining the shares: {e}")))?,
+        )
+    };
     if vk.len() * 8 != env.key_bits as usize {
         return Err(Error::Usage(format!(
             "the escrowed key is {} bits, the envelope says {}",
@@ -548,13 +751,14 @@ mod tests {
         let pem = t.path().join("sk.pem");
         std::fs::write(&pem, sk.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
         let key = VolumeKey::generate(512).unwrap();
-        let env = seal(&key, &sk.to_public_key(), header()).unwrap();
-        assert_eq!(env.recipient.alg, "RSA-OAEP-256");
+        let env = seal(&key, &[sk.to_public_key()], 1, header()).unwrap();
+        assert_eq!(env.version, 1);
+        assert_eq!(env.recipient.as_ref().unwrap().alg, "RSA-OAEP-256");
         let ct = t.path().join("ct.bin");
         std::fs::write(
             &ct,
             base64::engine::general_purpose::STANDARD
-                .decode(&env.ciphertext)
+                .decode(env.ciphertext.as_ref().unwrap())
                 .unwrap(),
         )
         .unwrap();
@@ -600,7 +804,7 @@ mod tests {
         );
         let sk = keypair(2048);
         let key = VolumeKey::generate(512).unwrap();
-        let mut env = seal(&key, &sk.to_public_key(), header()).unwrap();
+        let mut env = seal(&key, &[sk.to_public_key()], 1, header()).unwrap();
         env.luks_uuid = "00000000-0000-4000-8000-000000000001".into();
         let real = host.abs(path);
         store(&env, &real).unwrap();
@@ -666,9 +870,9 @@ mod tests {
         let sk = keypair(2048);
         let mut raw = [0x5au8; 64];
         let vk = VolumeKey::take(&mut raw).unwrap();
-        let env = seal(&vk, &sk.to_public_key(), header()).unwrap();
+        let env = seal(&vk, &[sk.to_public_key()], 1, header()).unwrap();
         assert_eq!(env.key_bits, 512);
-        assert!(!env.ciphertext.contains("WlpaWlpa"));
+        assert!(!env.ciphertext.as_ref().unwrap().contains("WlpaWlpa"));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/escrow.json");
         write(&env, &p).unwrap();
@@ -680,11 +884,11 @@ mod tests {
         );
         let back = parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
         assert_eq!(back, env);
-        let vk2 = open(&back, &sk).unwrap();
+        let vk2 = open(&back, std::slice::from_ref(&sk)).unwrap();
         assert_eq!(vk2.as_bytes(), &[0x5au8; 64][..]);
         // Someone else's private key is named as the wrong recipient.
         assert!(
-            matches!(open(&back, &keypair(2048)), Err(Error::Usage(m)) if m.contains("recipient"))
+            matches!(open(&back, &[keypair(2048)]), Err(Error::Usage(m)) if m.contains("recipient"))
         );
     }
 
@@ -745,7 +949,7 @@ mod tests {
         let sk = keypair(2048);
         let mut raw = [1u8; 64];
         let vk = VolumeKey::take(&mut raw).unwrap();
-        let env = seal(&vk, &sk.to_public_key(), header()).unwrap();
+        let env = seal(&vk, &[sk.to_public_key()], 1, header()).unwrap();
         let p = recovery_params(&env).unwrap();
         assert_eq!(p.serials, env.members);
         assert_eq!(
@@ -835,7 +1039,8 @@ mod tests {
         let sk = keypair(2048);
         let mut raw = [1u8; 64];
         let vk = VolumeKey::take(&mut raw).unwrap();
-        let good = serde_json::to_value(seal(&vk, &sk.to_public_key(), header()).unwrap()).unwrap();
+        let good =
+            serde_json::to_value(seal(&vk, &[sk.to_public_key()], 1, header()).unwrap()).unwrap();
         let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut v = good.clone();
             f(&mut v);
@@ -881,7 +1086,104 @@ mod tests {
             assert!(matches!(parse(&c, p), Err(Error::Usage(_))), "{c}");
         }
         let mut e = parse(&good.to_string(), p).unwrap();
-        e.ciphertext = "not base64!".into();
-        assert!(matches!(open(&e, &sk), Err(Error::Usage(_))));
+        e.ciphertext = Some("not base64!".into());
+        assert!(matches!(
+            open(&e, std::slice::from_ref(&sk)),
+            Err(Error::Usage(_))
+        ));
+    }
+
+    /// Version 2: three recipients. With threshold 1 each key alone opens
+    /// it; with 2, one key is refused naming how many more and which, any
+    /// two open it, and a share of another envelope does not combine.
+    #[test]
+    fn several_recipients_any_one_or_any_two() {
+        let sks: Vec<RsaPrivateKey> = (0..3).map(|_| keypair(2048)).collect();
+        let pks: Vec<RsaPublicKey> = sks.iter().map(|k| k.to_public_key()).collect();
+        let key = VolumeKey::generate(512).unwrap();
+        let any1 = seal(&key, &pks, 1, header()).unwrap();
+        assert_eq!(
+            (any1.version, any1.threshold(), any1.slots().len()),
+            (2, 1, 3)
+        );
+        for sk in &sks {
+            assert_eq!(
+                open(&any1, std::slice::from_ref(sk)).unwrap().as_bytes(),
+                key.as_bytes()
+            );
+        }
+        let two = seal(&key, &pks, 2, header()).unwrap();
+        let text = serde_json::to_string(&two).unwrap();
+        let two = parse(&text, Path::new("e.json")).unwrap();
+        assert_eq!(two.threshold(), 2);
+        let e = open(&two, &sks[..1]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let m = e.to_string();
+        assert!(
+            m.contains("needs 2 of its 3 recipients' private keys and 1 given")
+                && m.contains("give 1 more")
+                && m.contains(&fingerprint(&pks[2]).unwrap()),
+            "{m}"
+        );
+        for pair in [[0, 1], [0, 2], [1, 2], [2, 0]] {
+            let given = [sks[pair[0]].clone(), sks[pair[1]].clone()];
+            assert_eq!(
+                open(&two, &given).unwrap().as_bytes(),
+                key.as_bytes(),
+                "{pair:?}"
+            );
+        }
+        // The same key twice is one share, not two.
+        assert!(open(&two, &[sks[0].clone(), sks[0].clone()]).is_err());
+        // A share is no key: each alone decrypts to 65 bytes that are not it.
+        let other = seal(&VolumeKey::generate(512).unwrap(), &pks, 2, header()).unwrap();
+        let mut mixed = two.clone();
+        mixed.recipients[1] = other.recipients[1].clone();
+        let wrong = open(&mixed, &[sks[0].clone(), sks[1].clone()]).unwrap();
+        assert_ne!(wrong.as_bytes(), key.as_bytes());
+        // Hostile version 2 envelopes are refused by parse.
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = v.clone();
+            f(&mut v);
+            v.to_string()
+        };
+        for c in [
+            mutate(&|v| v["threshold"] = 4.into()),
+            mutate(&|v| v["threshold"] = 0.into()),
+            mutate(&|v| v["threshold"] = serde_json::Value::Null),
+            mutate(&|v| v["recipients"] = serde_json::json!([])),
+            mutate(&|v| v["recipients"][1] = v["recipients"][0].clone()),
+            mutate(&|v| v["recipients"] = (0..17).map(|_| v["recipients"][0].clone()).collect()),
+            mutate(&|v| v["recipient"] = serde_json::json!({"alg": ALG, "key_fingerprint": "x"})),
+            mutate(&|v| v["version"] = 1.into()),
+            mutate(&|v| v["recipients"][0]["alg"] = "RSA1_5".into()),
+        ] {
+            assert!(
+                matches!(parse(&c, Path::new("e.json")), Err(Error::Usage(_))),
+                "{c}"
+            );
+        }
+    }
+
+    /// The console copy stays small: a line of JSON, a few KiB with five
+    /// 4096-bit recipients, far inside EC2's 64 KiB console window.
+    #[test]
+    fn envelope_sizes_by_recipients() {
+        let key = VolumeKey::generate(512).unwrap();
+        let pks: Vec<RsaPublicKey> = (0..5).map(|_| keypair(4096).to_public_key()).collect();
+        let mut sizes = Vec::new();
+        for (n, t) in [(1, 1), (3, 2), (5, 3)] {
+            let env = seal(&key, &pks[..n], t, header()).unwrap();
+            let text = console_text(&env).unwrap();
+            assert_eq!(
+                text.lines().count(),
+                3,
+                "one line of JSON between the markers"
+            );
+            sizes.push((n, text.len()));
+        }
+        eprintln!("console envelope bytes (recipients, bytes): {sizes:?}");
+        assert!(sizes.iter().all(|(n, b)| *b < 300 + n * 900), "{sizes:?}");
     }
 }
