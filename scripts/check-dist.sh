@@ -33,6 +33,7 @@ for f in usr/sbin/ephemera usr/lib/systemd/system/ephemera.service usr/lib/syste
   usr/lib/systemd/system/ephemera-events.service \
   usr/share/polkit-1/rules.d/50-ephemera-guard.rules usr/lib/systemd/logind.conf.d/ephemera.conf \
   etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz usr/share/ephemera/runtime-after-ephemera.conf \
+  usr/share/ephemera/combine-shares.py \
   usr/lib/systemd/system/{containerd,docker,kubelet,ecs}.service.d/ephemera.conf; do
   if [[ -e $root/$f ]]; then ok "deb ships /$f"; else bad "deb ships /$f"; fi
 done

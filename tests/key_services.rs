@@ -89,25 +89,6 @@ impl Drop for Bao {
     }
 }
 
-/// The first ```sh block after `heading` in docs/KEY-SERVICES.md.
-fn docs_block(heading: &str, nth: usize) -> String {
-    let text = std::fs::read_to_string(repo().join("docs/KEY-SERVICES.md")).unwrap();
-    let mut rest = &text[text.find(heading).expect("heading in docs/KEY-SERVICES.md")..];
-    for _ in 0..nth {
-        rest = &rest[rest.find("```sh").unwrap() + 5..];
-        rest = &rest[rest.find("```").unwrap() + 3..];
-    }
-    between(rest, "```sh", "```").to_string()
-}
-
-/// Steps 2 to 4 of the README's escrow recovery runbook, as the README gives them.
-fn readme_runbook_steps_2_to_4() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = &readme[readme.find("## Escrow recovery runbook").unwrap()..];
-    let block = between(section, "```sh", "```");
-    block[block.find("# 2.").expect("step 2 in the runbook")..].to_string()
-}
-
 #[test]
 #[ignore = "runs OpenBao and boots QEMU VMs; run by `make vm`"]
 fn openbao_transit_recovers_an_escrowed_volume() {
@@ -115,25 +96,16 @@ fn openbao_transit_recovers_an_escrowed_volume() {
     let bao = Bao::start(&dir);
     // The transit key, made as docs/KEY-SERVICES.md says, its public half
     // taken the way the docs take it.
-    let setup = docs_block("## OpenBao or Vault transit", 0);
-    let out = Command::new("bash")
-        .arg("-euo")
-        .arg("pipefail")
-        .arg("-c")
-        .arg(&setup)
-        .current_dir(&dir)
-        .env(
-            "PATH",
-            format!("{}:/usr/bin:/bin", bao.bin.parent().unwrap().display()),
-        )
-        .env("BAO_ADDR", &bao.addr)
-        .env("BAO_TOKEN", &bao.token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the docs' setup block: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let path = format!("{}:/usr/bin:/bin", bao.bin.parent().unwrap().display());
+    let env = [
+        ("PATH", path.as_str()),
+        ("BAO_ADDR", bao.addr.as_str()),
+        ("BAO_TOKEN", bao.token.as_str()),
+    ];
+    run_block(
+        &doc_block("docs/KEY-SERVICES.md", "## OpenBao or Vault transit", 0),
+        &dir,
+        &env,
     );
     let pk = std::fs::read(dir.join("escrow.pub.pem")).unwrap();
     assert!(
@@ -152,7 +124,7 @@ fn openbao_transit_recovers_an_escrowed_volume() {
         &dir,
         Scenario {
             name: "boot1",
-            script: "transit-boot1.sh",
+            script: "escrow-boot1.sh",
             files: vec![("config.toml", cfg), ("escrow.pub.pem", pk)],
             disks: disks.clone(),
         },
@@ -168,26 +140,9 @@ fn openbao_transit_recovers_an_escrowed_volume() {
 
     // Ops: the docs' transit step 1, against the real server, with the
     // console's envelope. The key file goes in the test folder, not /run.
-    let step1 = docs_block("## OpenBao or Vault transit", 1).replace("/run/vk.bin", "vk.bin");
-    let out = Command::new("bash")
-        .arg("-euo")
-        .arg("pipefail")
-        .arg("-c")
-        .arg(&step1)
-        .current_dir(&dir)
-        .env(
-            "PATH",
-            format!("{}:/usr/bin:/bin", bao.bin.parent().unwrap().display()),
-        )
-        .env("BAO_ADDR", &bao.addr)
-        .env("BAO_TOKEN", &bao.token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the docs' transit step: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let step1 = doc_block("docs/KEY-SERVICES.md", "## OpenBao or Vault transit", 1)
+        .replace("/run/vk.bin", "vk.bin");
+    run_block(&step1, &dir, &env);
     let vk = dir.join("vk.bin");
     assert_eq!(std::fs::metadata(&vk).unwrap().len(), 64, "a 512-bit key");
     // The key is the volume's: the LUKS2 digest accepts it (nothing is activated).

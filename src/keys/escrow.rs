@@ -1166,6 +1166,75 @@ mod tests {
         }
     }
 
+    /// The manual path for a threshold: each holder's `openssl pkeyutl`
+    /// gives their share, and scripts/combine-shares.py (standard Python)
+    /// gives the key from any two of three, as blahaj split it.
+    #[test]
+    fn shares_combine_with_the_script() {
+        let t = tempfile::tempdir().unwrap();
+        let sks: Vec<RsaPrivateKey> = (0..3).map(|_| keypair(2048)).collect();
+        let pks: Vec<RsaPublicKey> = sks.iter().map(|k| k.to_public_key()).collect();
+        let key = VolumeKey::generate(512).unwrap();
+        let env = seal(&key, &pks, 2, header()).unwrap();
+        let share = |i: usize| {
+            let pem = t.path().join(format!("{i}.pem"));
+            std::fs::write(
+                &pem,
+                sks[i].to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+            )
+            .unwrap();
+            let ct = t.path().join(format!("{i}.ct"));
+            let b64 = &env.recipients[i].ciphertext;
+            std::fs::write(
+                &ct,
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            )
+            .unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["pkeyutl", "-decrypt", "-inkey"])
+                .arg(&pem)
+                .arg("-in")
+                .arg(&ct)
+                .args([
+                    "-pkeyopt",
+                    "rsa_padding_mode:oaep",
+                    "-pkeyopt",
+                    "rsa_oaep_md:sha256",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert_eq!(out.stdout.len(), 65, "x, then 64 bytes");
+            let p = t.path().join(format!("share-{i}.bin"));
+            std::fs::write(&p, &out.stdout).unwrap();
+            p
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/combine-shares.py");
+        let combine = |files: &[&Path]| {
+            std::process::Command::new("python3")
+                .arg(&script)
+                .args(files)
+                .output()
+                .unwrap()
+        };
+        let (s0, s1, s2) = (share(0), share(1), share(2));
+        for pair in [[&s0, &s1], [&s1, &s2], [&s2, &s0]] {
+            let out = combine(&[pair[0].as_path(), pair[1].as_path()]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.stdout, key.as_bytes());
+        }
+        let one = combine(&[s0.as_path()]);
+        assert!(
+            !one.status.success() && String::from_utf8_lossy(&one.stderr).contains("at least two")
+        );
+    }
+
     /// The console copy stays small: a line of JSON, a few KiB with five
     /// 4096-bit recipients, far inside EC2's 64 KiB console window.
     #[test]

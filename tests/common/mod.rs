@@ -257,3 +257,40 @@ pub fn key_forms(key: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("base64url", b64url.into_bytes()),
     ]
 }
+
+/// The `nth` (from 0) ```sh block after `heading` in the repository's file
+/// `doc`: the runbooks the tests run as the documentation gives them.
+pub fn doc_block(doc: &str, heading: &str, nth: usize) -> String {
+    let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+    let mut rest = &text[text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading:?} not in {doc}"))..];
+    for _ in 0..nth {
+        rest = &rest[rest.find("```sh").unwrap() + 5..];
+        rest = &rest[rest.find("```").unwrap() + 3..];
+    }
+    between(rest, "```sh", "```").to_string()
+}
+
+/// Steps 2 to 4 of the README's escrow recovery runbook, as the README gives them.
+pub fn readme_runbook_steps_2_to_4() -> String {
+    let block = doc_block("README.md", "## Escrow recovery runbook", 0);
+    block[block.find("# 2.").expect("step 2 in the runbook")..].to_string()
+}
+
+/// Runs a documentation block with bash (-euo pipefail) in `dir`, with
+/// `env`; panics with its stderr if it fails.
+pub fn run_block(block: &str, dir: &Path, env: &[(&str, &str)]) {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", block])
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "in {}: {block}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
