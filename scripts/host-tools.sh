@@ -84,7 +84,7 @@ for g in "$@"; do
     system-arm64) entries+=("${group_system_arm64[@]}") ;;
     bench) entries+=("${group_bench[@]}") ;;
     keyservices) entries+=("${group_keyservices[@]}") ;;
-    all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}") ;;
+    all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}" "${group_keyservices[@]}") ;;
     *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, keyservices, all)"; exit 2 ;;
   esac
 done
