@@ -913,28 +913,44 @@ impl Drop for Tang {
 /// key recovers it; boot 5, a stop and start, makes a new volume without
 /// using the old unlock file. Then the volume key, learnt from the escrow
 /// envelope, is searched for in every console log and disk.
-fn unlock_node(suite: &str) {
-    let t = Instant::now();
+/// A node for the unlock tests: its instance (256 MiB disks: the guest
+/// hashes them whole), its tang server, its escrow key pair, and the
+/// user-data: cloud-init/unlock.yaml with the tang server's URL and
+/// thumbprint, `wait_secs = 20`, `edit` applied to it, the test part
+/// (MODE=unlock, `story`, `pins` as the unlock file must say them) and the
+/// NIC's address.
+struct UnlockNode {
+    img: Image,
+    dir: PathBuf,
+    tang: Tang,
+}
+
+fn unlock_setup(
+    suite: &str,
+    name: &str,
+    edit: impl Fn(String) -> String,
+    pins: &str,
+    story: &str,
+) -> UnlockNode {
     let img = system_image(suite);
-    let name = format!("unlock-{suite}");
-    let (dir, seed) = instance(&img, &name);
-    // Smaller instance-store disks than the other tests': the guest hashes
-    // them whole in boot 3.
+    let (dir, seed) = instance(&img, name);
     for serial in DATA_DISKS {
         image(&dir, serial, UNLOCK_DISK);
     }
     let tang = Tang::new(&dir);
     let (sk, pk) = keypair(&dir);
-    let pins = "2 of tang http://10.0.2.100:7500, tpm2";
     let example = example_user_data("unlock.yaml", Some(&String::from_utf8(pk).unwrap()))
         .replace("http://tang.internal:7500", "http://10.0.2.100:7500")
         .replace("REPLACE-WITH-THE-TANG-THUMBPRINT", &tang.thp)
         .replace("threshold = 2\n", "threshold = 2\n      wait_secs = 20\n");
     assert!(example.contains(&tang.thp) && example.contains("wait_secs = 20"));
+    let example = edit(example);
     let unlock_sh = std::fs::read(repo().join("tests/system/guest/unlock.sh")).unwrap();
     let env = format!(
-        "MODE=unlock\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\n\
-         PRIVATE_KEY={PRIVATE_KEY}\nUNLOCK_PINS='{pins}'\nTANG_THP={}\n",
+        "MODE=unlock\nUNLOCK_STORY={story}\nUNLOCK_TANG={}\nSAMPLE_UNIT=sample-data.service\n\
+         SAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\nPRIVATE_KEY={PRIVATE_KEY}\n\
+         UNLOCK_PINS='{pins}'\nTANG_THP={}\n",
+        u8::from(pins.contains("tang")),
         sample_file(),
         tang.thp
     );
@@ -956,6 +972,19 @@ fn unlock_node(suite: &str) {
         net.to_string(),
     ]);
     std::fs::write(seed.join("user-data"), user_data).unwrap();
+    UnlockNode { img, dir, tang }
+}
+
+fn unlock_node(suite: &str) {
+    let t = Instant::now();
+    let name = format!("unlock-{suite}");
+    let UnlockNode { img, dir, tang } = unlock_setup(
+        suite,
+        &name,
+        |e| e,
+        "2 of tang http://10.0.2.100:7500, tpm2",
+        "full",
+    );
     let tpm_a = dir.join("tpm-a");
     let tpm_b = dir.join("tpm-b");
     let port = tang.port.to_string();
@@ -1146,4 +1175,106 @@ fn unlock_node(suite: &str) {
 #[ignore = "builds Debian images and boots them in QEMU with swtpm and tang; run by `make system`"]
 fn debian12_unlock_with_tpm_and_tang() {
     unlock_node("bookworm");
+}
+
+/// `[unlock]` with one pin (issue 19's "tpm2 alone" and "tang alone"), the
+/// story UNLOCK_STORY=short of tests/system/guest/unlock.sh: boot 1 binds,
+/// checks the manual path, writes data and panics; boot 2 unlocks with no
+/// one acting (same LUKS UUID, data, data unit, guard). With tang alone,
+/// tang is then stopped: boot 3 keeps the volume, its disks unchanged, until
+/// tang is back and `ephemera unlock`. Then the power button.
+fn unlock_one_pin(suite: &str, pin: &str) {
+    let t = Instant::now();
+    let name = format!("unlock-{pin}-{suite}");
+    let (edit, pins): (fn(String) -> String, &str) = match pin {
+        "tpm2" => (
+            |e| {
+                e.replace(
+                    "      tang = [ { url = \"http://10.0.2.100:7500\"",
+                    "      # tang = [ { url = \"http://10.0.2.100:7500\"",
+                )
+                .replace("threshold = 2\n", "threshold = 1\n")
+            },
+            "1 of tpm2",
+        ),
+        _ => (
+            |e| {
+                e.replace("tpm2 = true\n", "tpm2 = false\n")
+                    .replace("threshold = 2\n", "threshold = 1\n")
+            },
+            "1 of tang http://10.0.2.100:7500",
+        ),
+    };
+    let UnlockNode { img, dir, tang } = unlock_setup(suite, &name, edit, pins, "short");
+    let mut args = vec!["--tpm".to_string(), dir.join("tpm").display().to_string()];
+    args.extend(["--tang".to_string(), tang.port.to_string()]);
+    let mut problems = Vec::new();
+    tang.start();
+    let mut b1 = boot(&dir, &img, "boot1", &strs(&args));
+    b1.checks(&mut problems, 1);
+    b1.expect(&mut problems, "boot 1 ended in a kernel panic", "EPH-PANIC");
+    b1.log = b1.log.replace(
+        "Kernel panic - not syncing: sysrq",
+        "sysrq-c panic (asked for):",
+    );
+    let luks1 = b1.fact("luks_uuid");
+    let mut last = args.clone();
+    if pin == "tpm2" {
+        last.extend(POWER_BUTTON.iter().map(|x| x.to_string()));
+    }
+    let b2 = boot(&dir, &img, "boot2", &strs(&last));
+    b2.checks(&mut problems, 2);
+    if b2.fact("luks_uuid") != luks1 {
+        problems.push(format!(
+            "boot 2 LUKS UUID {} vs boot 1 {luks1}",
+            b2.fact("luks_uuid")
+        ));
+    }
+    let mut boots = vec![b1, b2];
+    if pin == "tpm2" {
+        boots[1].powered_off_cleanly(&mut problems);
+    } else {
+        boots[1].rebooted(&problems, 2);
+        tang.stop();
+        let mut hashes: Vec<String> = DATA_DISKS
+            .iter()
+            .map(|s| format!("{s}={}", &sha256_file(&dir.join(format!("{s}.img")))[..16]))
+            .collect();
+        hashes.sort();
+        let mut a3 = args.clone();
+        a3.extend(["--run-on".into(), "EPH-WANT-TANG".into(), tang.start_cmd()]);
+        a3.extend(POWER_BUTTON.iter().map(|x| x.to_string()));
+        let b3 = boot(&dir, &img, "boot3", &strs(&a3));
+        b3.checks(&mut problems, 3);
+        if b3.fact("member_hashes") != hashes.join(",") {
+            problems.push(format!(
+                "boot 3 (kept) members {} vs after boot 2 {}",
+                b3.fact("member_hashes"),
+                hashes.join(",")
+            ));
+        }
+        if b3.fact("luks_uuid") != luks1 {
+            problems.push(format!(
+                "boot 3 LUKS UUID {} vs boot 1 {luks1}",
+                b3.fact("luks_uuid")
+            ));
+        }
+        b3.powered_off_cleanly(&mut problems);
+        boots.push(b3);
+    }
+    drop(tang);
+    let refs: Vec<&Boot> = boots.iter().collect();
+    finish(&name, &img, &dir, &refs, t, &[], problems);
+}
+
+#[test]
+#[ignore = "boots Debian 12 in QEMU with swtpm; run by `make system-extra`"]
+fn debian12_unlock_one_pin_tpm2() {
+    unlock_one_pin("bookworm", "tpm2");
+}
+
+#[test]
+#[ignore = "boots Debian 12 in QEMU with tang; run by `make system-extra`"]
+fn debian12_unlock_one_pin_tang() {
+    unlock_one_pin("bookworm", "tang");
 }
