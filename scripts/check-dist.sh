@@ -3,6 +3,8 @@
 # - the .deb (make deb) unpacks, and systemd-analyze verifies its units;
 # - the polkit rule is valid JavaScript (node --check);
 # - every cloud-init example passes `cloud-init schema` (Debian's cloud-init);
+# - the binaries' compatibility floor: glibc symbols at most 2.34, and the
+#   sonames of the README's list (x86-64, and arm64 when its .deb is there);
 # - the Packer template passes `packer validate -syntax-only` (Debian's
 #   packer 1.6: it does not know the required_plugins block of
 #   plugins.pkr.hcl, so that file is not checked, and no check talks to AWS).
@@ -86,6 +88,35 @@ else
   bad "packer validate -syntax-only packer/ephemera.pkr.hcl"
 fi
 if bash -n packer/install.sh; then ok "install.sh parses"; else bad "install.sh parses"; fi
+
+# The compatibility floor (README, "Runtime dependencies"): each binary the
+# packages ship needs glibc 2.34 at most (Amazon Linux 2023's) and links only
+# the libraries of the list, by soname. The arm64 .deb is checked when `make
+# deb-arm64` made it (make test builds it before this).
+floor() { # floor DEB LABEL
+  local d bin max needed lib extra=''
+  d=$(mktemp -d)
+  dpkg-deb -x "$1" "$d"
+  bin=$d/usr/sbin/ephemera
+  max=$(readelf -W --dyn-syms "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/^GLIBC_//' | sort -uV | tail -n 1)
+  if [[ -n $max && $(printf '%s\n2.34\n' "$max" | sort -V | tail -n 1) == 2.34 ]]; then
+    ok "$2: the highest glibc symbol version is $max (at most 2.34)"
+  else
+    bad "$2: the highest glibc symbol version is ${max:-unknown}, above 2.34"
+  fi
+  needed=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | sort | tr '\n' ' ')
+  for lib in $needed; do
+    case $lib in
+      libcryptsetup.so.12 | libblkid.so.1 | libgcc_s.so.1 | libc.so.6 | libm.so.6 | ld-linux-x86-64.so.2 | ld-linux-aarch64.so.1) ;;
+      *) extra+="$lib " ;;
+    esac
+  done
+  if [[ -z $extra ]]; then ok "$2: links only the floor's sonames ($needed)"; else bad "$2: links ${extra}beyond the floor's sonames"; fi
+  rm -rf "$d"
+}
+floor "$deb" "$(basename "$deb")"
+arm64_deb=$(dirname "$deb")/ephemera_arm64.deb
+[[ ! -f $arm64_deb ]] || floor "$arm64_deb" "$(basename "$arm64_deb")"
 
 echo "dist checks: $fails failed"
 ((fails == 0))
