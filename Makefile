@@ -54,9 +54,22 @@ vm: deps
 
 test: lint links unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
 
-# Everything: `make test`, then the arm64 full-system boot and the Debian 13
-# container node.
-test-all: test system-arm64 system-extra
+# Everything: `make test`, then the arm64 full-system boot, the Debian 13
+# container node and the one-pin unlock nodes, and the RPM's install proof.
+test-all: test system-arm64 system-extra rpm-check
+
+# The RPM for Amazon Linux 2023, x86-64 (issue 21, docs/AL2023.md):
+# cargo-generate-rpm (installed from crates.io when missing) writes
+# target/rpm/ephemera-VERSION-1.x86_64.rpm with the .deb's files; rpm-check
+# installs it in a scratch root with Debian's rpm (scripts/check-rpm.sh).
+.PHONY: rpm rpm-check
+rpm: deps
+	command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
+	$(CARGO) build --locked --release
+	rm -rf target/rpm && mkdir -p target/rpm
+	$(CARGO) generate-rpm -o target/rpm/
+rpm-check: rpm
+	scripts/check-rpm.sh target/rpm/ephemera-*-1.x86_64.rpm
 
 # The main job on an emulated instance: a full Debian 12 system booted from
 # the baked image. demo-quick: the same job in a minimal initramfs (~2 min).

