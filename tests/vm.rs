@@ -478,25 +478,11 @@ fn escrow_to_three_keys_any_one_or_any_two() {
         }
         let first = envelope_members(&env)[0].to_string();
         let first_img = &disks.iter().find(|(_, s)| *s == first).unwrap().0;
-        let ok = Command::new("cryptsetup")
-            .args([
-                "open",
-                "--test-passphrase",
-                "--type",
-                "luks2",
-                "--key-size",
-                "512",
-                "--volume-key-file",
-            ])
-            .arg(&vk)
-            .arg(first_img)
-            .status()
-            .unwrap();
+        let key = std::fs::read(&vk).unwrap();
         assert!(
-            ok.success(),
+            key_opens(first_img, &key),
             "{label}: the hand-made key does not open the volume"
         );
-        let key = std::fs::read(&vk).unwrap();
         std::fs::remove_file(&vk).unwrap();
 
         let boot2 = format!("{label}-boot2");

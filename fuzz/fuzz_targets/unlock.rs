@@ -23,17 +23,8 @@ fuzz_target!(|data: &[u8]| {
                 unlock::describe_token(&s.clevis).as_deref(),
                 Ok(s.pins.as_str())
             );
-            let p = escrow::volume_params(&escrow::Volume {
-                created: &s.created,
-                host: &s.host,
-                cipher: &s.cipher,
-                luks_uuid: &s.luks_uuid,
-                key_bits: s.key_bits,
-                sector_size: s.sector_size,
-                members: &s.members,
-                raid: s.raid.as_ref(),
-            })
-            .expect("an accepted file names a volume recovery can reassemble");
+            let p = escrow::volume_params(&s.volume())
+                .expect("an accepted file names a volume recovery can reassemble");
             assert_eq!(p.serials, s.members);
             assert!(s.clevis.len() <= unlock::MAX_TOKEN);
         }

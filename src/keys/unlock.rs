@@ -67,6 +67,22 @@ pub struct Sealed {
     pub clevis: String,
 }
 
+impl Sealed {
+    /// What it says about its volume, as the envelope says it.
+    pub fn volume(&self) -> escrow::Volume<'_> {
+        escrow::Volume {
+            created: &self.created,
+            host: &self.host,
+            cipher: &self.cipher,
+            luks_uuid: &self.luks_uuid,
+            key_bits: self.key_bits,
+            sector_size: self.sector_size,
+            members: &self.members,
+            raid: self.raid.as_ref(),
+        }
+    }
+}
+
 /// Where the unlock file of `luks_uuid` is: beside the envelopes, named
 /// like their markers (`escrow.json` -> `escrow.<LUKS UUID>.unlock.json`).
 pub fn path_for(escrow_path: &Path, luks_uuid: &str) -> PathBuf {
@@ -195,17 +211,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Sealed> {
             s.version
         )));
     }
-    escrow::volume_params(&escrow::Volume {
-        created: &s.created,
-        host: &s.host,
-        cipher: &s.cipher,
-        luks_uuid: &s.luks_uuid,
-        key_bits: s.key_bits,
-        sector_size: s.sector_size,
-        members: &s.members,
-        raid: s.raid.as_ref(),
-    })
-    .map_err(bad)?;
+    escrow::volume_params(&s.volume()).map_err(bad)?;
     let pins = describe_token(&s.clevis).map_err(|why| bad(format!("clevis: {why}")))?;
     if pins != s.pins {
         return Err(bad(format!(

@@ -294,3 +294,27 @@ pub fn run_block(block: &str, dir: &Path, env: &[(&str, &str)]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Whether `key` (a 512-bit volume key) opens the LUKS2 volume whose header
+/// is on `disk`, as cryptsetup checks it against the header's digest with
+/// nothing activated. The key goes to cryptsetup on a pipe, never a file.
+pub fn key_opens(disk: &Path, key: &[u8]) -> bool {
+    use std::io::Write as _;
+    let mut c = Command::new("cryptsetup")
+        .args([
+            "open",
+            "--test-passphrase",
+            "--type",
+            "luks2",
+            "--key-size",
+            "512",
+            "--volume-key-file",
+            "/dev/stdin",
+        ])
+        .arg(disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(key).unwrap();
+    c.wait().unwrap().success()
+}
