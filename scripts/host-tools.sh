@@ -41,6 +41,10 @@ group_vm=(
   mkfs.xfs:xfsprogs openssl:openssl jq:jq ldd:libc-bin sha256sum:coreutils
   cp:coreutils getfattr:attr setfattr:attr getfacl:acl setfacl:acl xfs_db:xfsprogs
   qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+  # The tpm2 unlock test (issue 19): swtpm for the guest's TPM, and the clevis
+  # archive's tools (tpm2-tools loads its device transport with dlopen).
+  swtpm:swtpm clevis:clevis clevis-encrypt-tpm2:clevis-tpm2 tpm2:tpm2-tools
+  dpkg:libtss2-tcti-device0 jose:jose bash:bash
 )
 # The full-system images (mmdebstrap) and their boots.
 group_system=(

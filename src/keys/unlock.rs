@@ -151,9 +151,11 @@ pub fn seal(key: &VolumeKey, u: &Unlock, h: escrow::Header) -> Result<Sealed> {
 pub fn open(s: &Sealed, wait: Duration) -> Result<VolumeKey> {
     let deadline = Instant::now() + wait;
     let mut attempt = 0;
+    let mut previous: Option<String> = None;
     loop {
         attempt += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        let bound = ATTEMPT.min(left.max(Duration::from_secs(1)));
         let r = cmd::pipe(
             &format!(
                 "unlocking LUKS UUID {} with clevis decrypt ({})",
@@ -162,7 +164,7 @@ pub fn open(s: &Sealed, wait: Duration) -> Result<VolumeKey> {
             "clevis",
             &["decrypt"],
             s.clevis.as_bytes(),
-            ATTEMPT.min(left.max(Duration::from_secs(1))),
+            bound,
         );
         match r {
             Ok(mut out) => {
@@ -182,16 +184,23 @@ pub fn open(s: &Sealed, wait: Duration) -> Result<VolumeKey> {
                 return VolumeKey::take(&mut out[..]);
             }
             Err(e) if Instant::now() + RETRY >= deadline => {
+                // A last attempt cut short by the deadline (killed) tells
+                // less than the one before it, which had its whole bound.
+                let why = match previous {
+                    Some(p) if bound < ATTEMPT => format!("{p}; then the last attempt: {e}"),
+                    _ => e.to_string(),
+                };
                 return Err(Error::Failed(format!(
-                    "{e} (gave up after {attempt} attempts in {} s, unlock.wait_secs)",
+                    "{why} (gave up after {attempt} attempts in {} s, unlock.wait_secs)",
                     wait.as_secs()
-                )))
+                )));
             }
             Err(e) => {
                 tracing::warn!(
                     "attempt {attempt}: {e}; trying again in {} s",
                     RETRY.as_secs()
                 );
+                previous = Some(e.to_string());
                 std::thread::sleep(RETRY);
             }
         }

@@ -139,8 +139,13 @@ pub fn boot_raw(
 /// Boots one VM on the scenario; returns the serial log. Panics, with the
 /// log's tail, unless the guest ran its checks and all passed.
 pub fn boot(dir: &Path, s: Scenario<'_>) -> String {
+    boot_with(dir, s, &[])
+}
+
+/// `boot`, with `extra` arguments for run-guest.sh (for example `--tpm DIR`).
+pub fn boot_with(dir: &Path, s: Scenario<'_>, extra: &[&str]) -> String {
     let name = s.name.to_string();
-    let (status, text, log) = boot_raw(dir, s, &[]);
+    let (status, text, log) = boot_raw(dir, s, extra);
     let tail: Vec<&str> = text
         .lines()
         .rev()

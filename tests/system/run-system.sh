@@ -51,6 +51,7 @@ set -euo pipefail
 
 export LC_ALL=C
 script=$(readlink -f "${BASH_SOURCE[0]}")
+repo=$(cd "$(dirname "$script")/../.." && pwd)
 
 usage() {
   awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$script" >&2
@@ -145,17 +146,9 @@ if [[ -n $seed ]]; then
     -device virtio-blk-pci,drive=seed)
 fi
 if [[ -n $tpm ]]; then
-  command -v swtpm >/dev/null || die "swtpm missing: run scripts/host-tools.sh system"
-  mkdir -p "$tpm"
-  # The socket goes in the run's temp folder: a unix socket path is short.
-  swtpm socket --tpm2 --tpmstate dir="$tpm" --ctrl type=unixio,path="$tmp/swtpm.sock" \
-    --flags not-need-init,startup-clear --log file="$tpm/swtpm.log" &
-  tpmpid=$!
-  for _ in $(seq 100); do [[ -S $tmp/swtpm.sock ]] && break; sleep 0.1; done
-  [[ -S $tmp/swtpm.sock ]] || die "swtpm did not make its socket"
-  case ${EPHEMERA_VM_ARCH:-amd64} in amd64) tpmdev=tpm-tis ;; arm64) tpmdev=tpm-tis-device ;; esac
-  qemu+=(-chardev "socket,id=chrtpm,path=$tmp/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
-    -device "$tpmdev,tpmdev=tpm0")
+  # shellcheck source=tests/vm/swtpm.sh
+  . "$repo/tests/vm/swtpm.sh"
+  start_swtpm "$tpm" "$tmp" || exit 2
 fi
 if [[ -n $tang ]]; then
   [[ $tang =~ ^[0-9]+$ ]] || die "--tang takes a port"

@@ -2,9 +2,11 @@
 # Build the pieces of the QEMU test guest into a cache folder:
 #   vmlinuz, modules/ (Debian 12 cloud kernel, unpacked, depmod'ed),
 #   base.cpio.gz      (busybox initramfs + storage tools + kernel modules + /init),
-#   ephemera.cpio.gz  (only with `add-binary`: extra binaries + libs that base lacks).
+#   ephemera.cpio.gz  (only with `add-binary`: extra binaries + libs that base lacks),
+#   clevis.cpio.gz    (clevis with its sss and tpm2 pins, tpm2-tools, jose, bash:
+#                      what `[unlock] tpm2` runs; added by run-guest.sh --tpm only).
 # Linux unpacks concatenated gzip'd cpio archives as one initramfs; run-guest.sh
-# boots base + ephemera + a per-run scenario archive.
+# boots base + ephemera (+ clevis) + a per-run scenario archive.
 #
 # usage: build-guest.sh                   build/refresh kernel and base (idempotent)
 #        build-guest.sh add-binary BIN... also write ephemera.cpio.gz with each BIN
@@ -144,7 +146,8 @@ copy_binary() {
 # copied to the guest's /usr/lib/aarch64-linux-gnu (with the ELF interpreter).
 sysroot=$cache/sysroot
 sysroot_pkgs=(busybox-static cryptsetup-bin mdadm dmsetup util-linux fdisk e2fsprogs
-  xfsprogs openssl jq kmod coreutils attr acl libc6)
+  xfsprogs openssl jq kmod coreutils attr acl libc6
+  clevis clevis-tpm2 tpm2-tools libtss2-tcti-device0 jose bash)
 
 build_sysroot() {
   local stamp
@@ -234,6 +237,12 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# What udev or systemd would make: bash's process substitution (clevis)
+# needs /dev/fd, and tools read a key from /dev/stdin.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=0755 tmpfs /run
@@ -359,6 +368,59 @@ build_base() {
   log "base.cpio.gz: $(du -h "$cache/base.cpio.gz" | cut -f1)"
 }
 
+# Directories that base has as symlinks (lib -> usr/lib) must not become real
+# directories in an extra archive, or they would shadow base's symlinks.
+merge_usr() { # merge_usr ROOT
+  local d
+  for d in bin sbin lib lib64; do
+    if [[ -d $1/$d && ! -L $1/$d ]]; then
+      mkdir -p "$1/usr/$d"
+      cp -a "$1/$d/." "$1/usr/$d/"
+      rm -rf "${1:?}/$d"
+    fi
+  done
+}
+
+# The clevis archive: clevis and the two pins ephemera's tpm2 binding uses
+# (sss around tpm2), the tpm2-tools they call, jose, and bash (clevis's
+# scripts need it; base has busybox's sh). tpm2-tools load their TPM
+# transport with dlopen, so ldd cannot see libtss2-tcti-device: it is named.
+clevis_tools=(clevis clevis-encrypt-sss clevis-decrypt-sss clevis-encrypt-tpm2
+  clevis-decrypt-tpm2 clevis-decrypt jose bash tpm2)
+build_clevis() {
+  local root=$cache/clevis-root inputs tool path libdir link
+  inputs=$( {
+    cat "$cache/base.stamp"
+    sha256sum "$script"
+    if [[ $arch == amd64 ]]; then dpkg-query -W -f='${Package} ${Version}\n' clevis clevis-tpm2 tpm2-tools jose bash; fi
+  } | sha256sum | cut -d' ' -f1)
+  if [[ -f $cache/clevis.cpio.gz && -f $cache/clevis.stamp && $(cat "$cache/clevis.stamp") == "$inputs" ]]; then
+    return
+  fi
+  rm -rf "$root"
+  mkdir -p "$root"
+  for tool in "${clevis_tools[@]}"; do
+    if [[ $arch == arm64 ]]; then path=$(sysroot_tool "$tool"); else path=$(command -v "$tool"); fi
+    copy_binary "$root" "$path" "/usr/bin/$tool" "$cache/base-root"
+  done
+  if [[ $arch == arm64 ]]; then
+    libdir=/usr/lib/aarch64-linux-gnu
+    path=$(sysroot_path "$libdir/libtss2-tcti-device.so.0")
+  else
+    libdir=/usr/lib/x86_64-linux-gnu
+    path=$(readlink -f "$libdir/libtss2-tcti-device.so.0")
+  fi
+  copy_binary "$root" "$path" "$libdir/libtss2-tcti-device.so.0" "$cache/base-root"
+  # tpm2-tools is one binary; each tpm2_X is a link to it, as in the package.
+  while read -r link; do
+    ln -s tpm2 "$root/usr/bin/${link##*/}"
+  done < <(if [[ $arch == arm64 ]]; then find "$sysroot/usr/bin" -name 'tpm2_*'; else find /usr/bin -name 'tpm2_*'; fi)
+  merge_usr "$root"
+  pack_cpio "$root" "$cache/clevis.cpio.gz"
+  echo "$inputs" >"$cache/clevis.stamp"
+  log "clevis.cpio.gz: $(du -h "$cache/clevis.cpio.gz" | cut -f1)"
+}
+
 add_binaries() {
   local root=$cache/extra-root bin
   rm -rf "$root"
@@ -372,15 +434,7 @@ add_binaries() {
       aarch64-linux-gnu-strip --strip-debug "$root/usr/sbin/$(basename "$bin")"
     elif command -v strip >/dev/null; then strip --strip-debug "$root/usr/sbin/$(basename "$bin")"; fi
   done
-  # Directories that base has as symlinks (lib -> usr/lib) must not become real
-  # directories in this archive, or they would shadow base's symlinks.
-  for bin in bin sbin lib lib64; do
-    if [[ -d $root/$bin && ! -L $root/$bin ]]; then
-      mkdir -p "$root/usr/$bin"
-      cp -a "$root/$bin/." "$root/usr/$bin/"
-      rm -rf "${root:?}/$bin"
-    fi
-  done
+  merge_usr "$root"
   pack_cpio "$root" "$cache/ephemera.cpio.gz"
   log "ephemera.cpio.gz: $(du -h "$cache/ephemera.cpio.gz" | cut -f1) ($*)"
 }
@@ -394,6 +448,7 @@ main() {
   build_kernel "$pkg"
   [[ $arch == amd64 ]] || build_sysroot
   build_base
+  build_clevis
   case ${1:-} in
     "") ;;
     add-binary)

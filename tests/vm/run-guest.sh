@@ -15,6 +15,8 @@
 #   --monitor SOCKET QEMU HMP monitor on a unix socket (system_powerdown, device_del
 #                    nvmeN: the Nth --disk's controller has id nvmeN, from nvme0)
 #   --show           also copy the serial console to stdout as it comes
+#   --tpm DIR        a TPM 2.0 (swtpm, its state in DIR: tests/vm/swtpm.sh), and the
+#                    clevis archive in the initramfs (clevis, tpm2-tools, jose, bash)
 # exit: the scenario's exit code (EPHEMERA-VM-EXIT marker), 124 on timeout,
 #       125 when the guest died without the marker (panic, crash), 2 on usage errors.
 # env:  EPHEMERA_VM_ARCH and EPHEMERA_VM_CACHE (as build-guest.sh; arm64 boots
@@ -45,7 +47,7 @@ usage() {
 }
 die() { echo "run-guest: $*" >&2; exit 2; }
 
-scenario='' log='' timeout=600 mem=1024 monitor='' show=''
+scenario='' log='' timeout=600 mem=1024 monitor='' show='' tpm=''
 disks=() faulty=()
 while (($#)); do
   case $1 in
@@ -57,6 +59,7 @@ while (($#)); do
     --mem) mem=${2:?}; shift 2 ;;
     --monitor) monitor=${2:?}; shift 2 ;;
     --show) show=1; shift ;;
+    --tpm) tpm=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run-guest: unknown argument: $1" >&2; usage ;;
   esac
@@ -68,7 +71,7 @@ done
 command -v "$qemu_bin" >/dev/null || die "$qemu_bin missing: run tests/vm/build-guest.sh (installs it)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ephemera-vm.XXXXXX")
-keep_log='' qpid=''
+keep_log='' qpid='' tpmpid=''
 if [[ -z $log ]]; then
   log=$tmp/serial.log
 fi
@@ -76,6 +79,7 @@ fi
 cleanup() {
   # On an interrupt, stop QEMU too (timeout forwards the signal to it).
   [[ -z $qpid ]] || kill "$qpid" 2>/dev/null || true
+  [[ -z $tpmpid ]] || kill "$tpmpid" 2>/dev/null || true
   if [[ -n $keep_log && $log == "$tmp/serial.log" ]]; then
     cp "$log" "$tmp.log" && echo "run-guest: serial log kept in $tmp.log" >&2
   fi
@@ -91,6 +95,10 @@ cp -a "$scenario/." "$tmp/scen/scenario/"
 (cd "$tmp/scen" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0) | gzip -1 >"$tmp/scenario.cpio.gz"
 initrds=("$cache/base.cpio.gz")
 [[ -f $cache/ephemera.cpio.gz ]] && initrds+=("$cache/ephemera.cpio.gz")
+if [[ -n $tpm ]]; then
+  [[ -f $cache/clevis.cpio.gz ]] || die "no clevis archive in $cache: run tests/vm/build-guest.sh"
+  initrds+=("$cache/clevis.cpio.gz")
+fi
 cat "${initrds[@]}" "$tmp/scenario.cpio.gz" >"$tmp/initrd"
 
 # maxcpus of at least 2, even for one vCPU: with maxcpus=1 TCG translates the
@@ -128,6 +136,11 @@ for disk in "${faulty[@]}"; do
   n=$((n + 1))
 done
 [[ -z $monitor ]] || qemu+=(-monitor "unix:$monitor,server=on,wait=off")
+if [[ -n $tpm ]]; then
+  # shellcheck source=tests/vm/swtpm.sh
+  . "$repo/tests/vm/swtpm.sh"
+  start_swtpm "$tpm" "$tmp" || exit 2
+fi
 
 : >"$log"
 start=$SECONDS
