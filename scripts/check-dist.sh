@@ -90,8 +90,8 @@ fi
 if bash -n packer/install.sh; then ok "install.sh parses"; else bad "install.sh parses"; fi
 
 # The compatibility floor (README, "Runtime dependencies"): each binary the
-# packages ship needs glibc 2.34 at most (Amazon Linux 2023's) and links only
-# the libraries of the list, by soname. The arm64 .deb is checked when `make
+# packages ship needs glibc 2.34 at most (Amazon Linux 2023's), libcryptsetup
+# symbols of 2.4 at most, and links only the libraries of the list, by soname. The arm64 .deb is checked when `make
 # deb-arm64` made it (make test builds it before this).
 floor() { # floor DEB LABEL
   local d bin max needed lib extra=''
@@ -103,6 +103,15 @@ floor() { # floor DEB LABEL
     ok "$2: the highest glibc symbol version is $max (at most 2.34)"
   else
     bad "$2: the highest glibc symbol version is ${max:-unknown}, above 2.34"
+  fi
+  # libcryptsetup versions its symbols by the release that changed them
+  # (crypt_format@CRYPTSETUP_2.4): the loader refuses an older library, so the
+  # highest version named is the cryptsetup floor, 2.4 (Ubuntu 22.04's 2.4.3).
+  max=$(readelf -W --dyn-syms "$bin" | grep -o 'CRYPTSETUP_[0-9][0-9.]*' | sed 's/^CRYPTSETUP_//' | sort -uV | tail -n 1)
+  if [[ -n $max && $(printf '%s\n2.4\n' "$max" | sort -V | tail -n 1) == 2.4 ]]; then
+    ok "$2: the highest libcryptsetup symbol version is $max (cryptsetup 2.4 or newer)"
+  else
+    bad "$2: the highest libcryptsetup symbol version is ${max:-unknown}, above the floor 2.4"
   fi
   needed=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | sort | tr '\n' ' ')
   for lib in $needed; do
