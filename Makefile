@@ -55,21 +55,35 @@ vm: deps
 test: lint links unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
 
 # Everything: `make test`, then the arm64 full-system boot, the Debian 13
-# container node and the one-pin unlock nodes, and the RPM's install proof.
+# container node and the one-pin unlock nodes, and the RPMs' install proof.
 test-all: test system-arm64 system-extra rpm-check
 
-# The RPM for Amazon Linux 2023, x86-64 (issue 21, docs/AL2023.md):
+# The RPMs for Amazon Linux 2023, x86-64 and arm64 (issue 21, docs/AL2023.md):
 # cargo-generate-rpm (installed from crates.io when missing) writes
-# target/rpm/ephemera-VERSION-1.x86_64.rpm with the .deb's files; rpm-check
-# installs it in a scratch root with Debian's rpm (scripts/check-rpm.sh).
-.PHONY: rpm rpm-check
-rpm: deps
+# target/rpm/ephemera-VERSION-1.ARCH.rpm with the .deb's files, the binary
+# stripped and the man page gzip'd in target/rpm/stage first; rpm-check
+# installs each in a scratch root with Debian's rpm (scripts/check-rpm.sh).
+.PHONY: rpm rpm-arm64 rpm-check rpm-tool
+ARM64_BUILT = target/arm64/aarch64-unknown-linux-gnu/release/ephemera
+define rpm_stage
+	rm -rf target/rpm/stage && mkdir -p target/rpm/stage
+	$(2) --strip-unneeded -o target/rpm/stage/ephemera $(1)
+	gzip -9n -c dist/ephemera.8 >target/rpm/stage/ephemera.8.gz
+endef
+rpm-tool: deps
 	command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
+rpm: rpm-tool
 	$(CARGO) build --locked --release
-	rm -rf target/rpm && mkdir -p target/rpm
-	$(CARGO) generate-rpm -o target/rpm/
-rpm-check: rpm
-	scripts/check-rpm.sh target/rpm/ephemera-*-1.x86_64.rpm
+	$(call rpm_stage,target/release/ephemera,strip)
+	rm -f target/rpm/ephemera-*.x86_64.rpm
+	$(CARGO) generate-rpm --arch x86_64 -o target/rpm/
+rpm-arm64: rpm-tool deb-arm64
+	$(call rpm_stage,$(ARM64_BUILT),aarch64-linux-gnu-strip)
+	rm -f target/rpm/ephemera-*.aarch64.rpm
+	$(CARGO) generate-rpm --arch aarch64 -o target/rpm/
+rpm-check: rpm rpm-arm64
+	scripts/check-rpm.sh target/rpm/ephemera-*-1.x86_64.rpm target/release/ephemera
+	scripts/check-rpm.sh target/rpm/ephemera-*-1.aarch64.rpm $(ARM64_BUILT)
 
 # The main job on an emulated instance: a full Debian 12 system booted from
 # the baked image. demo-quick: the same job in a minimal initramfs (~2 min).

@@ -10,8 +10,14 @@
 #   Debian 13:  source_ami_name = "debian-13-amd64-*", source_ami_owner = "136693071363", ssh_username = "admin"
 #   Ubuntu 24.04: source_ami_name = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
 #               source_ami_owner = "099720109477", ssh_username = "ubuntu"
-#   Amazon Linux 2023: not supported by install.sh yet (it installs a .deb;
-#               AL2023 needs an RPM).
+#   Amazon Linux 2023 (docs/AL2023.md): `make rpm`, then
+#               -var source_ami_name="al2023-ami-2023.*-kernel-6.1-x86_64"
+#               -var source_ami_owner=amazon -var ssh_username=ec2-user
+#               -var package=target/rpm/ephemera-0.1.0-1.x86_64.rpm
+#               (arm64: `make rpm-arm64`, "al2023-ami-2023.*-kernel-6.1-arm64",
+#               the .aarch64.rpm, and the Graviton variables below).
+#               install.sh installs the .rpm with dnf. Not with -var unlock=true:
+#               AL2023 has no clevis, and install.sh refuses.
 #
 # Reboots that keep the data ([unlock], docs/UNLOCK.md): -var unlock=true
 # installs clevis and registers the AMI with NitroTPM and UEFI boot.
@@ -54,8 +60,20 @@ variable "architecture" {
 
 variable "deb" {
   type        = string
-  description = "The package made by `make deb`."
+  description = "The package made by `make deb` (used when `package` is not set)."
   default     = "target/debian/ephemera.deb"
+}
+
+variable "package" {
+  type        = string
+  description = "The package to install: a .deb (Debian, Ubuntu) or an .rpm (`make rpm`, Amazon Linux 2023); default: var.deb."
+  default     = ""
+}
+
+locals {
+  package = var.package != "" ? var.package : var.deb
+  # install.sh picks apt-get or dnf by the file's name.
+  package_file = length(regexall("\\.rpm$", local.package)) > 0 ? "/tmp/ephemera.rpm" : "/tmp/ephemera.deb"
 }
 
 variable "unlock" {
@@ -91,8 +109,8 @@ build {
   sources = ["source.amazon-ebs.ephemera"]
 
   provisioner "file" {
-    source      = var.deb
-    destination = "/tmp/ephemera.deb"
+    source      = local.package
+    destination = local.package_file
   }
 
   provisioner "file" {
@@ -101,6 +119,6 @@ build {
   }
 
   provisioner "shell" {
-    inline = ["sudo EPHEMERA_UNLOCK=${var.unlock ? 1 : 0} bash /tmp/install.sh /tmp/ephemera.deb"]
+    inline = ["sudo EPHEMERA_UNLOCK=${var.unlock ? 1 : 0} bash /tmp/install.sh ${local.package_file}"]
   }
 }

@@ -4,29 +4,47 @@
 # build runs in the image's chroot (tests/system/build-image.sh), so the
 # baking path is the tested path.
 #
-# usage: [EPHEMERA_UNLOCK=1] install.sh EPHEMERA.deb
-# Debian 12/13 and Ubuntu: installs the .deb with apt-get (pulling its
-# dependencies) and enables ephemera.service for the next boot. Nothing is
-# provisioned now: the instance's own first boot does that.
+# usage: [EPHEMERA_UNLOCK=1] install.sh PACKAGE
+# PACKAGE is the .deb (Debian 12/13, Ubuntu: apt-get) or the .rpm (Amazon
+# Linux 2023: dnf), chosen by its name; either pulls its dependencies, and
+# ephemera.service is enabled for the next boot. Nothing is provisioned now:
+# the instance's own first boot does that.
 # EPHEMERA_UNLOCK=1 also installs clevis and its tpm2 pin, for [unlock]
-# (a reboot that keeps the volume: docs/UNLOCK.md).
+# (a reboot that keeps the volume: docs/UNLOCK.md). Amazon Linux 2023's
+# repositories carry no clevis (docs/AL2023.md): there the script says so
+# and stops, rather than bake an image whose reboots lose the data.
 set -euo pipefail
-deb=$(readlink -f "${1:?usage: install.sh EPHEMERA.deb}")
-export DEBIAN_FRONTEND=noninteractive
+pkg=$(readlink -f "${1:?usage: install.sh PACKAGE (.deb or .rpm)}")
+unlock=${EPHEMERA_UNLOCK:-0}
+die() { echo "install.sh: $*" >&2; exit 1; }
 
-if ! command -v apt-get >/dev/null; then
-  echo "install.sh: no apt-get: this script installs the .deb on Debian and Ubuntu only" >&2
-  exit 1
-fi
-# A fresh cloud image may have no package lists yet.
-if ! apt-get install -y -qq --no-install-recommends "$deb"; then
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "$deb"
-fi
-if [[ ${EPHEMERA_UNLOCK:-0} == 1 ]]; then
-  apt-get install -y -qq --no-install-recommends clevis clevis-tpm2
-fi
-# The package's postinst enables the unit; say it again for images built
-# with maintainer scripts that could not reach systemd (chroots).
+case $pkg in
+  *.deb)
+    command -v apt-get >/dev/null || die "no apt-get: a .deb installs on Debian and Ubuntu; use the .rpm on Amazon Linux 2023"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh cloud image may have no package lists yet.
+    if ! apt-get install -y -qq --no-install-recommends "$pkg"; then
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends "$pkg"
+    fi
+    if [[ $unlock == 1 ]]; then
+      apt-get install -y -qq --no-install-recommends clevis clevis-tpm2
+    fi
+    version=$(dpkg-query -W -f='${Version}' ephemera)
+    ;;
+  *.rpm)
+    command -v dnf >/dev/null || die "no dnf: the .rpm installs on Amazon Linux 2023; use the .deb on Debian and Ubuntu"
+    # Fedora's clevis carries the tpm2 pin; on AL2023 it is not in the
+    # repositories, and an [unlock] image without it would lose its data.
+    if [[ $unlock == 1 ]] && ! dnf install -y -q clevis; then
+      die "EPHEMERA_UNLOCK=1: clevis is not installable here (Amazon Linux 2023 has none): [unlock] needs it; bake without unlock, or add a repository that has clevis"
+    fi
+    dnf install -y -q "$pkg"
+    version=$(rpm -q --qf '%{VERSION}-%{RELEASE}' ephemera)
+    ;;
+  *) die "$pkg: neither a .deb nor an .rpm" ;;
+esac
+# The package's scripts enable the unit; say it again for images built
+# with scripts that could not reach systemd (chroots).
 systemctl enable ephemera.service
-echo "install.sh: ephemera $(dpkg-query -W -f='${Version}' ephemera) installed; ephemera.service runs at the next boot"
+echo "install.sh: ephemera $version installed; ephemera.service runs at the next boot"

@@ -7,11 +7,15 @@
 #   scriptlets run chrooted in R); rpm -V is clean; the config is
 #   %config(noreplace); rpm -e removes the package, saves the edited config
 #   (config.toml.rpmsave) and leaves /var/lib/ephemera alone.
-# usage: check-rpm.sh RPM
+#   The binary is BUILT (the build's output) stripped, of the RPM's
+#   architecture; the man page is gzip'd. An aarch64 RPM installs here with
+#   --ignorearch: its files and scriptlets (sh) are what is checked.
+# usage: check-rpm.sh RPM BUILT
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
-pkg=$(readlink -f "${1:?usage: check-rpm.sh RPM}")
+pkg=$(readlink -f "${1:?usage: check-rpm.sh RPM BUILT}")
+built=$(readlink -f "${2:?usage: check-rpm.sh RPM BUILT}")
 scripts/host-tools.sh rpm >&2
 fails=0
 ok() { echo "ok - $1"; }
@@ -31,17 +35,28 @@ echo "systemctl $*" >>/var/log/systemctl.calls
 SH
 chmod 755 "$R/usr/bin/systemctl"
 rpm --root "$R" --initdb
-check "rpm -ivh --nodeps installs it, its scriptlets without error" rpm --root "$R" -ivh --nodeps --quiet "$pkg"
+check "rpm -ivh --nodeps installs it, its scriptlets without error" rpm --root "$R" -ivh --nodeps --ignorearch --quiet "$pkg"
 name=$(rpm -qp --qf '%{NAME}' "$pkg")
 for f in /usr/sbin/ephemera:755 /usr/lib/systemd/system/ephemera.service:644 \
   /usr/lib/systemd/system/ephemera-events.service:644 /usr/lib/systemd/system/ephemera-guard.service:644 \
   /usr/share/polkit-1/rules.d/50-ephemera-guard.rules:644 /usr/lib/systemd/logind.conf.d/ephemera.conf:644 \
-  /etc/ephemera/config.toml:644 /usr/share/man/man8/ephemera.8:644 /usr/share/ephemera/combine-shares.py:755 \
+  /etc/ephemera/config.toml:644 /usr/share/man/man8/ephemera.8.gz:644 /usr/share/ephemera/combine-shares.py:755 \
   /usr/lib/systemd/system/{containerd,docker,kubelet,ecs}.service.d/ephemera.conf:644; do
   p=${f%:*} m=${f##*:}
   check "$p is installed with mode $m" test "$(stat -c %a "$R$p" 2>/dev/null)" = "$m"
 done
-check "the binary is the one built" cmp -s "$R/usr/sbin/ephemera" target/release/ephemera
+arch=$(rpm -qp --qf '%{ARCH}' "$pkg")
+case $arch in
+  x86_64) strip=strip machine=x86-64 ;;
+  aarch64) strip=aarch64-linux-gnu-strip machine=aarch64 ;;
+  *) bad "unknown RPM architecture $arch"; strip=false machine=none ;;
+esac
+"$strip" --strip-unneeded -o "$R/built" "$built"
+check "the binary is the one built, stripped" cmp -s "$R/usr/sbin/ephemera" "$R/built"
+check "it is an $machine ELF, stripped ($(file -b "$R/usr/sbin/ephemera" | cut -d, -f1,2))" \
+  eval 'file -b "$R/usr/sbin/ephemera" | grep -q "$machine.*, stripped"'
+check "the man page is gzip'd and reads as a man page" eval 'gzip -dc "$R/usr/share/man/man8/ephemera.8.gz" | grep -q "^\.TH EPHEMERA 8"'
+rm -f "$R/built"
 calls=$(cat "$R/var/log/systemctl.calls" 2>/dev/null || true)
 echo "$calls" | sed 's/^/# /'
 check "%post enabled ephemera.service and ephemera-events.service" \

@@ -63,7 +63,8 @@ group_bench=("${group_vm[@]}")
 group_keyservices=(python3:python3-minimal dpkg:python3-venv dpkg:python3-pip-whl)
 # The RPM's install proof (scripts/check-rpm.sh): Debian's rpm, and a static
 # shell for its scriptlets in the scratch root.
-group_rpm=(rpm:rpm busybox:busybox-static)
+group_rpm=(rpm:rpm busybox:busybox-static file:file gzip:gzip
+  aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu) # the arm64 RPM's binary, stripped
 # The arm64 guest (EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh), on top of vm.
 # (The arm64 cross toolchain itself is installed by scripts/arm64.sh: it needs
 # dpkg's arm64 architecture enabled and versions matched across architectures.)
