@@ -6,7 +6,8 @@
 #   started nothing (a stand-in systemctl in R records each call, as the
 #   scriptlets run chrooted in R); rpm -V is clean; the config is
 #   %config(noreplace); rpm -e removes the package, saves the edited config
-#   (config.toml.rpmsave) and leaves /var/lib/ephemera alone.
+#   (config.toml.rpmsave) and leaves /var/lib/ephemera alone; and
+#   packer/install.sh's .rpm path, with stand-ins for dnf, rpm, systemctl.
 #   The binary is BUILT (the build's output) stripped, of the RPM's
 #   architecture; the man page is gzip'd. An aarch64 RPM installs here with
 #   --ignorearch: its files and scriptlets (sh) are what is checked.
@@ -79,5 +80,27 @@ check "the binary is gone" test ! -e "$R/usr/sbin/ephemera"
 check "%preun disabled the units on erase" grep -q "disable ephemera.service ephemera-events.service" "$R/var/log/systemctl.calls"
 check "the edited config is kept as config.toml.rpmsave" grep -q '# edited' "$R/etc/ephemera/config.toml.rpmsave"
 check "/var/lib/ephemera is left alone" test -s "$R/var/lib/ephemera/escrow.json"
+
+# packer/install.sh's .rpm path (AL2023 cannot run here): its choices, with
+# stand-ins for dnf, rpm and systemctl that record their calls; clevis is
+# not installable, as on AL2023.
+B=$(mktemp -d)
+trap 'rm -rf "$R" "$B"' EXIT
+for t in dnf rpm systemctl; do
+  cat >"$B/$t" <<SH
+#!/bin/sh
+echo "$t \$*" >>"$B/calls"
+case "$t \$*" in "dnf install -y -q clevis") exit 1 ;; esac
+SH
+done
+chmod 755 "$B"/*
+cp "$pkg" "$B/ephemera.rpm"
+check "install.sh installs an .rpm with dnf and enables the unit" \
+  eval 'PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" >/dev/null 2>&1 &&
+    grep -qx "dnf install -y -q $B/ephemera.rpm" "$B/calls" && grep -qx "systemctl enable ephemera.service" "$B/calls"'
+: >"$B/calls"
+check "install.sh with EPHEMERA_UNLOCK=1 and no clevis (AL2023) stops, exit 1, installing nothing" \
+  eval '! EPHEMERA_UNLOCK=1 PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" 2>"$B/err" >/dev/null &&
+    grep -q "clevis is not installable here" "$B/err" && ! grep -q "ephemera.rpm\|systemctl" "$B/calls"'
 echo "rpm checks: $fails failed"
 ((fails == 0))
