@@ -213,7 +213,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Events {
             json: as_json,
             watch,
-        } => events::command(&cfg.events, &host, as_json, watch)?,
+        } => events::command(&cfg, &host, as_json, watch)?,
         Command::Unbind => {
             for t in crate::volume::bind::unbind_volume(&host)? {
                 tracing::info!("unmounted the bind {}", t.display());
