@@ -210,8 +210,17 @@ impl Client {
     /// Puts `bytes` at `key` unless something is there: the same bytes
     /// there already are success, other bytes an error; never overwrites.
     pub fn put_once(&self, key: &str, bytes: &[u8], deadline: Instant) -> Result<Put, String> {
+        // Content-MD5, signed: S3 requires it (or another checksum) on a
+        // PUT to a bucket with Object Lock retention, and the store then
+        // refuses bytes changed on the way.
+        let md5 = {
+            use base64::Engine;
+            use md5::Digest;
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+        };
         let mut action = self.bucket.put_object(Some(&self.credentials), key);
         action.headers_mut().insert("if-none-match", "*");
+        action.headers_mut().insert("content-md5", md5.clone());
         let url = action.sign(URL_VALIDITY);
         let resp = self
             .agent
@@ -220,6 +229,7 @@ impl Client {
             .timeout_global(Some(remaining(deadline)?))
             .build()
             .header("If-None-Match", "*")
+            .header("Content-MD5", &md5)
             .header("Content-Type", "application/json")
             .send(bytes)
             .map_err(|e| self.failed(key, e))?;
