@@ -262,14 +262,7 @@ impl Client {
             .bucket
             .get_object(Some(&self.credentials), key)
             .sign(URL_VALIDITY);
-        let mut resp = self
-            .agent
-            .get(url.as_str())
-            .config()
-            .timeout_global(Some(remaining(deadline)?))
-            .build()
-            .call()
-            .map_err(|e| self.failed(key, e))?;
+        let mut resp = self.call_get(&url, key, deadline)?;
         match resp.status().as_u16() {
             200 => read_body(&mut resp, MAX_OBJECT)
                 .map(Some)
@@ -290,14 +283,7 @@ impl Client {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(URL_VALIDITY);
-            let mut resp = self
-                .agent
-                .get(url.as_str())
-                .config()
-                .timeout_global(Some(remaining(deadline)?))
-                .build()
-                .call()
-                .map_err(|e| self.failed(prefix, e))?;
+            let mut resp = self.call_get(&url, prefix, deadline)?;
             if resp.status().as_u16() != 200 {
                 return Err(self.refused(prefix, resp.status().as_u16(), resp));
             }
@@ -319,6 +305,23 @@ impl Client {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// A GET of the signed `url`, within the deadline; `key` names it in
+    /// messages (the URL never does).
+    fn call_get(
+        &self,
+        url: &url::Url,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<ureq::http::Response<ureq::Body>, String> {
+        self.agent
+            .get(url.as_str())
+            .config()
+            .timeout_global(Some(remaining(deadline)?))
+            .build()
+            .call()
+            .map_err(|e| self.failed(key, e))
     }
 
     fn failed(&self, key: &str, e: ureq::Error) -> String {
