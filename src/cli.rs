@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::provision::{self, Outcome};
-use crate::commands::{erase, recover, status};
+use crate::commands::{erase, escrow, recover, status};
 use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::host::probe::Blkid;
@@ -99,10 +99,54 @@ pub enum Command {
     /// (ephemera.service's ExecStop, after the runtimes ordered after it
     /// have stopped).
     Unbind,
+    /// Read the escrow envelope store ([escrow.store]) with your own
+    /// credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION): for ops, on a machine of their own.
+    Escrow {
+        #[command(subcommand)]
+        action: EscrowAction,
+        /// The store's endpoint (overrides escrow.store.url).
+        #[arg(long, global = true, value_name = "URL")]
+        url: Option<String>,
+        /// Overrides escrow.store.bucket.
+        #[arg(long, global = true)]
+        bucket: Option<String>,
+        /// Overrides escrow.store.prefix.
+        #[arg(long, global = true)]
+        prefix: Option<String>,
+        /// The signing region (overrides escrow.store.region, AWS_REGION).
+        #[arg(long, global = true)]
+        region: Option<String>,
+        /// PEM CAs to trust instead of the built-in roots (overrides escrow.store.ca_file).
+        #[arg(long, global = true, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+    },
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
         #[command(subcommand)]
         action: GuardAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EscrowAction {
+    /// The envelopes in the store: instance id, LUKS UUID, when, size.
+    List {
+        /// Only this instance's.
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One envelope, as the node wrote it, for `ephemera recover --escrow`.
+    Get {
+        #[arg(long, value_name = "ID")]
+        instance: String,
+        #[arg(long, value_name = "UUID")]
+        luks_uuid: String,
+        /// Write it to this new file (never overwritten) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -209,11 +253,45 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Discard { luks_uuid } => {
             erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;
         }
+        Command::Escrow {
+            action,
+            url,
+            bucket,
+            prefix,
+            region,
+            ca_file,
+        } => {
+            let w = escrow::Where {
+                url,
+                bucket,
+                prefix,
+                region,
+                ca_file,
+            };
+            match action {
+                EscrowAction::List {
+                    instance,
+                    json: as_json,
+                } => {
+                    let entries = escrow::list(&cfg, &w, instance.as_deref())?;
+                    if as_json {
+                        println!("{}", json(&entries)?);
+                    } else {
+                        print!("{}", escrow::describe(&entries));
+                    }
+                }
+                EscrowAction::Get {
+                    instance,
+                    luks_uuid,
+                    output,
+                } => escrow::get(&cfg, &w, &instance, &luks_uuid, output.as_deref())?,
+            }
+        }
         Command::Guard { .. } => unreachable!("handled above"),
         Command::Events {
             json: as_json,
             watch,
-        } => events::command(&cfg.events, &host, as_json, watch)?,
+        } => events::command(&cfg, &host, as_json, watch)?,
         Command::Unbind => {
             for t in crate::volume::bind::unbind_volume(&host)? {
                 tracing::info!("unmounted the bind {}", t.display());

@@ -3,6 +3,7 @@
 //! layers below (`md`, `luks`, `mount`, `escrow`, `guard`).
 
 pub mod erase;
+pub mod escrow;
 pub mod provision;
 pub mod recover;
 pub mod status;

@@ -216,9 +216,19 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
 
     let mut made = Made::default();
     let result = apply(host, &p, &escrow_keys, &mut made);
-    if let Err(e) = &result {
-        tracing::error!("provisioning failed: {e}; rolling back what this run made");
-        made.rollback(host);
+    match &result {
+        Err(e) => {
+            tracing::error!("provisioning failed: {e}; rolling back what this run made");
+            made.rollback(host);
+        }
+        // After the volume is made and the key forgotten, outside what a
+        // rollback undoes: the upload is bounded and never fails provision.
+        Ok(Outcome::Created { luks_uuid, .. })
+            if p.escrow.as_ref().is_some_and(|e| e.store.is_some()) =>
+        {
+            crate::node::escrow_store::at_provision(host, cfg, luks_uuid);
+        }
+        Ok(_) => {}
     }
     result
 }
@@ -444,6 +454,11 @@ fn make_volume(
         // next boot must not keep for ops.
         step("write escrow envelope", &e.path, || {
             escrow::set_marker(&e.path, &uuid, escrow::NEVER_MOUNTED)?;
+            // Pending until the store has it: a run cut short before the
+            // upload leaves the marker, and the watcher's retry finds it.
+            if e.store.is_some() {
+                escrow::set_marker(&e.path, &uuid, escrow::STORE_PENDING)?;
+            }
             escrow::store(&env, &e.path)
         })?;
         crate::failpoint!("after-escrow-write");

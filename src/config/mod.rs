@@ -7,6 +7,7 @@
 
 pub mod bind;
 pub mod mount_options;
+pub mod store;
 pub mod unlock;
 
 use std::path::{Component, Path, PathBuf};
@@ -137,6 +138,8 @@ pub struct Escrow {
     pub path: PathBuf,
     /// Also print the envelope to `/dev/console`.
     pub console: bool,
+    /// `[escrow.store]`: also keep each envelope in an S3-compatible bucket.
+    pub store: Option<store::Store>,
 }
 
 /// The events watcher and `ephemera events` (src/events.rs).
@@ -227,6 +230,7 @@ impl Default for Escrow {
             threshold: 1,
             path: "/var/lib/ephemera/escrow.json".into(),
             console: true,
+            store: None,
         }
     }
 }
@@ -390,6 +394,17 @@ impl Config {
                     keys.len()
                 ),
             );
+        }
+        if let Some(s) = &self.escrow.store {
+            if keys.is_empty() {
+                return bad(
+                    "escrow.store",
+                    "is set, but there is no escrow key (escrow.public_key or escrow.public_keys): \
+                     no envelope to store"
+                        .into(),
+                );
+            }
+            s.validate()?;
         }
         bind::validate(&self.bind, &self.mount.path, &self.escrow.path)?;
         self.unlock.validate()?;

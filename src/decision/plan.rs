@@ -244,6 +244,8 @@ pub struct EscrowPlan {
     pub threshold: u32,
     pub path: PathBuf,
     pub console: bool,
+    /// `[escrow.store]`: the envelope is also put in this bucket.
+    pub store: Option<crate::config::store::Store>,
 }
 
 /// ext4's block size under `-T largefile4`.
@@ -707,6 +709,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             threshold: cfg.escrow.threshold,
             path: cfg.escrow.path.clone(),
             console: cfg.escrow.console,
+            store: cfg.escrow.store.clone(),
         }),
         unlock: cfg.unlock.enabled().then(|| UnlockPlan {
             pins: cfg.unlock.clone(),
@@ -931,6 +934,12 @@ impl ProvisionPlan {
                     ""
                 }
             );
+            if let Some(st) = &e.store {
+                s += &format!(
+                    "put the envelope in s3://{}/{}<instance id>/<LUKS UUID>.json at {} (once, never overwritten; at most {} s)\n",
+                    st.bucket, st.prefix, st.url, st.timeout_secs
+                );
+            }
         }
         s += &format!(
             "forget the key\nmake {} labelled {:?}",

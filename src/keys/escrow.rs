@@ -467,7 +467,7 @@ pub fn volume_params(env: &Volume) -> std::result::Result<RecoveryParams, String
     })
 }
 
-fn is_uuid(s: &str) -> bool {
+pub fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => b == b'-',
@@ -672,6 +672,10 @@ pub fn on_node(host: &Host, path: &Path) -> Vec<OnNode> {
 pub const NEVER_MOUNTED: &str = "never-mounted";
 /// Marks a volume that ops discarded while its header's disk was missing.
 pub const DISCARDED: &str = "discarded";
+/// Marks an envelope that `[escrow.store]` does not hold yet: set before
+/// the upload, removed once the store has it (`node::escrow_store`), so a
+/// retry knows what is left to do.
+pub const STORE_PENDING: &str = "store-pending";
 
 /// The marker `what` of the volume `luks_uuid`, beside its envelope:
 /// `escrow.json` -> `escrow.<LUKS UUID>.<what>`.
@@ -688,16 +692,20 @@ pub fn set_marker(path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
 /// Removes the never-mounted marker of `luks_uuid`, if there is one: the
 /// volume is mounted now, so from here on it may hold data.
 pub fn mark_mounted(host: &Host, path: &Path, luks_uuid: &str) -> Result<()> {
-    let m = host.abs(&marker(path, luks_uuid, NEVER_MOUNTED));
+    clear_marker(host, path, luks_uuid, NEVER_MOUNTED).map(drop)
+}
+
+/// Removes the marker `what` of `luks_uuid` (no link followed); `false`
+/// when there was none.
+pub fn clear_marker(host: &Host, path: &Path, luks_uuid: &str, what: &str) -> Result<bool> {
+    let m = host.abs(&marker(path, luks_uuid, what));
     let (Some(dir), Some(name)) = (m.parent(), m.file_name()) else {
-        return Ok(());
+        return Ok(false);
     };
     if !dir.exists() {
-        return Ok(());
+        return Ok(false);
     }
-    safe_fs::Dir::open(dir, HOW.owners, None)?
-        .remove(&name.to_string_lossy())
-        .map(drop)
+    safe_fs::Dir::open(dir, HOW.owners, None)?.remove(&name.to_string_lossy())
 }
 
 /// Writes the envelope to `path` and to its copy named by the LUKS UUID.

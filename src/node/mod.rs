@@ -1,7 +1,9 @@
 //! The node around the volume: the reboot guard (`guard`), the instance
-//! metadata service (`imds`), and the maintenance events the watcher warns
-//! of, with its metrics and hook (`events`).
+//! metadata service (`imds`), the maintenance events the watcher warns
+//! of, with its metrics and hook (`events`), and the escrow envelopes'
+//! store off the node (`escrow_store`).
 
+pub mod escrow_store;
 pub mod events;
 pub mod guard;
 pub mod imds;

@@ -7,7 +7,12 @@
 //! - every `/latest/meta-data/...` read needs a live token (else 401);
 //! - `events/maintenance/scheduled` is a JSON list (`[]` when empty);
 //! - `spot/instance-action` and `events/recommendations/rebalance` are 404
-//!   when absent.
+//!   when absent;
+//! - `instance-id`, `placement/region`, and the instance role's credentials:
+//!   `iam/security-credentials/` lists the role's name, and
+//!   `iam/security-credentials/<role>` is its JSON document (Code,
+//!   LastUpdated, Type, AccessKeyId, SecretAccessKey, Token, Expiration);
+//!   all 404 when the scenario has none.
 //!
 //! Tests script it through [`Scenario`]: the documents, a delay, expiring
 //! every token. With `dir` set, the documents are read from
@@ -29,6 +34,35 @@ use std::time::{Duration, Instant};
 pub const SCHEDULED: &str = "/latest/meta-data/events/maintenance/scheduled";
 pub const SPOT: &str = "/latest/meta-data/spot/instance-action";
 pub const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
+pub const INSTANCE_ID: &str = "/latest/meta-data/instance-id";
+pub const REGION: &str = "/latest/meta-data/placement/region";
+pub const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+
+/// The instance role, as `iam/security-credentials/<name>` gives it.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// AWS always gives one; `None` leaves it out of the document (a store
+    /// that refuses session tokens it did not issue, as SeaweedFS does).
+    pub token: Option<String>,
+}
+
+impl Role {
+    /// The document as IMDS writes it (AWS's documented example's fields).
+    pub fn document(&self) -> String {
+        let token = self
+            .token
+            .as_ref()
+            .map(|t| format!("  \"Token\" : \"{t}\",\n"))
+            .unwrap_or_default();
+        format!(
+            "{{\n  \"Code\" : \"Success\",\n  \"LastUpdated\" : \"2026-01-01T00:00:00Z\",\n  \"Type\" : \"AWS-HMAC\",\n  \"AccessKeyId\" : \"{}\",\n  \"SecretAccessKey\" : \"{}\",\n{token}  \"Expiration\" : \"2099-01-01T06:00:00Z\"\n}}",
+            self.access_key_id, self.secret_access_key
+        )
+    }
+}
 
 #[derive(Debug)]
 pub struct Scenario {
@@ -37,6 +71,9 @@ pub struct Scenario {
     pub rebalance: Option<String>,
     /// Read the documents from this directory instead.
     pub dir: Option<PathBuf>,
+    pub instance_id: Option<String>,
+    pub region: Option<String>,
+    pub role: Option<Role>,
     /// Wait this long before answering anything.
     pub delay: Duration,
     pub tokens: HashMap<String, Instant>,
@@ -54,6 +91,9 @@ impl Default for Scenario {
             spot: None,
             rebalance: None,
             dir: None,
+            instance_id: None,
+            region: None,
+            role: None,
             delay: Duration::ZERO,
             tokens: HashMap::new(),
             next_token: 0,
@@ -244,7 +284,14 @@ fn answer(req: &Request, s: &mut Scenario) -> (u16, String) {
         },
         SPOT => from_dir("spot.json").unwrap_or_else(|| s.spot.clone()),
         REBALANCE => from_dir("rebalance.json").unwrap_or_else(|| s.rebalance.clone()),
-        _ => None,
+        INSTANCE_ID => s.instance_id.clone(),
+        REGION => s.region.clone(),
+        ROLES => s.role.as_ref().map(|r| r.name.clone()),
+        p => s
+            .role
+            .as_ref()
+            .filter(|r| p.strip_prefix(ROLES) == Some(r.name.as_str()))
+            .map(Role::document),
     };
     match doc {
         Some(d) => (200, d),

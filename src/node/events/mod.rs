@@ -194,6 +194,9 @@ fn sort(events: &mut [Event]) {
     });
 }
 
+/// The least time between two retries of the envelope uploads that failed.
+pub const ESCROW_RETRY_SECS: u64 = 60;
+
 /// For `ephemera events` and `status`: the pending events, with problems
 /// logged (no IMDS at all: one info line).
 pub fn pending(endpoint: &str) -> (Vec<Event>, Poll) {
@@ -214,7 +217,8 @@ pub fn pending(endpoint: &str) -> (Vec<Event>, Poll) {
 /// pending events; exits 0 when every document was read or nothing answers
 /// (not on EC2: one info line), 1 when IMDS answered but a document could
 /// not be read (what could be read is printed first).
-pub fn command(cfg: &crate::config::Events, host: &Host, json: bool, watch: bool) -> Result<()> {
+pub fn command(config: &crate::config::Config, host: &Host, json: bool, watch: bool) -> Result<()> {
+    let cfg = &config.events;
     if watch {
         let textfile = Some(cfg.textfile.clone()).filter(|p| !p.as_os_str().is_empty());
         let hook = cfg.hook.clone().map(|program| Hook {
@@ -223,6 +227,10 @@ pub fn command(cfg: &crate::config::Events, host: &Host, json: bool, watch: bool
         });
         let imds = Imds::new(&cfg.endpoint, crate::node::imds::DEFAULT_TIMEOUT);
         Watcher::new(imds, host.clone(), textfile, hook, cfg.seen_file.clone())
+            .with_escrow_store(
+                config.clone(),
+                Duration::from_secs(cfg.interval_secs.max(ESCROW_RETRY_SECS)),
+            )
             .run(Duration::from_secs(cfg.interval_secs));
     }
     let (events, p) = pending(&cfg.endpoint);

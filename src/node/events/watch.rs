@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -78,6 +78,19 @@ impl Seen {
 pub struct Tick {
     pub new_events: Vec<Event>,
     pub hook_failures: usize,
+    /// `[escrow.store]`: envelopes still not in the store after this tick
+    /// (`None`: no retry was due, or no store).
+    pub escrow_pending: Option<usize>,
+}
+
+/// The retry of envelope uploads that failed at provision (`[escrow.store]`).
+struct EscrowRetry {
+    cfg: crate::config::Config,
+    every: Duration,
+    next: Instant,
+    /// The errors last logged, so that the same failure is logged once
+    /// when it begins, not at every retry.
+    logged: Vec<String>,
 }
 
 /// The watcher: `ephemera events --watch`, run by ephemera-events.service.
@@ -96,6 +109,7 @@ pub struct Watcher {
     logged: Option<String>,
     /// What stops the metrics, as last logged.
     textfile_logged: Option<String>,
+    escrow: Option<EscrowRetry>,
 }
 
 impl Watcher {
@@ -118,7 +132,25 @@ impl Watcher {
             last_success: None,
             logged: None,
             textfile_logged: None,
+            escrow: None,
         }
+    }
+
+    /// Also retries, every `every`, the escrow envelopes that the store
+    /// (`cfg.escrow.store`) does not hold yet, until it does; the first
+    /// tick tries at once. Each try is bounded by `escrow.store.timeout_secs`
+    /// per envelope, so a store that is down delays an event poll by at
+    /// most that, once per `every`.
+    pub fn with_escrow_store(mut self, cfg: crate::config::Config, every: Duration) -> Watcher {
+        if cfg.escrow.store.is_some() {
+            self.escrow = Some(EscrowRetry {
+                cfg,
+                every,
+                next: Instant::now(),
+                logged: Vec::new(),
+            });
+        }
+        self
     }
 
     pub fn imds(&self) -> &Imds {
@@ -171,7 +203,22 @@ impl Watcher {
         }
         self.write_metrics(&events, p.ok());
         tick.new_events = fresh;
+        tick.escrow_pending = self.retry_escrow();
         tick
+    }
+
+    fn retry_escrow(&mut self) -> Option<usize> {
+        let r = self.escrow.as_mut()?;
+        if Instant::now() < r.next {
+            return None;
+        }
+        let (errors, left) = crate::node::escrow_store::retry_pending(&self.host, &r.cfg);
+        for e in errors.iter().filter(|e| !r.logged.contains(e)) {
+            tracing::error!("{e}; retrying every {} s", r.every.as_secs());
+        }
+        r.logged = errors;
+        r.next = Instant::now() + r.every;
+        Some(left)
     }
 
     fn log_health(&mut self, p: &Poll) {
