@@ -45,6 +45,7 @@ group_vm=(
   # archive's tools (tpm2-tools loads its device transport with dlopen).
   swtpm:swtpm clevis:clevis clevis-encrypt-tpm2:clevis-tpm2 tpm2:tpm2-tools
   dpkg:libtss2-tcti-device0 jose:jose bash:bash
+  socat:socat # run-guest.sh --guestfwd: the guest's one way out (the escrow store test)
 )
 # The full-system images (mmdebstrap) and their boots.
 group_system=(

@@ -152,12 +152,10 @@ impl Weed {
     fn s3(&self, args: &[&str]) -> Command {
         let py = self.bin.parent().unwrap().join("python3");
         let mut c = Command::new(py);
+        as_ops(&mut c);
         c.arg(repo().join("tests/escrow_store_s3.py"))
             .arg(self.url())
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", OPS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", OPS_SECRET)
-            .env_remove("AWS_SESSION_TOKEN")
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -346,6 +344,37 @@ fn config(escrow_path: &Path, url: &str, imds: &ImdsServer, dir: &Path) -> Confi
     cfg
 }
 
+/// Ops' credentials, from the environment as the AWS tools take them.
+fn as_ops(c: &mut Command) -> &mut Command {
+    c.env("AWS_ACCESS_KEY_ID", OPS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", OPS_SECRET)
+        .env_remove("AWS_SESSION_TOKEN")
+}
+
+/// `ephemera escrow ARGS` as ops run it on a machine of their own: their
+/// credentials in the environment, the store on the command line, an empty
+/// config. Its stdout; panics unless it exits 0.
+fn ops_escrow(dir: &Path, weed: &Weed, args: &[&str]) -> String {
+    let empty = dir.join("ops.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = as_ops(&mut Command::new(env!("CARGO_BIN_EXE_ephemera")))
+        .arg("--config")
+        .arg(&empty)
+        .args(["escrow"])
+        .args(args)
+        .args(["--url", &weed.url(), "--bucket", BUCKET])
+        .env("AWS_REGION", "us-east-1")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "escrow {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn metric(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("ephemera-escrow.prom")).unwrap()
 }
@@ -355,7 +384,7 @@ fn pending_marker(escrow_path: &Path, uuid: &str) -> bool {
 }
 
 #[test]
-#[ignore = "runs SeaweedFS (scripts/seaweedfs.sh); run by `make escrow-store`"]
+#[ignore = "runs SeaweedFS (scripts/seaweedfs.sh); run by `make vm`"]
 fn envelope_goes_to_the_store_once_and_ops_recover_the_volume_from_it() {
     let dir = workdir("escrow-store");
     let (ca, crt, tls_key) = tls_files(&dir);
@@ -449,29 +478,7 @@ fn envelope_goes_to_the_store_once_and_ops_recover_the_volume_from_it() {
 
     // Ops, on a machine of their own: list, get, then the README's runbook
     // step 1 on the fetched envelope gives the key that opens the volume.
-    let empty = dir.join("ops.toml");
-    std::fs::write(&empty, "").unwrap();
-    let ops = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ephemera"))
-            .arg("--config")
-            .arg(&empty)
-            .args(["escrow"])
-            .args(args)
-            .args(["--url", &weed.url(), "--bucket", BUCKET])
-            .env("AWS_ACCESS_KEY_ID", OPS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", OPS_SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_SESSION_TOKEN")
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "escrow {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let ops = |args: &[&str]| ops_escrow(&dir, &weed, args);
     let listing = ops(&["list"]);
     assert!(
         listing.contains(&format!("{INSTANCE}  {uuid}  ")),
@@ -505,7 +512,7 @@ fn envelope_goes_to_the_store_once_and_ops_recover_the_volume_from_it() {
 }
 
 #[test]
-#[ignore = "runs SeaweedFS (scripts/seaweedfs.sh); run by `make escrow-store`"]
+#[ignore = "runs SeaweedFS (scripts/seaweedfs.sh); run by `make vm`"]
 fn store_down_at_boot_then_the_watcher_uploads_once_it_is_back() {
     let dir = workdir("escrow-store-down");
     let (_, crt, tls_key) = tls_files(&dir);
@@ -571,5 +578,98 @@ fn store_down_at_boot_then_the_watcher_uploads_once_it_is_back() {
     assert_eq!(
         weed.object(&format!("ephemera/{INSTANCE}/{uuid}.json")),
         on_node
+    );
+}
+
+/// The emergency path as a whole, on a real kernel. The node is a VM whose
+/// one way out is a NIC that reaches the store (weed) and the instance
+/// metadata (the IMDS test server), both on the host (store-boot1.sh): it
+/// provisions with escrow and `[escrow.store]`, and writes data. Then the
+/// node and its root disk are gone. Ops fetch the envelope from the store
+/// with `ephemera escrow get`, and a rescue machine (a fresh VM with the
+/// member disks, store-rescue.sh) reads the data back with the README's
+/// runbook.
+#[test]
+#[ignore = "boots QEMU VMs and runs SeaweedFS; run by `make vm`"]
+fn node_gone_the_envelope_from_the_store_reads_the_data_on_a_rescue_machine() {
+    let dir = workdir("escrow-store-vm");
+    let (_, crt, tls_key) = tls_files(&dir);
+    let weed = Weed::start(&dir, free_ports(), (&crt, &tls_key));
+    let srv = imds(NODE_SECRET);
+    let (sk, pk) = keypair(&dir);
+    let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B")]
+        .iter()
+        .map(|(n, s)| (image(&dir, n, 64 * MIB), *s))
+        .collect();
+    let cfg = common::config(&format!(
+        "[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n\n\
+         [escrow.store]\nurl = \"http://10.0.2.100:8333\"\nbucket = \"{BUCKET}\"\n\n\
+         [events]\nendpoint = \"http://10.0.2.101\"\ntextfile = \"/run/ephemera.prom\"\n"
+    ));
+    let fwd = [
+        format!("10.0.2.100:8333={}", weed.port),
+        format!("10.0.2.101:80={}", srv.port),
+    ];
+    let log = boot_with(
+        &dir,
+        common::Scenario {
+            name: "node",
+            script: "store-boot1.sh",
+            files: vec![("config.toml", cfg), ("escrow.pub.pem", pk)],
+            disks: disks.clone(),
+        },
+        &["--guestfwd", &fwd[0], "--guestfwd", &fwd[1]],
+    );
+    let sha = between(&log, "DATA-SHA256 ", "\n").trim().to_string();
+    let uuid = between(&log, "LUKS-UUID ", "\n").trim().to_string();
+    let on_node = between(&log, "ENVELOPE-SHA256 ", "\n").trim().to_string();
+
+    // The store holds the node's envelope, byte for byte (read by boto3).
+    let key = format!("ephemera/{INSTANCE}/{uuid}.json");
+    let stored = weed.object(&key);
+    let stored_sha = sha256_file(&{
+        let p = dir.join("stored.json");
+        std::fs::write(&p, &stored).unwrap();
+        p
+    });
+    assert_eq!(
+        stored_sha, on_node,
+        "the stored object is not the node's envelope"
+    );
+
+    // Ops: the envelope from the store, then the rescue machine.
+    let listing = ops_escrow(&dir, &weed, &["list", "--instance", INSTANCE]);
+    assert!(listing.contains(&uuid), "{listing}");
+    ops_escrow(
+        &dir,
+        &weed,
+        &[
+            "get",
+            "--instance",
+            INSTANCE,
+            "--luks-uuid",
+            &uuid,
+            "-o",
+            "fetched.json",
+        ],
+    );
+    let fetched = std::fs::read(dir.join("fetched.json")).unwrap();
+    assert_eq!(fetched, stored);
+    boot(
+        &dir,
+        common::Scenario {
+            name: "rescue",
+            script: "store-rescue.sh",
+            files: vec![
+                ("escrow.json", fetched),
+                ("escrow.key.pem", sk),
+                (
+                    "runbook.sh",
+                    doc_block("README.md", "## Escrow recovery runbook", 0).into_bytes(),
+                ),
+                ("data.sha256", sha.into_bytes()),
+            ],
+            disks,
+        },
     );
 }

@@ -272,8 +272,12 @@ EOF
 # Module folders the guest needs: md/raid0, dm-crypt, ciphers (generic + x86), their
 # helpers, and xfs (ext4 is built in). Every extra MB costs boot time: the kernel
 # unpacks the initramfs at roughly 15-20 MB/s under TCG.
+# virtio-net, and only it of the network drivers, for the tests that give
+# the guest a NIC (run-guest.sh --guestfwd).
 module_dirs=(kernel/crypto kernel/arch/x86/crypto kernel/lib kernel/block kernel/fs/xfs
-  kernel/drivers/md kernel/drivers/block kernel/drivers/nvme kernel/drivers/char)
+  kernel/drivers/md kernel/drivers/block kernel/drivers/nvme kernel/drivers/char
+  kernel/drivers/virtio kernel/drivers/net/virtio_net.ko kernel/drivers/net/net_failover.ko
+  kernel/net/core/failover.ko)
 # arm64: its ciphers (aes-ce: the ARMv8 crypto extensions), and dax, which the
 # arm64 cloud kernel builds as a module that dm-mod needs.
 [[ $arch == amd64 ]] || module_dirs=("${module_dirs[@]/kernel\/arch\/x86\/crypto/kernel/arch/arm64/crypto}" kernel/drivers/dax)
@@ -353,12 +357,12 @@ build_base() {
   mkdir -p "$root/lib/modules/$kver"
   cp "$cache/modules/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$root/lib/modules/$kver/"
   for path in "${module_dirs[@]}"; do
-    [[ -d $cache/modules/lib/modules/$kver/$path ]] || continue
+    [[ -e $cache/modules/lib/modules/$kver/$path ]] || continue
     mkdir -p "$root/lib/modules/$kver/$(dirname "$path")"
     cp -a "$cache/modules/lib/modules/$kver/$path" "$root/lib/modules/$kver/$path"
   done
   depmod -b "$root" "$kver"
-  for path in dm-crypt raid0 md-mod twofish_generic xts ecb xfs; do
+  for path in dm-crypt raid0 md-mod twofish_generic xts ecb xfs virtio_net; do
     modprobe -d "$root" -S "$kver" --show-depends "$path" >/dev/null ||
       die "module $path missing from the guest tree"
   done

@@ -15,6 +15,9 @@
 #   --monitor SOCKET QEMU HMP monitor on a unix socket (system_powerdown, device_del
 #                    nvmeN: the Nth --disk's controller has id nvmeN, from nvme0)
 #   --show           also copy the serial console to stdout as it comes
+#   --guestfwd ADDR:PORT=HOSTPORT  a NIC (virtio-net, QEMU user networking with
+#                    restrict=on): the guest reaches ADDR:PORT, forwarded by socat to
+#                    127.0.0.1:HOSTPORT, and nothing else; repeatable
 #   --tpm DIR        a TPM 2.0 (swtpm, its state in DIR: tests/vm/swtpm.sh), and the
 #                    clevis archive in the initramfs (clevis, tpm2-tools, jose, bash)
 # exit: the scenario's exit code (EPHEMERA-VM-EXIT marker), 124 on timeout,
@@ -48,7 +51,7 @@ usage() {
 die() { echo "run-guest: $*" >&2; exit 2; }
 
 scenario='' log='' timeout=600 mem=1024 monitor='' show='' tpm=''
-disks=() faulty=()
+disks=() faulty=() fwds=()
 while (($#)); do
   case $1 in
     --scenario) scenario=${2:?}; shift 2 ;;
@@ -60,6 +63,7 @@ while (($#)); do
     --monitor) monitor=${2:?}; shift 2 ;;
     --show) show=1; shift ;;
     --tpm) tpm=${2:?}; shift 2 ;;
+    --guestfwd) fwds+=("${2:?}"); shift 2 ;;
     -h | --help) usage ;;
     *) echo "run-guest: unknown argument: $1" >&2; usage ;;
   esac
@@ -136,6 +140,15 @@ for disk in "${faulty[@]}"; do
   n=$((n + 1))
 done
 [[ -z $monitor ]] || qemu+=(-monitor "unix:$monitor,server=on,wait=off")
+if ((${#fwds[@]})); then
+  command -v socat >/dev/null || die "socat missing: run scripts/host-tools.sh vm"
+  nic=user,restrict=on,model=virtio-net-pci
+  for f in "${fwds[@]}"; do
+    [[ $f =~ ^([0-9.]+):([0-9]+)=([0-9]+)$ ]] || die "--guestfwd takes ADDR:PORT=HOSTPORT, got $f"
+    nic+=",guestfwd=tcp:${BASH_REMATCH[1]}:${BASH_REMATCH[2]}-cmd:socat - TCP:127.0.0.1:${BASH_REMATCH[3]}"
+  done
+  qemu+=(-nic "$nic")
+fi
 if [[ -n $tpm ]]; then
   # shellcheck source=tests/vm/swtpm.sh
   . "$repo/tests/vm/swtpm.sh"
