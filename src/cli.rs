@@ -227,7 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json: as_json } => {
             let mut s = status::status(&host, &cfg, &Blkid)?;
-            s.events = events::pending(&cfg.events.endpoint).0;
+            s.events = events::for_node(&host, &cfg).0;
             if as_json {
                 println!("{}", json(&s)?);
             } else {

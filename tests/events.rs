@@ -666,3 +666,88 @@ fn the_watcher_follows_no_link_planted_by_the_owner_of_the_textfile_parent() {
         "{err}"
     );
 }
+
+/// With `[unlock]`, a reboot is no loss while the mounted volume has its
+/// unlock file: the watcher's metrics and warning say so at each poll. The
+/// node is the `already-provisioned` fixture tree (a mounted volume of LUKS
+/// UUID 0f6c3d0c-...); a spot action still loses the data.
+#[test]
+fn with_unlock_the_watcher_counts_a_reboot_as_kept() {
+    let srv = server(&[REBOOT], Some(SPOT), None);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/already-provisioned/root");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
+    let cfg: ephemera::config::Config =
+        toml::from_str("[unlock]\ntpm2 = true\n").expect("an [unlock] config");
+    let prom = dir.path().join("ephemera.prom");
+    let reboot_series = |m: &str, loss: &str| {
+        m.contains(&format!(
+            "ephemera_event_not_before_seconds{{code=\"system-reboot\",source=\"scheduled\",id=\"instance-event-0d59937288b749b32\",data_loss=\"{loss}\"}}"
+        ))
+    };
+
+    // A watcher started afresh (no events seen yet), its first poll, and
+    // the reboot event in it.
+    let first_poll = |cfg: &ephemera::config::Config| {
+        let _ = std::fs::remove_file(dir.path().join("seen.json"));
+        let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2)).with_unlock(cfg);
+        let t = w.tick();
+        let reboot = t
+            .new_events
+            .iter()
+            .find(|e| e.code == "system-reboot")
+            .cloned();
+        (w, t, reboot.expect("the reboot event"))
+    };
+    let pending =
+        |loss: &str, n: usize| format!("ephemera_events_pending{{data_loss=\"{loss}\"}} {n}\n");
+
+    // [unlock] set, but this volume has no unlock file (a binding that
+    // failed): a reboot still loses the data.
+    let (mut w, _, reboot) = first_poll(&cfg);
+    assert!(reboot.data_loss && !reboot.kept_by_unlock);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        reboot_series(&m, "true") && m.contains(&pending("true", 2)),
+        "{m}"
+    );
+
+    // Its unlock file is there: the next poll counts the reboot as kept.
+    let sealed =
+        root.join("var/lib/ephemera/escrow.0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e.unlock.json");
+    std::fs::create_dir_all(sealed.parent().unwrap()).unwrap();
+    std::fs::write(&sealed, "{}").unwrap();
+    w.tick();
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(reboot_series(&m, "false"), "{m}");
+    assert!(
+        m.contains(&pending("true", 1)) && m.contains(&pending("false", 1)),
+        "{m}"
+    );
+
+    // A watcher started now warns with the reason; the spot action is
+    // still a loss.
+    let (_, t, reboot) = first_poll(&cfg);
+    assert!(!reboot.data_loss && reboot.kept_by_unlock);
+    assert!(
+        reboot.warning().contains("opens again at the next boot"),
+        "{}",
+        reboot.warning()
+    );
+    assert!(t
+        .new_events
+        .iter()
+        .any(|e| e.code == "spot-terminate" && e.data_loss));
+
+    // Without [unlock] in the config, the file alone changes nothing.
+    let (_, _, reboot) = first_poll(&ephemera::config::Config::default());
+    assert!(reboot.data_loss);
+}

@@ -162,7 +162,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             tracing::info!("{device} is already mounted at {mount}; nothing to do for it");
             if let Some(dm) = &facts.inv.dm {
                 // A run cut short after its first mount left the marker.
-                escrow::mark_mounted(host, &cfg.escrow.path, &plan::open_luks_uuid(dm))?;
+                escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
                 bind::ensure_all(host, &binds, &dm.devno)?;
             }
             return Ok(Outcome::AlreadyProvisioned);
@@ -197,7 +197,7 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             })?;
             tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
             if let Some(dm) = &facts.inv.dm {
-                escrow::mark_mounted(host, &cfg.escrow.path, &plan::open_luks_uuid(dm))?;
+                escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
                 bind::ensure_all(host, &binds, &dm.devno)?;
             }
             return Ok(Outcome::Remounted);

@@ -86,7 +86,7 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         .inv
         .dm
         .as_ref()
-        .and_then(|dm| facts.unlock_file(&plan::open_luks_uuid(dm)))
+        .and_then(|dm| facts.unlock_file(&dm.luks_uuid()))
         .map(|f| f.path.clone());
     let inv = facts.inv;
     let raid = inv.md.as_ref().map(|m| RaidStatus {

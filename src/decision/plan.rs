@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::{Config, FsType, OnExisting};
 use crate::error::{Error, Result};
-use crate::host::discover::{Disk, DmVolume, Inventory, DM_NAME, MD_NAME};
+use crate::host::discover::{Disk, Inventory, DM_NAME, MD_NAME};
 use crate::host::probe::{Content, Signature};
 use crate::keys::escrow;
 pub use crate::volume::bind::BindPlan;
@@ -294,33 +294,6 @@ pub fn excluded(inv: &Inventory, candidates: &[Candidate]) -> Vec<Excluded> {
         .collect()
 }
 
-/// The LUKS UUID in a dm-crypt mapping's dm uuid
-/// (`CRYPT-LUKS2-<uuid without dashes>-ephemera`), without dashes.
-fn dm_luks_uuid(dm: &DmVolume) -> String {
-    dm.uuid
-        .strip_prefix("CRYPT-LUKS2-")
-        .and_then(|r| r.split('-').next())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The LUKS UUID of the open mapping, dashed as libcryptsetup writes it
-/// (and as envelopes and their markers name it).
-pub fn open_luks_uuid(dm: &DmVolume) -> String {
-    let hex = dm_luks_uuid(dm).to_ascii_lowercase();
-    if hex.len() != 32 {
-        return hex;
-    }
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
-}
-
 fn same_uuid(a: &str, b: &str) -> bool {
     let strip = |s: &str| s.replace('-', "").to_ascii_lowercase();
     strip(a) == strip(b)
@@ -350,7 +323,7 @@ pub fn volume(f: &Facts, cfg: &Config) -> Volume {
             },
             (None, _) => Volume::Unfinished {
                 device,
-                luks_uuid: dm_luks_uuid(dm),
+                luks_uuid: dm.luks_uuid_hex(),
             },
         };
     }

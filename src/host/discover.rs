@@ -76,6 +76,33 @@ impl DmVolume {
         self.mounts.iter().find(|m| m.root == "/")
     }
 
+    /// The LUKS UUID in the dm uuid (`CRYPT-LUKS2-<uuid without
+    /// dashes>-ephemera`), without dashes.
+    pub fn luks_uuid_hex(&self) -> String {
+        self.uuid
+            .strip_prefix("CRYPT-LUKS2-")
+            .and_then(|r| r.split('-').next())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The LUKS UUID of the mapping, dashed as libcryptsetup writes it (and
+    /// as envelopes, unlock files and their markers name it).
+    pub fn luks_uuid(&self) -> String {
+        let hex = self.luks_uuid_hex().to_ascii_lowercase();
+        if hex.len() != 32 {
+            return hex;
+        }
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    }
+
     /// Something has the volume's filesystem mounted, whole or through a
     /// bind: its data is in use.
     pub fn in_use(&self) -> bool {

@@ -151,6 +151,7 @@ fn scheduled_one(v: serde_json::Value) -> Result<Option<Event>, String> {
     };
     Ok(Some(Event {
         data_loss: data_loss(Source::Scheduled, &raw.code),
+        kept_by_unlock: false,
         code: raw.code,
         not_before: rfc3339(nb),
         not_after,
@@ -182,6 +183,7 @@ pub fn parse_spot(text: &str) -> Result<Event, String> {
     let code = format!("spot-{}", raw.action);
     Ok(Event {
         data_loss: data_loss(Source::Spot, &code),
+        kept_by_unlock: false,
         code,
         not_before: rfc3339(t),
         not_after: None,
@@ -209,6 +211,7 @@ pub fn parse_rebalance(text: &str) -> Result<Event, String> {
         not_before: rfc3339(t),
         not_after: None,
         data_loss: data_loss(Source::Rebalance, "rebalance"),
+        kept_by_unlock: false,
         source: Source::Rebalance,
         id: None,
         description: None,

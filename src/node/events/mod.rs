@@ -59,6 +59,10 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
     pub data_loss: bool,
+    /// A reboot on a node whose volume unlocks at the next boot (`[unlock]`,
+    /// its unlock file there): not a loss. Only written when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept_by_unlock: bool,
     pub source: Source,
     /// The provider's event id, where it gives one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +96,7 @@ impl Event {
                 "a spot interruption may follow; no data is lost yet".to_string()
             }
             (_, true) => "THIS DESTROYS THE DATA on this node's encrypted volume (its key is gone after it); move the data's replicas away, or replace the node, before then".to_string(),
+            (_, false) if self.kept_by_unlock => "the volume is bound to this instance's pins ([unlock]) and opens again at the next boot; if they do not answer then, it is kept for ops, not lost".to_string(),
             (_, false) => "the volume and its data are kept".to_string(),
         };
         format!(
@@ -112,6 +117,51 @@ pub fn data_loss(source: Source, code: &str) -> bool {
         Source::Rebalance => false,
         Source::Scheduled => !matches!(code, "system-maintenance"),
     }
+}
+
+/// A reboot, of the instance or of its host: the instance store stays,
+/// only the key in the kernel goes.
+pub fn is_reboot(source: Source, code: &str) -> bool {
+    source == Source::Scheduled && matches!(code, "system-reboot" | "instance-reboot")
+}
+
+/// On a node whose volume unlocks at the next boot (`reboot_keeps`), a
+/// reboot is no loss: its events say so. Stops, retirements and spot
+/// actions still lose the instance store. Pure.
+pub fn with_unlock(events: &mut [Event], reboot_keeps: bool) {
+    for e in events.iter_mut().filter(|e| is_reboot(e.source, &e.code)) {
+        e.kept_by_unlock = reboot_keeps;
+        e.data_loss = !reboot_keeps;
+    }
+}
+
+/// Whether a reboot keeps this node's data: `[unlock]` is set, and the
+/// mounted volume has its unlock file beside the envelopes, so the next
+/// boot opens it again (or keeps it for ops, if its pins do not answer).
+/// Read from the kernel and the escrow directory, like the metrics.
+pub fn reboot_keeps_data(host: &Host, cfg: &crate::config::Config) -> bool {
+    if !cfg.unlock.enabled() {
+        return false;
+    }
+    let inv = crate::host::discover::discover(host);
+    inv.dm
+        .as_ref()
+        .filter(|d| d.mount().is_some())
+        .is_some_and(|d| {
+            host.abs(&crate::keys::unlock::path_for(
+                &cfg.escrow.path,
+                &d.luks_uuid(),
+            ))
+            .is_file()
+        })
+}
+
+/// The pending events of this node (`ephemera events`, `status`): as
+/// [`pending`], with its reboots judged by [`reboot_keeps_data`].
+pub fn for_node(host: &Host, cfg: &crate::config::Config) -> (Vec<Event>, Poll) {
+    let (mut events, p) = pending(&cfg.events.endpoint);
+    with_unlock(&mut events, reboot_keeps_data(host, cfg));
+    (events, p)
 }
 
 /// What one poll of IMDS found.
@@ -227,13 +277,14 @@ pub fn command(config: &crate::config::Config, host: &Host, json: bool, watch: b
         });
         let imds = Imds::new(&cfg.endpoint, crate::node::imds::DEFAULT_TIMEOUT);
         Watcher::new(imds, host.clone(), textfile, hook, cfg.seen_file.clone())
+            .with_unlock(config)
             .with_escrow_store(
                 config.clone(),
                 Duration::from_secs(cfg.interval_secs.max(ESCROW_RETRY_SECS)),
             )
             .run(Duration::from_secs(cfg.interval_secs));
     }
-    let (events, p) = pending(&cfg.endpoint);
+    let (events, p) = for_node(host, config);
     if json {
         let text = serde_json::to_string_pretty(&events)
             .map_err(|e| Error::Failed(format!("encoding JSON: {e}")))?;
@@ -264,6 +315,8 @@ pub fn describe(events: &[Event]) -> String {
             e.code,
             if e.data_loss {
                 "DATA LOSS"
+            } else if e.kept_by_unlock {
+                "unlocks"
             } else {
                 "data kept"
             },
@@ -459,5 +512,58 @@ mod tests {
         }
         assert_eq!(s.0.len(), SEEN_MAX);
         assert!(!s.0.contains_key("k0") && s.0.contains_key(&format!("k{}", SEEN_MAX + 9)));
+    }
+    #[test]
+    fn with_unlock_a_reboot_is_no_loss_and_nothing_else_changes() {
+        let scheduled = r#"[
+          {"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": "system-reboot", "EventId": "a"},
+          {"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": "instance-reboot", "EventId": "b"},
+          {"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": "instance-stop", "EventId": "c"},
+          {"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": "instance-retirement", "EventId": "d"},
+          {"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": "system-maintenance", "EventId": "e"}]"#;
+        let (mut ev, errors) = parse_scheduled(scheduled);
+        assert!(errors.is_empty(), "{errors:?}");
+        ev.push(parse_spot(r#"{"action": "stop", "time": "2019-01-21T08:59:00Z"}"#).unwrap());
+        let loss = |ev: &[Event]| -> Vec<(String, bool, bool)> {
+            ev.iter()
+                .map(|e| (e.code.clone(), e.data_loss, e.kept_by_unlock))
+                .collect()
+        };
+        let before = loss(&ev);
+        with_unlock(&mut ev, false);
+        assert_eq!(loss(&ev), before, "no unlock: the table as it is");
+        with_unlock(&mut ev, true);
+        let s = |c: &str, l, k| (c.to_string(), l, k);
+        assert_eq!(
+            loss(&ev),
+            vec![
+                s("system-reboot", false, true),
+                s("instance-reboot", false, true),
+                s("instance-stop", true, false),
+                s("instance-retirement", true, false),
+                s("system-maintenance", false, false),
+                s("spot-stop", true, false),
+            ]
+        );
+        assert!(
+            ev[0].warning().contains("opens again at the next boot"),
+            "{}",
+            ev[0].warning()
+        );
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json[0]["kept_by_unlock"], true);
+        assert!(
+            json[2].get("kept_by_unlock").is_none(),
+            "written only when true"
+        );
+        assert!(
+            describe(&ev[..1]).contains(" unlocks "),
+            "{}",
+            describe(&ev[..1])
+        );
+        // The volume's unlock file goes (a new volume after a stop and start):
+        // a reboot loses the data again.
+        with_unlock(&mut ev, false);
+        assert_eq!(loss(&ev), before);
     }
 }

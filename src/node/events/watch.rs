@@ -110,6 +110,9 @@ pub struct Watcher {
     /// What stops the metrics, as last logged.
     textfile_logged: Option<String>,
     escrow: Option<EscrowRetry>,
+    /// `[unlock]`: the config, to judge each poll's reboots
+    /// ([`super::reboot_keeps_data`]).
+    unlock: Option<crate::config::Config>,
 }
 
 impl Watcher {
@@ -133,7 +136,17 @@ impl Watcher {
             logged: None,
             textfile_logged: None,
             escrow: None,
+            unlock: None,
         }
+    }
+
+    /// With `[unlock]` in `cfg`: a reboot is no loss while the mounted
+    /// volume has its unlock file, checked at each poll.
+    pub fn with_unlock(mut self, cfg: &crate::config::Config) -> Watcher {
+        if cfg.unlock.enabled() {
+            self.unlock = Some(cfg.clone());
+        }
+        self
     }
 
     /// Also retries, every `every`, the escrow envelopes that the store
@@ -178,6 +191,9 @@ impl Watcher {
         }
         let mut events: Vec<Event> = self.last.values().flatten().cloned().collect();
         sort(&mut events);
+        if let Some(cfg) = &self.unlock {
+            super::with_unlock(&mut events, super::reboot_keeps_data(&self.host, cfg));
+        }
         let fresh: Vec<Event> = events
             .iter()
             .filter(|e| !self.seen.0.contains_key(&e.key()))
