@@ -56,8 +56,9 @@ vm: deps
 test: lint links unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
 
 # Everything: `make test`, then the arm64 full-system boot, the Debian 13
-# container node and the one-pin unlock nodes, and the RPMs' install proof.
-test-all: test system-arm64 system-extra rpm-check
+# nodes and the one-pin unlock nodes, the RPMs' install proof, and fuzzing
+# at 300 s a target.
+test-all: test system-arm64 system-extra rpm-check fuzz-long
 
 # The RPMs for Amazon Linux 2023, x86-64 and arm64 (issue 21, docs/AL2023.md):
 # cargo-generate-rpm (installed from crates.io when missing) writes
@@ -170,14 +171,15 @@ bench-scale:
 # (import and run, the marker on the volume and on no disk image; a new volume
 # after the reboot, then the power button). A node with [unlock] (Debian 12,
 # swtpm and tang: five boots). Images are cached in ~/.cache/ephemera-tests/system.
-# The arm64 boot is `make system-arm64`'s; the Debian 13 container node and
-# the one-pin unlock nodes (tpm2 alone, tang alone) are `make system-extra`'s
-# (CI leaves them out for time; `make test-all` runs them).
+# The arm64 boot is `make system-arm64`'s; the Debian 13 nodes (the
+# data-service node's three boots, the container node) and the one-pin
+# unlock nodes (tpm2 alone, tang alone) are `make system-extra`'s (CI leaves
+# them out for time; `make test-all` runs them).
 .PHONY: system system-extra
 system: deps
-	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 --skip arm64_ --skip debian13_container_node --skip debian12_unlock_one_pin
+	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 --skip arm64_ --skip debian13_ --skip debian12_unlock_one_pin
 system-extra: deps
-	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 debian13_container_node debian12_unlock_one_pin
+	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 debian13_ debian12_unlock_one_pin
 
 # --- Reliability and security (issue 4; figures in docs/RELIABILITY.md) ------
 # Real-kernel fault tests (tests/faults.rs): bad input, the wrong-disk matrix,
@@ -192,10 +194,14 @@ faults: deps
 	$(CARGO) test --locked --release --features failpoints --test faults -- --ignored --test-threads=2
 
 # Bounded fuzzing of the config, escrow-envelope, unlock-file, events and sysfs parsers from the
-# committed corpora in fuzz/corpus (FUZZ_SECONDS per target).
-FUZZ_SECONDS ?= 45
+# committed corpora in fuzz/corpus (FUZZ_SECONDS per target): 30 s each in
+# `make test` (CI), 300 s each in `make fuzz-long` (`make test-all`).
+FUZZ_SECONDS ?= 30
 fuzz-ci:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/ci.sh
+.PHONY: fuzz-long
+fuzz-long:
+	FUZZ_SECONDS=300 fuzz/ci.sh
 
 # Dependency audit with cargo-deny (deny.toml), offline: bans, licenses and
 # sources, and advisories against the RustSec snapshot in ../shared/advisory-db/
