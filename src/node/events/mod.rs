@@ -135,15 +135,15 @@ pub fn with_unlock(events: &mut [Event], reboot_keeps: bool) {
     }
 }
 
-/// Whether a reboot keeps this node's data: `[unlock]` is set, and the
-/// mounted volume has its unlock file beside the envelopes, so the next
-/// boot opens it again (or keeps it for ops, if its pins do not answer).
-/// Read from the kernel and the escrow directory, like the metrics.
-pub fn reboot_keeps_data(host: &Host, cfg: &crate::config::Config) -> bool {
-    if !cfg.unlock.enabled() {
-        return false;
-    }
-    let inv = crate::host::discover::discover(host);
+/// Whether a reboot keeps this node's data, `[unlock]` being set: the
+/// mounted volume of `inv` has its unlock file beside the envelopes, so the
+/// next boot opens it again (or keeps it for ops, if its pins do not
+/// answer). Read from the kernel (`inv`) and the escrow directory.
+pub fn reboot_keeps_data(
+    host: &Host,
+    inv: &crate::host::discover::Inventory,
+    cfg: &crate::config::Config,
+) -> bool {
     inv.dm
         .as_ref()
         .filter(|d| d.mount().is_some())
@@ -160,7 +160,9 @@ pub fn reboot_keeps_data(host: &Host, cfg: &crate::config::Config) -> bool {
 /// [`pending`], with its reboots judged by [`reboot_keeps_data`].
 pub fn for_node(host: &Host, cfg: &crate::config::Config) -> (Vec<Event>, Poll) {
     let (mut events, p) = pending(&cfg.events.endpoint);
-    with_unlock(&mut events, reboot_keeps_data(host, cfg));
+    let keeps = cfg.unlock.enabled()
+        && reboot_keeps_data(host, &crate::host::discover::discover(host), cfg);
+    with_unlock(&mut events, keeps);
     (events, p)
 }
 

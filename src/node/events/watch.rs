@@ -191,8 +191,12 @@ impl Watcher {
         }
         let mut events: Vec<Event> = self.last.values().flatten().cloned().collect();
         sort(&mut events);
-        if let Some(cfg) = &self.unlock {
-            super::with_unlock(&mut events, super::reboot_keeps_data(&self.host, cfg));
+        // One read of the node's volume per poll, for the reboots' rule and
+        // the metrics, and none when neither is wanted.
+        let inv = (self.unlock.is_some() || self.textfile.is_some())
+            .then(|| crate::host::discover::discover(&self.host));
+        if let (Some(cfg), Some(inv)) = (&self.unlock, &inv) {
+            super::with_unlock(&mut events, super::reboot_keeps_data(&self.host, inv, cfg));
         }
         let fresh: Vec<Event> = events
             .iter()
@@ -217,7 +221,7 @@ impl Watcher {
                 }
             }
         }
-        self.write_metrics(&events, p.ok());
+        self.write_metrics(&events, p.ok(), inv.as_ref());
         tick.new_events = fresh;
         tick.escrow_pending = self.retry_escrow();
         tick
@@ -266,12 +270,19 @@ impl Watcher {
     /// Writes the metrics; what stops it is logged once, when it begins
     /// (a missing directory at info, anything else as a warning), not at
     /// every poll.
-    fn write_metrics(&mut self, events: &[Event], imds_up: bool) {
-        let Some(path) = &self.textfile else { return };
+    fn write_metrics(
+        &mut self,
+        events: &[Event],
+        imds_up: bool,
+        inv: Option<&crate::host::discover::Inventory>,
+    ) {
+        let (Some(path), Some(inv)) = (&self.textfile, inv) else {
+            return;
+        };
         let health = Health {
             imds_up,
             last_success: self.last_success,
-            volume_state: volume_state(&crate::host::discover::discover(&self.host)),
+            volume_state: volume_state(inv),
         };
         let problem = match safe_fs::write_file(path, render_metrics(events, &health).as_bytes(), METRICS) {
             Ok(()) => None,
