@@ -39,12 +39,8 @@ const OPS_SECRET: &str = "ops-secret-Lm27xQ";
 const READY_BOUND: Duration = Duration::from_secs(120);
 
 fn weed_bin() -> PathBuf {
-    let out = Command::new(repo().join("scripts/seaweedfs.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/seaweedfs.sh: {}", out.status);
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    let out = stdout_of(Command::new(repo().join("scripts/seaweedfs.sh")).stderr(Stdio::inherit()));
+    PathBuf::from(String::from_utf8(out).unwrap().trim())
 }
 
 /// A base port P with P..P+4 and P+10000..P+10004 free (weed's HTTP and
@@ -166,15 +162,7 @@ impl Weed {
     fn object(&self, key: &str) -> Vec<u8> {
         let out = self.dir.join("boto3-get.bin");
         let _ = std::fs::remove_file(&out);
-        let o = self
-            .s3(&["get", BUCKET, key, out.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "boto3 get {key}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        stdout_of(&mut self.s3(&["get", BUCKET, key, out.to_str().unwrap()]));
         std::fs::read(out).unwrap()
     }
 }
@@ -357,22 +345,17 @@ fn as_ops(c: &mut Command) -> &mut Command {
 fn ops_escrow(dir: &Path, weed: &Weed, args: &[&str]) -> String {
     let empty = dir.join("ops.toml");
     std::fs::write(&empty, "").unwrap();
-    let out = as_ops(&mut Command::new(env!("CARGO_BIN_EXE_ephemera")))
-        .arg("--config")
-        .arg(&empty)
-        .args(["escrow"])
-        .args(args)
-        .args(["--url", &weed.url(), "--bucket", BUCKET])
-        .env("AWS_REGION", "us-east-1")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "escrow {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        as_ops(&mut Command::new(env!("CARGO_BIN_EXE_ephemera")))
+            .arg("--config")
+            .arg(&empty)
+            .args(["escrow"])
+            .args(args)
+            .args(["--url", &weed.url(), "--bucket", BUCKET])
+            .env("AWS_REGION", "us-east-1")
+            .current_dir(dir),
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(out).unwrap()
 }
 
 fn metric(dir: &Path) -> String {
@@ -449,12 +432,8 @@ fn envelope_goes_to_the_store_once_and_ops_recover_the_volume_from_it() {
     );
 
     // Retention: ops cannot delete the stored version (COMPLIANCE mode).
-    let o = weed
-        .s3(&["delete-versions", BUCKET, &key])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let answers: Vec<String> = serde_json::from_slice(&o.stdout).unwrap();
+    let o = stdout_of(&mut weed.s3(&["delete-versions", BUCKET, &key]));
+    let answers: Vec<String> = serde_json::from_slice(&o).unwrap();
     assert!(
         !answers.is_empty() && answers.iter().all(|a| a == "AccessDenied"),
         "{answers:?}"

@@ -48,16 +48,7 @@ fn three_blank_and_a_foreign(d: &Path) -> (PathBuf, Vec<(PathBuf, &'static str)>
 }
 
 fn sh_out(script: &str) -> Vec<u8> {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    stdout_of(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
 }
 
 /// `KEY tried=N other=M` from the serial log.

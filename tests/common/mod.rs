@@ -23,6 +23,19 @@ pub fn run(cmd: &mut Command) {
     assert!(st.success(), "{cmd:?}: {st}");
 }
 
+/// Runs `cmd` and returns its stdout; panics, with its stderr, unless it
+/// exits 0.
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Builds the guest (cached) and packs the ephemera binary this test run
 /// was built with, once per test process.
 pub fn guest() {
