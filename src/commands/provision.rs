@@ -125,12 +125,11 @@ pub fn host_name(host: &Host) -> String {
 pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Outcome> {
     // Every input is checked before the first write.
     let escrow_keys = escrow::load_public_keys(&cfg.escrow.keys())?;
-    if cfg.unlock.enabled() {
+    if !cfg.unlock.tang.is_empty() {
         cmd::find("clevis").map_err(|_| {
             Error::Usage(
-                "config [unlock] binds the key with clevis, which is not installed \
-                 (Debian: apt-get install clevis clevis-tpm2; Amazon Linux: dnf install clevis \
-                 clevis-pin-tpm2)"
+                "config unlock.tang binds a part of the key with clevis, which is not installed \
+                 (Debian: apt-get install clevis; the tpm2 and kms pins need no clevis)"
                     .into(),
             )
         })?;
@@ -327,7 +326,8 @@ fn unlock_volume(
         probe,
         &Layout::of_sealed(&s),
         || {
-            unlock::open(&s, wait).map_err(|e| {
+            let reach = crate::node::kms::reach(&cfg.events.endpoint);
+            unlock::open(&s, &reach, wait).map_err(|e| {
                 Error::Kept(format!(
                     "{}; its pins did not give its key: {e}",
                     plan::kept_message(std::slice::from_ref(volume), &[])
@@ -470,8 +470,9 @@ fn make_volume(
         // A binding that fails leaves a working volume that the next boot
         // cannot unlock (kept for escrow, or replaced without it): loud,
         // but the volume is made, as without [unlock].
-        let r = step("bind the key (clevis)", &u.escrow_path, || {
-            let sealed = unlock::seal(&key, &u.pins, volume_header(host, p, &uuid))?;
+        let r = step("bind the key to the pins", &u.escrow_path, || {
+            let reach = crate::node::kms::reach(&u.imds);
+            let sealed = unlock::seal(&key, &u.pins, &reach, volume_header(host, p, &uuid))?;
             if p.escrow.is_none() {
                 escrow::set_marker(&u.escrow_path, &uuid, escrow::NEVER_MOUNTED)?;
             }

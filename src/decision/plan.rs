@@ -234,6 +234,8 @@ pub struct UnlockPlan {
     pub pins: crate::config::unlock::Unlock,
     /// Beside the envelopes: the unlock file is named from it.
     pub escrow_path: PathBuf,
+    /// IMDS (`events.endpoint`): who the instance is, for the kms pin.
+    pub imds: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -687,6 +689,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
         unlock: cfg.unlock.enabled().then(|| UnlockPlan {
             pins: cfg.unlock.clone(),
             escrow_path: cfg.escrow.path.clone(),
+            imds: cfg.events.endpoint.clone(),
         }),
         binds,
         warnings,
