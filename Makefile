@@ -49,9 +49,10 @@ host-tools-proof:
 # ext4 and with xfs: one script each, the filesystem passed to the guest.
 # tests/key_services.rs: recovery through a real OpenBao transit key.
 # tests/escrow_store.rs: envelopes off the node, in a real S3 store (SeaweedFS).
+# tests/kms.rs: the kms unlock pin against moto (signatures checked, a TLS front).
 vm: deps
 	tests/vm/build-guest.sh
-	$(CARGO) test --locked --release --test vm --test key_services --test escrow_store -- --ignored --test-threads=2
+	$(CARGO) test --locked --release --test vm --test key_services --test escrow_store --test kms -- --ignored --test-threads=2
 
 test: lint links unit host-tools-proof vm arm64 dist-check faults system fuzz-ci audit
 

@@ -23,7 +23,7 @@ use common::*;
 use ephemera::config::unlock::Kms;
 use ephemera::keys::pins::KmsPin;
 use ephemera::node::kms::Aws;
-use imds_server::{ImdsServer, Role, Scenario};
+use imds_server::{ImdsServer, Role, Scenario as Imds};
 
 const REGION: &str = "eu-west-1";
 const INSTANCE: &str = "i-0123456789abcdef0";
@@ -46,7 +46,9 @@ fn free_port() -> u16 {
 /// moto's server and its TLS front, stopped on drop.
 struct Moto {
     moto: Child,
-    front: Child,
+    front: Option<Child>,
+    /// The front's certificate and key.
+    tls: (PathBuf, PathBuf),
     port: u16,
     tls_port: u16,
     ca: PathBuf,
@@ -82,24 +84,6 @@ impl Moto {
         }
         let (ca, crt, key) = tls_files(dir);
         let tls_port = free_port();
-        let front = Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                crt.display(),
-                key.display()
-            ))
-            .arg(format!("TCP:127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-            assert!(
-                start.elapsed() < READY_BOUND,
-                "the TLS front did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let out = stdout_of(
             Command::new(&py)
                 .arg(repo().join("tests/kms_moto.py"))
@@ -109,9 +93,10 @@ impl Moto {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let s = |k: &str| v[k].as_str().unwrap().to_string();
         eprintln!("moto ready in {} ms", start.elapsed().as_millis());
-        Moto {
+        let mut m = Moto {
             moto,
-            front,
+            front: None,
+            tls: (crt, key),
             port,
             tls_port,
             ca,
@@ -119,7 +104,44 @@ impl Moto {
             secret: s("secret"),
             key1: s("key1"),
             key2: s("key2"),
+        };
+        m.start_front();
+        m
+    }
+
+    /// The TLS front (socat, the test CA's certificate) before moto.
+    fn start_front(&mut self) {
+        let front = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                self.tls_port,
+                self.tls.0.display(),
+                self.tls.1.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.front = Some(front);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.tls_port)).is_err() {
+            assert!(
+                start.elapsed() < READY_BOUND,
+                "the TLS front did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// KMS unreachable: the front stops (moto keeps its keys in memory,
+    /// so it is not stopped itself).
+    fn stop_front(&mut self) {
+        if let Some(mut f) = self.front.take() {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
+        assert!(TcpStream::connect(("127.0.0.1", self.tls_port)).is_err());
     }
 
     fn endpoint(&self) -> String {
@@ -139,10 +161,12 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        for c in [&mut self.moto, &mut self.front] {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut f) = self.front.take() {
+            let _ = f.kill();
+            let _ = f.wait();
         }
+        let _ = self.moto.kill();
+        let _ = self.moto.wait();
     }
 }
 
@@ -150,7 +174,7 @@ impl Drop for Moto {
 /// credentials (moto's IAM user's key).
 fn imds(m: &Moto, secret: &str) -> ImdsServer {
     ImdsServer::start(
-        Scenario {
+        Imds {
             instance_id: Some(INSTANCE.into()),
             region: Some(REGION.into()),
             account: Some(ACCOUNT.into()),
@@ -160,7 +184,7 @@ fn imds(m: &Moto, secret: &str) -> ImdsServer {
                 secret_access_key: secret.into(),
                 token: None,
             }),
-            ..Scenario::default()
+            ..Imds::default()
         },
         0,
     )
@@ -302,4 +326,249 @@ fn kms_pin_opens_only_for_its_instance_volume_and_key() {
     let mut roots = m.pin(&m.key1, &m.ca);
     roots.ca_file = None;
     assert!(aws.seal(&part, &roots, UUID, soon()).is_err());
+}
+
+/// The forms of a secret the leak scans look for (raw, hex, base64).
+fn forms(secret: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    use base64::Engine;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        ("raw", secret.to_vec()),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+        (
+            "base64",
+            base64::engine::general_purpose::STANDARD
+                .encode(secret)
+                .into_bytes(),
+        ),
+        (
+            "base64url",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(secret)
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// The kms pin, and 2 of {tpm2, kms}, on a real kernel (kms-unlock.sh; x86-64;
+/// no clevis in the guest): the guest reaches the IMDS test server and moto's
+/// TLS front through guestfwds, and its TPM is a swtpm. Boot 1 times a
+/// provision without [unlock], with kms alone, and with 2 of {tpm2, kms}
+/// and escrow (kept); boot 2 unlocks by itself (timed); boot 3, KMS
+/// unreachable: kept (exit 5, members unchanged) until the host brings KMS
+/// back and `ephemera unlock` opens it. Then the key (from the escrow
+/// envelope, checked against the header) and the kms part (decrypted by
+/// boto3 as ops would, with the slot's context) are searched for in every
+/// serial log and both disks: none is there.
+#[test]
+#[ignore = "runs moto and boots QEMU VMs; run by `make vm`"]
+fn kms_and_tpm2_pins_on_a_real_kernel() {
+    let dir = workdir("kms-unlock");
+    let mut m = Moto::start(&dir);
+    let node = ImdsServer::start(
+        Imds {
+            instance_id: Some(INSTANCE.into()),
+            region: Some(REGION.into()),
+            account: Some(ACCOUNT.into()),
+            role: Some(Role {
+                name: "ephemera-node".into(),
+                access_key_id: m.access_key_id.clone(),
+                secret_access_key: m.secret.clone(),
+                token: None,
+            }),
+            ..Imds::default()
+        },
+        0,
+    );
+    let (sk, pk) = keypair(&dir);
+    let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B")]
+        .iter()
+        .map(|(n, s)| (image(&dir, n, 64 * MIB), *s))
+        .collect();
+    let base = "[events]\nendpoint = \"http://10.0.2.101\"\ntextfile = \"/run/ephemera.prom\"\n";
+    let kms = format!(
+        "kms = {{ key_id = \"{}\", endpoint = \"https://10.0.2.102\", ca_file = \"/scenario/ca.pem\" }}\nwait_secs = 10\n",
+        m.key1
+    );
+    let cfg = config(&format!(
+        "{base}[escrow]\npublic_key = \"/scenario/escrow.pub.pem\"\n[unlock]\ntpm2 = true\nthreshold = 2\n{kms}"
+    ));
+    let tpm = dir.join("tpm").display().to_string();
+    let fwd = [
+        format!("10.0.2.101:80={}", node.port),
+        format!("10.0.2.102:443={}", m.tls_port),
+    ];
+    let args = ["--tpm", &tpm, "--guestfwd", &fwd[0], "--guestfwd", &fwd[1]];
+    let ca_pem = std::fs::read(&m.ca).unwrap();
+    let common = || {
+        vec![
+            ("config.toml", cfg.clone()),
+            ("escrow.pub.pem", pk.clone()),
+            ("ca.pem", ca_pem.clone()),
+        ]
+    };
+    let mut files = common();
+    files.extend([
+        ("phase", b"1".to_vec()),
+        ("plain.toml", config(base)),
+        ("kms.toml", config(&format!("{base}[unlock]\n{kms}"))),
+        ("key-id", m.key1.clone().into_bytes()),
+    ]);
+    let scenario = |name, files| Scenario {
+        name,
+        script: "kms-unlock.sh",
+        files,
+        disks: disks.clone(),
+    };
+    let log1 = boot_with(&dir, scenario("boot1", files), &args);
+    let uuid = between(&log1, "LUKS-UUID ", "\n").trim().to_string();
+    let sha = between(&log1, "DATA-SHA256 ", "\n").trim().to_string();
+    let sealed = between(&log1, "UNLOCK-FILE ", "\n").trim().to_string();
+    let file: serde_json::Value = serde_json::from_str(&sealed).unwrap();
+    let later = |phase: &str| {
+        let mut f = common();
+        f.extend([
+            ("phase", phase.as_bytes().to_vec()),
+            ("luks-uuid", uuid.clone().into_bytes()),
+            ("unlock.json", sealed.clone().into_bytes()),
+            ("data.sha256", sha.clone().into_bytes()),
+        ]);
+        f
+    };
+    let log2 = boot_with(&dir, scenario("boot2", later("2")), &args);
+    eprintln!(
+        "kms pin timings: {} {}",
+        between(&log1, "TIMING ", "\n").trim(),
+        between(&log2, "TIMING ", "\n").trim()
+    );
+
+    // Boot 3: KMS unreachable; back when the guest asks.
+    let hashes = || -> Vec<String> { disks.iter().map(|(p, _)| sha256_file(p)).collect() };
+    let before = hashes();
+    m.stop_front();
+    let log3_path = dir.join("boot3.log");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kept_hashes = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let start = Instant::now();
+            while !done.load(std::sync::atomic::Ordering::SeqCst)
+                && start.elapsed() < Duration::from_secs(1500)
+            {
+                let text = std::fs::read_to_string(&log3_path).unwrap_or_default();
+                if text.contains("EPH-WANT-KMS") {
+                    // The members as they are while the volume is kept.
+                    let h = hashes();
+                    m.start_front();
+                    return Some(h);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            None
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            boot_with(&dir, scenario("boot3", later("3")), &args)
+        }));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let h = watcher.join().unwrap();
+        if let Err(e) = r {
+            std::panic::resume_unwind(e);
+        }
+        h
+    });
+    assert_eq!(
+        kept_hashes.expect("the guest asked for KMS"),
+        before,
+        "a member was written while the volume was kept"
+    );
+
+    // The leak scan. The key, as ops learn it: the console envelope and the
+    // escrow private key; checked against the LUKS2 header.
+    let envelope = between(
+        &log1,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    );
+    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    std::fs::write(dir.join("ct.b64"), env["ciphertext"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("escrow.key.pem"), &sk).unwrap();
+    let key = stdout_of(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
+         -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
+        dir.display()
+    )));
+    let first = envelope_members(&env)[0].to_string();
+    let first_img = &disks.iter().find(|(_, s)| *s == first).unwrap().0;
+    assert!(
+        key_opens(first_img, &key),
+        "the envelope's key does not open the volume"
+    );
+    // The kms part, as ops decrypt it (boto3, the slot's context).
+    let slot = file["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pin"] == "kms")
+        .unwrap()
+        .clone();
+    let py = PathBuf::from(
+        String::from_utf8(stdout_of(&mut Command::new(repo().join("scripts/moto.sh"))))
+            .unwrap()
+            .trim(),
+    );
+    let mut c = Command::new(py)
+        .arg(repo().join("tests/kms_moto.py"))
+        .arg(format!("http://127.0.0.1:{}", m.port))
+        .args(["decrypt", REGION])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let req =
+            serde_json::json!({"access_key_id": m.access_key_id, "secret": m.secret, "slot": slot});
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(req.to_string().as_bytes())
+            .unwrap();
+    }
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "boto3 could not decrypt the kms part");
+    let part = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(String::from_utf8(out.stdout).unwrap().trim())
+            .unwrap()
+    };
+    assert_eq!(part.len(), 65, "a share of a 512-bit key (x and 64 bytes)");
+    let mut needles = key_forms(&key);
+    needles.extend(forms(&part));
+    let mut places: Vec<PathBuf> = ["boot1", "boot2", "boot3"]
+        .iter()
+        .map(|b| dir.join(format!("{b}.log")))
+        .collect();
+    places.extend(disks.iter().map(|(p, _)| p.clone()));
+    let mut hits = 0;
+    for p in &places {
+        let hay = std::fs::read(p).unwrap();
+        for (form, needle) in &needles {
+            let n = find(&hay, needle);
+            assert_eq!(n, 0, "KEY OR PART LEAK: {form} in {}", p.display());
+            hits += n;
+        }
+    }
+    // The search works: the slot's ciphertext is in boot 1's log.
+    assert!(
+        find(
+            &std::fs::read(&places[0]).unwrap(),
+            slot["ciphertext"].as_str().unwrap().as_bytes()
+        ) >= 1
+    );
+    eprintln!(
+        "kms: leak scan: {} places, {} forms of the key and the kms part, {hits} hits",
+        places.len(),
+        needles.len()
+    );
 }

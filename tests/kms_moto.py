@@ -5,6 +5,9 @@ usage: kms_moto.py URL setup REGION
   IAM user `node`, a policy that lets it use KMS, and its access key; then,
   signed by that key, two KMS keys. Prints {"access_key_id", "secret",
   "key1", "key2"} as JSON.
+usage: kms_moto.py URL decrypt REGION < {"access_key_id", "secret", "slot"}
+  What ops do with an unlock file's kms slot (docs/UNLOCK.md's runbook):
+  Decrypt its ciphertext under its context; prints the part, base64.
 """
 import json
 import sys
@@ -12,6 +15,16 @@ import sys
 import boto3
 
 url, cmd, region = sys.argv[1], sys.argv[2], sys.argv[3]
+if cmd == "decrypt":
+    import base64
+    a = json.load(sys.stdin)
+    kms = boto3.client("kms", endpoint_url=url, region_name=region,
+                       aws_access_key_id=a["access_key_id"], aws_secret_access_key=a["secret"])
+    s = a["slot"]
+    out = kms.decrypt(KeyId=s["key_id"], CiphertextBlob=base64.b64decode(s["ciphertext"]),
+                      EncryptionContext=s["context"])
+    print(base64.b64encode(out["Plaintext"]).decode())
+    sys.exit(0)
 if cmd != "setup":
     sys.exit(f"kms_moto.py: unknown command {cmd}")
 iam = boto3.client("iam", endpoint_url=url, region_name=region,

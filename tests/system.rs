@@ -946,6 +946,11 @@ fn unlock_setup(
     assert!(example.contains(&tang.thp) && example.contains("wait_secs = 20"));
     let example = edit(example);
     let unlock_sh = std::fs::read(repo().join("tests/system/guest/unlock.sh")).unwrap();
+    let runbook = doc_block(
+        "docs/UNLOCK.md",
+        "### Version 2 (ephemera's own threshold)",
+        0,
+    );
     let env = format!(
         "MODE=unlock\nUNLOCK_STORY={story}\nUNLOCK_TANG={}\nSAMPLE_UNIT=sample-data.service\n\
          SAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\nPRIVATE_KEY={PRIVATE_KEY}\n\
@@ -967,6 +972,11 @@ fn unlock_setup(
             &[
                 (PRIVATE_KEY, "0600", &sk),
                 ("/usr/local/sbin/ephemera-check-unlock", "0644", &unlock_sh),
+                (
+                    "/usr/local/sbin/ephemera-unlock-runbook",
+                    "0644",
+                    runbook.as_bytes(),
+                ),
             ],
         ),
         net.to_string(),
@@ -982,7 +992,7 @@ fn unlock_node(suite: &str) {
         suite,
         &name,
         |e| e,
-        "2 of tang http://10.0.2.100:7500, tpm2",
+        "2 of tpm2, tang http://10.0.2.100:7500",
         "full",
     );
     let tpm_a = dir.join("tpm-a");

@@ -337,7 +337,8 @@ pub fn key_opens(disk: &Path, key: &[u8]) -> bool {
     c.wait().unwrap().success()
 }
 
-/// A self-signed CA and a server certificate for 127.0.0.1 it signed.
+/// A self-signed CA and a server certificate for 127.0.0.1 (and 10.0.2.102)
+/// it signed.
 pub fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (ca, ca_key, crt, key) = (
         dir.join("ca.pem"),
@@ -380,7 +381,8 @@ pub fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ext = dir.join("san.ext");
     std::fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        // 10.0.2.102: where a test guest reaches a TLS front (tests/kms.rs).
+        "subjectAltName=IP:127.0.0.1,IP:10.0.2.102\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
     run(Command::new("openssl")

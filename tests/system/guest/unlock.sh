@@ -6,7 +6,8 @@
 # tang server (on the host's loopback, reached at 10.0.2.100:7500 and nowhere
 # else)}, the user-data being the shipped cloud-init/unlock.yaml (with escrow):
 #   boot 1: provisioned and bound: the unlock file, mode 0400, names both
-#     pins; `clevis decrypt` of its token alone gives a key that cryptsetup
+#     pins; docs/UNLOCK.md's runbook (tpm2-tools for the tpm2 part, clevis
+#     for the tang part, combine-shares.py) gives a key that cryptsetup
 #     accepts for the volume (the manual path). Data is written, then the
 #     kernel panics (sysrq c).
 #   boot 2 (same TPM, tang up): unlocked with no one acting: the same LUKS
@@ -18,7 +19,7 @@
 #     started, guard on. Glass broken, reboot.
 #   boot 4 (another instance's TPM, tang up): kept, exit 5; `ephemera
 #     unlock` fails again; the escrow key still recovers it, and the recovery
-#     binds it again to this TPM (a new token that clevis opens here).
+#     binds it again to this TPM (new slots that the runbook opens here).
 #     Glass broken, reboot.
 #   boot 5 (a stop and start: blank instance-store disks, the same root
 #     disk): a new volume, the old unlock file not used; then the power button.
@@ -28,8 +29,19 @@
 # power button.
 # Settings besides check.sh's: UNLOCK_PINS (what the unlock file must say),
 # TANG_THP (the tang server's thumbprint, for the timing of a tang-only token).
+# The runbook is docs/UNLOCK.md's version 2 block, at UNLOCK_RUNBOOK.
 
 unlock_file() { echo "${ESCROW_PATH%.json}.$1.unlock.json"; }
+# runbook_opens UUID DEVICE: the runbook's key (in /run/vk.bin) is the
+# volume's, as cryptsetup checks it against the LUKS2 digest; then wiped.
+runbook_opens() {
+  sed "s|<LUKS UUID>|$1|" "${UNLOCK_RUNBOOK:-/usr/local/sbin/ephemera-unlock-runbook}" >/run/runbook.sh &&
+    sh -e /run/runbook.sh &&
+    cryptsetup open --test-passphrase --type luks2 --key-size 512 --volume-key-file /run/vk.bin "$2"
+  local rc=$?
+  rm -f /run/vk.bin /run/runbook.sh
+  return $rc
+}
 short() { [[ ${UNLOCK_STORY:-full} == short ]]; }
 power_down() {
   echo "EPH-CHECK-END boot=$boot failed=$failed"
@@ -101,17 +113,17 @@ unlock_story() {
     check "boot 1: it names the pins ($(jq -r .pins "$f" 2>&1))" test "$(jq -r .pins "$f")" = "$UNLOCK_PINS"
     check "boot 1: ephemera status shows it" \
       test "$(ephemera status --json 2>/dev/null | jq -r .unlock_file)" = "$f"
-    # The manual path: clevis alone gives the key, cryptsetup alone checks
-    # it against the LUKS2 digest (nothing activated); the key only on pipes.
-    check "boot 1: jq -j .clevis | clevis decrypt gives the key cryptsetup accepts for $backing" \
-      eval "jq -j .clevis '$f' | clevis decrypt | cryptsetup open --test-passphrase --type luks2 --key-size 512 --volume-key-file /dev/stdin '$backing'"
-    # What each pin costs at boot (docs/PERFORMANCE.md): clevis decrypt of
-    # the unlock file's token, and of one-pin tokens of a dummy secret.
+    # The manual path: the runbook's standard tools give the key, cryptsetup
+    # alone checks it against the LUKS2 digest (nothing activated).
+    check "boot 1: docs/UNLOCK.md's runbook gives the key cryptsetup accepts for $backing" \
+      runbook_opens "$luks_uuid" "$backing"
+    # What clevis's pins cost at boot (docs/PERFORMANCE.md, beside the native
+    # figures): clevis decrypt of one-pin tokens of a dummy secret.
     ms() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null 2>&1 || echo "# timing: $* failed"; t1=$(date +%s%N); echo $(((t1 - t0) / 1000000)); }
     if ! short; then
       echo dummy | clevis encrypt tpm2 '{"pcr_bank":"sha256","pcr_ids":"7"}' >/run/t-tpm2.jwe 2>/dev/null
       echo dummy | clevis encrypt tang "{\"url\":\"http://10.0.2.100:7500\",\"thp\":\"$TANG_THP\"}" >/run/t-tang.jwe 2>/dev/null
-      fact unlock_ms "both=$(ms sh -c "jq -j .clevis '$f' | clevis decrypt") tpm2=$(ms sh -c 'clevis decrypt </run/t-tpm2.jwe') tang=$(ms sh -c 'clevis decrypt </run/t-tang.jwe')"
+      fact unlock_ms "clevis-tpm2=$(ms sh -c 'clevis decrypt </run/t-tpm2.jwe') clevis-tang=$(ms sh -c 'clevis decrypt </run/t-tang.jwe')"
     fi
     head -c 4096 /dev/urandom | base64 >"$MOUNT/check-boot1"
     sync
@@ -161,7 +173,7 @@ unlock_story() {
     check "boot 4: ephemera unlock fails again, nothing mounted (rc=$rc)" \
       eval "test $rc != 0 && ! findmnt --mountpoint $MOUNT >/dev/null"
     f=$(unlock_file "$uuid")
-    old_token=$(jq -r .clevis "$f" | sha256sum)
+    old_token=$(jq -c .slots "$f" | sha256sum)
     ops_command recover ephemera recover --private-key "$PRIVATE_KEY"
     fact luks_uuid "$luks_uuid"
     check "after recover: the same LUKS UUID" test "$luks_uuid" = "$uuid"
@@ -169,9 +181,9 @@ unlock_story() {
     data_unit_checks "after recover"
     guard_checks "after recover"
     # Recovered on a node with [unlock]: bound again, to this TPM.
-    check "after recover: the unlock file holds a new token" test "$(jq -r .clevis "$f" | sha256sum)" != "$old_token"
-    check "after recover: its token opens with this TPM and tang (clevis decrypt, cryptsetup)" \
-      eval "jq -j .clevis '$f' | clevis decrypt | cryptsetup open --test-passphrase --type luks2 --key-size 512 --volume-key-file /dev/stdin '$backing'"
+    check "after recover: the unlock file holds new slots" test "$(jq -c .slots "$f" | sha256sum)" != "$old_token"
+    check "after recover: the runbook opens them with this TPM and tang (cryptsetup)" \
+      runbook_opens "$uuid" "$backing"
     break_glass_and_reboot
   fi
 }
