@@ -294,8 +294,8 @@ fn node_volume(dir: &Path, root: &Path, public_key: &Path) -> (PathBuf, PathBuf,
     .unwrap();
     drop(key);
     let path = root.join("var/lib/ephemera/escrow.json");
-    escrow::set_marker(&path, &uuid, escrow::STORE_PENDING).unwrap();
-    escrow::store(&env, &path).unwrap();
+    escrow::set_marker(&Host::default(), &path, &uuid, escrow::STORE_PENDING).unwrap();
+    escrow::store(&Host::default(), &env, &path).unwrap();
     (img, path, uuid)
 }
 
@@ -411,7 +411,12 @@ fn envelope_goes_to_the_store_once_and_ops_recover_the_volume_from_it() {
     let mut forged: serde_json::Value = serde_json::from_slice(&on_node).unwrap();
     forged["created"] = "2000-01-01T00:00:00Z".into();
     std::fs::create_dir_all(other.parent().unwrap()).unwrap();
-    escrow::store(&serde_json::from_value(forged).unwrap(), &other).unwrap();
+    escrow::store(
+        &Host::default(),
+        &serde_json::from_value(forged).unwrap(),
+        &other,
+    )
+    .unwrap();
     let e = es::upload(&host, &srv.endpoint(), &other, &store, &uuid).unwrap_err();
     assert!(
         e.contains("ANOTHER OBJECT IS THERE") && e.contains(&key),
