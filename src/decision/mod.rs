@@ -7,5 +7,6 @@
 
 pub mod describe;
 pub mod plan;
+pub mod reboot;
 pub mod state;
 pub mod survey;
