@@ -120,6 +120,10 @@ pub enum Command {
         /// PEM CAs to trust instead of the built-in roots (overrides escrow.store.ca_file).
         #[arg(long, global = true, value_name = "PEM")]
         ca_file: Option<PathBuf>,
+        /// Accept a plain http:// url: requests and credentials in clear
+        /// (escrow.store.insecure_http).
+        #[arg(long, global = true)]
+        insecure_http: bool,
     },
     /// The reboot guard (run by ephemera-guard.service).
     Guard {
@@ -260,6 +264,7 @@ pub fn run(cli: Cli) -> Result<()> {
             prefix,
             region,
             ca_file,
+            insecure_http,
         } => {
             let w = escrow::Where {
                 url,
@@ -267,6 +272,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 prefix,
                 region,
                 ca_file,
+                insecure_http,
             };
             match action {
                 EscrowAction::List {

@@ -516,7 +516,10 @@ fn escrow_to_three_keys_any_one_or_any_two() {
 /// arm64 virt machine; tpm2-tools in the guest and no clevis): boot 1 binds
 /// the volume to the TPM, and docs/UNLOCK.md's runbook opens it with
 /// tpm2-tools alone; boot 2, with the same TPM, unlocks the volume by
-/// itself, same LUKS UUID and data; boot 3, with another instance's TPM, and
+/// itself, same LUKS UUID and data (with no `[escrow]`: the unlock file is
+/// the node's only record, and the whole of /var/lib/ephemera is carried
+/// across the reboots as a root disk keeps it); boot 3, with another
+/// instance's TPM, and
 /// boot 4, the same TPM with PCR 7 extended, keep it (exit 5) at once, with
 /// its members byte for byte unchanged. Prints the boot's timings
 /// (docs/PERFORMANCE.md: a provision with and without the binding, and the
@@ -563,6 +566,8 @@ fn tpm2_unlock_across_a_reboot_and_kept_on_another_tpm() {
     let uuid = between(&log, "LUKS-UUID ", "\n").trim().to_string();
     let sealed = between(&log, "UNLOCK-FILE ", "\n").trim().to_string();
     let timing1 = between(&log, "TIMING ", "\n").trim().to_string();
+    // /var/lib/ephemera as the node's root disk keeps it across the reboot.
+    let node_state = between(&log, "NODE-STATE ", "\n").trim().to_string();
     let file: serde_json::Value = serde_json::from_str(&sealed).expect("unlock file is JSON");
     assert_eq!(file["luks_uuid"], uuid.as_str(), "{sealed}");
     assert_eq!(file["slots"][0]["pin"], "tpm2", "{sealed}");
@@ -585,7 +590,7 @@ fn tpm2_unlock_across_a_reboot_and_kept_on_another_tpm() {
             ("config.toml", cfg.clone()),
             ("phase", phase.as_bytes().to_vec()),
             ("luks-uuid", uuid.clone().into_bytes()),
-            ("unlock.json", sealed.clone().into_bytes()),
+            ("node-state", node_state.clone().into_bytes()),
             ("data.sha256", sha.clone().into_bytes()),
         ]
     };

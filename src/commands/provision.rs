@@ -203,6 +203,9 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         }
         Plan::Provision(p) => p,
     };
+    if let Some(o) = &p.over {
+        tracing::warn!("{}", o.warning());
+    }
     for w in &p.warnings {
         tracing::warn!("{w}");
     }
@@ -396,8 +399,10 @@ fn apply(
     })?;
     made.push(Undo::Unmount(p.mount.path.clone()));
     crate::failpoint!("after-mount");
-    if let Some(e) = &p.escrow {
-        escrow::mark_mounted(host, &e.path, &uuid)?;
+    // From here on the volume may hold data: its record says so, whatever
+    // keeps it (an envelope, an unlock file, or both).
+    if let Some(dir) = &p.record {
+        escrow::mark_mounted(host, dir, &uuid)?;
     }
     if !p.binds.is_empty() {
         let devno = bind::devno_of(&mapped)?;
@@ -442,6 +447,13 @@ fn make_volume(
     made.push(Undo::Close);
     crate::failpoint!("after-luks-open");
 
+    // Marked never mounted before any record of it is written, until its
+    // first mount (`apply`): a run cut short before then leaves a volume
+    // that never held data, which the next boot must neither keep for ops
+    // nor unlock.
+    if let Some(dir) = &p.record {
+        escrow::set_marker(host, dir, &uuid, escrow::NEVER_MOUNTED)?;
+    }
     if let Some(e) = p.escrow.as_ref().filter(|_| !escrow_keys.is_empty()) {
         let env = escrow::seal(
             &key,
@@ -449,17 +461,13 @@ fn make_volume(
             e.threshold,
             volume_header(host, p, &uuid),
         )?;
-        // Marked never mounted first, until the first mount: a run cut
-        // short before it leaves a volume that never held data, which the
-        // next boot must not keep for ops.
         step("write escrow envelope", &e.path, || {
-            escrow::set_marker(&e.path, &uuid, escrow::NEVER_MOUNTED)?;
             // Pending until the store has it: a run cut short before the
             // upload leaves the marker, and the watcher's retry finds it.
             if e.store.is_some() {
-                escrow::set_marker(&e.path, &uuid, escrow::STORE_PENDING)?;
+                escrow::set_marker(host, &e.path, &uuid, escrow::STORE_PENDING)?;
             }
-            escrow::store(&env, &e.path)
+            escrow::store(host, &env, &e.path)
         })?;
         crate::failpoint!("after-escrow-write");
         if e.console {
@@ -473,10 +481,7 @@ fn make_volume(
         let r = step("bind the key to the pins", &u.escrow_path, || {
             let reach = crate::node::kms::reach(&u.imds);
             let sealed = unlock::seal(&key, &u.pins, &reach, volume_header(host, p, &uuid))?;
-            if p.escrow.is_none() {
-                escrow::set_marker(&u.escrow_path, &uuid, escrow::NEVER_MOUNTED)?;
-            }
-            unlock::store(&sealed, &u.escrow_path)?;
+            unlock::store(host, &sealed, &u.escrow_path)?;
             tracing::info!(
                 "bound LUKS UUID {uuid} to {}: the next boot unlocks it in {}",
                 sealed.pins,

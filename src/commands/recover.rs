@@ -122,7 +122,7 @@ pub fn recover(
             },
             |key| {
                 if on_node && cfg.unlock.enabled() {
-                    reseal(cfg, key, &env);
+                    reseal(host, cfg, key, &env);
                 }
             },
         )?;
@@ -166,7 +166,7 @@ impl<'a> Layout<'a> {
 /// binding fail (a firmware or boot-chain change to the sealed PCRs, a new
 /// tang key), the next reboot unlocks again. A failure is logged: the
 /// volume is recovered either way.
-fn reseal(cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
+fn reseal(host: &Host, cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
     let h = escrow::Header {
         host: env.host.clone(),
         luks_uuid: env.luks_uuid.clone(),
@@ -177,7 +177,7 @@ fn reseal(cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
     };
     let reach = crate::node::kms::reach(&cfg.events.endpoint);
     let r = crate::keys::unlock::seal(key, &cfg.unlock, &reach, h)
-        .and_then(|s| crate::keys::unlock::store(&s, &cfg.escrow.path).map(|()| s.pins));
+        .and_then(|s| crate::keys::unlock::store(host, &s, &cfg.escrow.path).map(|()| s.pins));
     match r {
         Ok(pins) => tracing::info!(
             "bound LUKS UUID {} again to {pins}: the next reboot unlocks it",

@@ -12,9 +12,12 @@
 #    (the TPM's refusal is permanent: not asked again), nothing open;
 # 4. the same TPM as 1 and 2, PCR 7 extended first (as a change of the
 #    Secure Boot state would): kept, exit 5, at once, nothing open.
-# The host compares the member hashes around boots 3 and 4. The guest's
-# root is new each boot: later boots put boot 1's unlock file back where a
-# node's root disk keeps it.
+# The host compares the member hashes around boots 3 and 4. No [escrow]:
+# the unlock file is the node's only record of the volume (issue 25: a
+# never-mounted marker left by boot 1 once made boot 2 format over it). The
+# guest's root is new each boot: later boots put back boot 1's whole
+# /var/lib/ephemera (unlock file and markers, modes kept), as a node's root
+# disk keeps it.
 . /scenario/lib.sh
 phase=$(cat /scenario/phase)
 ed=/var/lib/ephemera
@@ -56,6 +59,8 @@ if [ "$phase" = 1 ]; then
   echo "DATA-SHA256 $(sha256sum $mnt/data | cut -d' ' -f1)"
   echo "LUKS-UUID $uuid"
   echo "UNLOCK-FILE $(jq -c . "$f")"
+  check "boot 1: no escrow envelope (none configured)" sh -c "! ls $ed | grep -v '[.]unlock[.]json\$' | grep -q '[.]json\$'"
+  echo "NODE-STATE $(tar -C /var/lib -cz ephemera | base64 -w0)"
   umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
   check "boot 1: clean shutdown" nothing_left
   finish
@@ -63,8 +68,9 @@ if [ "$phase" = 1 ]; then
 fi
 
 uuid=$(cat /scenario/luks-uuid)
-mkdir -p $ed
-cp /scenario/unlock.json $ed/escrow.$uuid.unlock.json && chmod 0400 $ed/escrow.$uuid.unlock.json
+mkdir -p /var/lib && base64 -d /scenario/node-state | tar -C /var/lib -xz
+check "boot $phase: boot 1's unlock file is back" test -f $ed/escrow.$uuid.unlock.json
+echo "boot $phase: /var/lib/ephemera holds: $(ls $ed | tr '\n' ' ')"
 if [ "$phase" = 4 ]; then
   check "boot 4: PCR 7 extended (tpm2_pcrextend)" \
     tpm2_pcrextend 7:sha256=0000000000000000000000000000000000000000000000000000000000000001
