@@ -174,13 +174,15 @@ bench-scale:
 # swtpm and tang: five boots). Images are cached in ~/.cache/ephemera-tests/system.
 # The arm64 boot is `make system-arm64`'s; the Debian 13 nodes (the
 # data-service node's three boots, the container node) and the one-pin
-# unlock nodes (tpm2 alone, tang alone) are `make system-extra`'s (CI leaves
-# them out for time; `make test-all` runs them).
+# unlock nodes (tpm2 alone, tang alone), and the kms nodes (an image without
+# clevis, moto and the IMDS test server on the host: kms alone, 2 of {tpm2,
+# kms}) are `make system-extra`'s (CI leaves them out for time; `make
+# test-all` runs them).
 .PHONY: system system-extra
 system: deps
-	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 --skip arm64_ --skip debian13_ --skip debian12_unlock_one_pin
+	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 --skip arm64_ --skip debian13_ --skip debian12_unlock_one_pin --skip debian12_unlock_kms
 system-extra: deps
-	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 debian13_ debian12_unlock_one_pin
+	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 debian13_ debian12_unlock_one_pin debian12_unlock_kms
 
 # --- Reliability and security (issue 4; figures in docs/RELIABILITY.md) ------
 # Real-kernel fault tests (tests/faults.rs): bad input, the wrong-disk matrix,

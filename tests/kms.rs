@@ -14,161 +14,22 @@
 mod common;
 mod imds_server;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::moto::{forms, Moto, REGION};
 use common::*;
-use ephemera::config::unlock::Kms;
 use ephemera::keys::pins::KmsPin;
 use ephemera::node::kms::Aws;
 use imds_server::{ImdsServer, Role, Scenario as Imds};
 
-const REGION: &str = "eu-west-1";
 const INSTANCE: &str = "i-0123456789abcdef0";
 const OTHER_INSTANCE: &str = "i-0fedcba9876543210";
 /// moto's default account.
 const ACCOUNT: &str = "123456789012";
 const UUID: &str = "0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e";
 const OTHER_UUID: &str = "1f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e";
-/// A bound against hangs, never the assertion.
-const READY_BOUND: Duration = Duration::from_secs(120);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// moto's server and its TLS front, stopped on drop.
-struct Moto {
-    moto: Child,
-    front: Option<Child>,
-    /// The front's certificate and key.
-    tls: (PathBuf, PathBuf),
-    port: u16,
-    tls_port: u16,
-    ca: PathBuf,
-    access_key_id: String,
-    secret: String,
-    key1: String,
-    key2: String,
-}
-
-impl Moto {
-    fn start(dir: &Path) -> Moto {
-        let py = PathBuf::from(
-            String::from_utf8(stdout_of(
-                Command::new(repo().join("scripts/moto.sh")).stderr(Stdio::inherit()),
-            ))
-            .unwrap()
-            .trim(),
-        );
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
-        let moto = Command::new(py.parent().unwrap().join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < READY_BOUND, "moto did not listen");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let (ca, crt, key) = tls_files(dir);
-        let tls_port = free_port();
-        let out = stdout_of(
-            Command::new(&py)
-                .arg(repo().join("tests/kms_moto.py"))
-                .arg(format!("http://127.0.0.1:{port}"))
-                .args(["setup", REGION]),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let s = |k: &str| v[k].as_str().unwrap().to_string();
-        eprintln!("moto ready in {} ms", start.elapsed().as_millis());
-        let mut m = Moto {
-            moto,
-            front: None,
-            tls: (crt, key),
-            port,
-            tls_port,
-            ca,
-            access_key_id: s("access_key_id"),
-            secret: s("secret"),
-            key1: s("key1"),
-            key2: s("key2"),
-        };
-        m.start_front();
-        m
-    }
-
-    /// The TLS front (socat, the test CA's certificate) before moto.
-    fn start_front(&mut self) {
-        let front = Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                self.tls_port,
-                self.tls.0.display(),
-                self.tls.1.display()
-            ))
-            .arg(format!("TCP:127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.front = Some(front);
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.tls_port)).is_err() {
-            assert!(
-                start.elapsed() < READY_BOUND,
-                "the TLS front did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// KMS unreachable: the front stops (moto keeps its keys in memory,
-    /// so it is not stopped itself).
-    fn stop_front(&mut self) {
-        if let Some(mut f) = self.front.take() {
-            let _ = f.kill();
-            let _ = f.wait();
-        }
-        assert!(TcpStream::connect(("127.0.0.1", self.tls_port)).is_err());
-    }
-
-    fn endpoint(&self) -> String {
-        format!("https://127.0.0.1:{}", self.tls_port)
-    }
-
-    /// The pin's config: `key`, through the TLS front, trusting `ca`.
-    fn pin(&self, key: &str, ca: &Path) -> Kms {
-        Kms {
-            key_id: key.into(),
-            region: None,
-            endpoint: Some(self.endpoint()),
-            ca_file: Some(ca.to_path_buf()),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if let Some(mut f) = self.front.take() {
-            let _ = f.kill();
-            let _ = f.wait();
-        }
-        let _ = self.moto.kill();
-        let _ = self.moto.wait();
-    }
-}
 
 /// The node's IMDS: this instance, its account and region, and the role's
 /// credentials (moto's IAM user's key).
@@ -326,29 +187,6 @@ fn kms_pin_opens_only_for_its_instance_volume_and_key() {
     let mut roots = m.pin(&m.key1, &m.ca);
     roots.ca_file = None;
     assert!(aws.seal(&part, &roots, UUID, soon()).is_err());
-}
-
-/// The forms of a secret the leak scans look for (raw, hex, base64).
-fn forms(secret: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
-    use base64::Engine;
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    vec![
-        ("raw", secret.to_vec()),
-        ("hex", hex.clone().into_bytes()),
-        ("HEX", hex.to_uppercase().into_bytes()),
-        (
-            "base64",
-            base64::engine::general_purpose::STANDARD
-                .encode(secret)
-                .into_bytes(),
-        ),
-        (
-            "base64url",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(secret)
-                .into_bytes(),
-        ),
-    ]
 }
 
 /// The kms pin, and 2 of {tpm2, kms}, on a real kernel (kms-unlock.sh; x86-64;
@@ -511,37 +349,7 @@ fn kms_and_tpm2_pins_on_a_real_kernel() {
         .find(|s| s["pin"] == "kms")
         .unwrap()
         .clone();
-    let py = PathBuf::from(
-        String::from_utf8(stdout_of(&mut Command::new(repo().join("scripts/moto.sh"))))
-            .unwrap()
-            .trim(),
-    );
-    let mut c = Command::new(py)
-        .arg(repo().join("tests/kms_moto.py"))
-        .arg(format!("http://127.0.0.1:{}", m.port))
-        .args(["decrypt", REGION])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let req =
-            serde_json::json!({"access_key_id": m.access_key_id, "secret": m.secret, "slot": slot});
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(req.to_string().as_bytes())
-            .unwrap();
-    }
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "boto3 could not decrypt the kms part");
-    let part = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(String::from_utf8(out.stdout).unwrap().trim())
-            .unwrap()
-    };
+    let part = m.ops_decrypt(&slot);
     assert_eq!(part.len(), 65, "a share of a 512-bit key (x and 64 bytes)");
     let mut needles = key_forms(&key);
     needles.extend(forms(&part));

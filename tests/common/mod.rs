@@ -3,6 +3,8 @@
 //! emulated NVMe disks, and returns the serial log.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod moto;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -191,9 +191,11 @@ pub fn open(
             if done >= t || parts[i].is_some() || last[i].as_ref().is_some_and(|f| f.permanent) {
                 continue;
             }
+            let asked = Instant::now();
             match ask(s, luks_uuid, reach, deadline) {
                 Ok(p) => {
                     tracing::info!(
+                        ms = asked.elapsed().as_millis() as u64,
                         "LUKS UUID {luks_uuid}: {} gave its part (round {round})",
                         s.describe()
                     );

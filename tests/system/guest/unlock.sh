@@ -87,8 +87,84 @@ member_hashes() {
 
 data_sha() { sha256sum <"$MOUNT/check-boot1" 2>/dev/null | cut -d' ' -f1; }
 
+# UNLOCK_STORY=kms (tests/system.rs debian12_unlock_kms): a node whose image
+# has no clevis, bound to the kms pin alone (moto's KMS behind a TLS front at
+# 10.0.2.102:443, the IMDS test server at 10.0.2.101:80, both on the host):
+#   boot 1: bound (version 2, the kms pin, no clevis on the node); data; a
+#     kernel panic;
+#   boot 2: unlocked with no one acting; glass broken, reboot; the host stops
+#     the TLS front;
+#   boot 3 (KMS unreachable): kept, exit 5, the data unit not started, the
+#     members' hashes as after boot 2; EPH-WANT-KMS: the host starts the
+#     front; `ephemera unlock` opens it; glass broken, reboot;
+#   boot 4 (a stop and start): a new volume, the old unlock file unused; then
+#     the power button.
+kms_story() {
+  local uuid old kms_up
+  if [[ $boot == 1 ]]; then
+    up_checks "boot 1"
+    fact luks_uuid "$luks_uuid"
+    echo "$luks_uuid" >"$state/luks_uuid.1"
+    f=$(unlock_file "$luks_uuid")
+    check "boot 1: no clevis on this node" eval "! command -v clevis"
+    check "boot 1: the unlock file $f is root's, mode 0400" test "$(stat -c '%a %U' "$f" 2>&1)" = "400 root"
+    check "boot 1: version 2, the kms pin ($(jq -r .pins "$f" 2>&1))" test "$(jq -r '.version|tostring' "$f") $(jq -r .pins "$f")" = "2 $UNLOCK_PINS"
+    check "boot 1: its context names this instance and volume" \
+      test "$(jq -r '.slots[] | select(.pin == "kms") | .context.instance + " " + .context.volume' "$f")" = "$KMS_INSTANCE_ARN $luks_uuid"
+    fact unlock_file "$(jq -c . "$f")"
+    head -c 4096 /dev/urandom | base64 >"$MOUNT/check-boot1"
+    sync
+    data_sha >"$state/data.sha"
+    echo "EPH-CHECK-END boot=$boot failed=$failed"
+    echo "EPH-PANIC"
+    sync
+    echo c >/proc/sysrq-trigger
+    sleep infinity
+  fi
+  uuid=$(cat "$state/luks_uuid.1")
+  if [[ $boot == 2 ]]; then
+    up_checks "boot 2 (after a kernel panic)"
+    check "boot 2: the same LUKS UUID ($luks_uuid)" test "$luks_uuid" = "$uuid"
+    check "boot 2: boot 1's data is there, unchanged" test "$(data_sha)" = "$(cat "$state/data.sha")"
+    check "boot 2: the journal says KMS gave its part" eval "journal ephemera.service | grep -q 'kms .* gave its part'"
+    fact luks_uuid "$luks_uuid"
+    fact unlock_journal "$(journalctl -b -o short-monotonic --no-hostname -u ephemera.service | grep -E 'asking for its key|gave its part|unlocked' | tr '\n' '|')"
+    break_glass_and_reboot
+  fi
+  if [[ $boot == 3 ]]; then
+    kept_unlock_checks "boot 3 (KMS unreachable)" "$uuid"
+    fact member_hashes "$(member_hashes)"
+    echo "EPH-WANT-KMS"
+    kms_up=
+    for _ in $(seq 120); do
+      curl -s -o /dev/null --max-time 5 --cacert /etc/ephemera/kms-ca.pem https://10.0.2.102/ && { kms_up=1; break; }
+      sleep 1
+    done
+    check "boot 3: KMS answers again" test -n "$kms_up"
+    ops_command unlock ephemera unlock
+    fact luks_uuid "$luks_uuid"
+    check "after unlock: the same LUKS UUID" test "$luks_uuid" = "$uuid"
+    check "after unlock: boot 1's data is there, unchanged" test "$(data_sha)" = "$(cat "$state/data.sha")"
+    data_unit_checks "after unlock"
+    guard_checks "after unlock"
+    break_glass_and_reboot
+  fi
+  if [[ $boot == 4 ]]; then
+    up_checks "boot 4"
+    old=$(cat "$state/luks_uuid.1")
+    check "boot 4: a new LUKS UUID ($luks_uuid, boot 1: $old)" test -n "$luks_uuid" -a "$luks_uuid" != "$old"
+    check "boot 4: ephemera never asked the pins (the old unlock file is not used)" \
+      eval "! journal ephemera.service | grep -q 'asking for its key'"
+    check "boot 4: the new volume is bound too ($(unlock_file "$luks_uuid"))" test -s "$(unlock_file "$luks_uuid")"
+    check "boot 4: the old unlock file is kept" test -s "$(unlock_file "$old")"
+    fact luks_uuid "$luks_uuid"
+    power_down
+  fi
+}
+
 unlock_story() {
   local uuid f out rc tang_up
+  if [[ ${UNLOCK_STORY:-full} == kms ]]; then kms_story; return; fi
   if [[ $boot == 5 ]]; then
     # A stop and start: blank disks, so a new volume; the old file unused.
     up_checks "boot 5"
