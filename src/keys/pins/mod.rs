@@ -244,6 +244,120 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A KMS that answers with `answer` and counts the calls.
+    struct FakeKms {
+        calls: Arc<AtomicU32>,
+        answer: std::result::Result<Vec<u8>, Failure>,
+    }
+
+    impl KmsPin for FakeKms {
+        fn seal(
+            &self,
+            _: &[u8],
+            _: &Kms,
+            _: &str,
+            _: Instant,
+        ) -> std::result::Result<kms::Slot, Failure> {
+            unreachable!()
+        }
+        fn unseal(
+            &self,
+            _: &kms::Slot,
+            _: &str,
+            _: Instant,
+        ) -> std::result::Result<Zeroizing<Vec<u8>>, Failure> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.answer.clone().map(Zeroizing::new)
+        }
+    }
+
+    fn kms_slot() -> Slot {
+        Slot::Kms(kms::Slot {
+            key_id: "alias/eph".into(),
+            region: "eu-west-1".into(),
+            endpoint: None,
+            ca_file: None,
+            context: kms::context("arn:x", "u"),
+            ciphertext: "AQID".into(),
+        })
+    }
+
+    fn reach(answer: std::result::Result<Vec<u8>, Failure>) -> (Reach, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let r = Reach {
+            tcti: "device:/nonexistent".into(),
+            kms: Box::new(FakeKms {
+                calls: calls.clone(),
+                answer,
+            }),
+        };
+        (r, calls)
+    }
+
+    #[test]
+    fn a_refusal_for_good_is_not_asked_again_and_fails_at_once() {
+        let (r, calls) = reach(Err(Failure {
+            permanent: true,
+            why: "kms: InvalidCiphertextException".into(),
+        }));
+        let e = open(1, &[kms_slot()], "u", 512, &r, Duration::from_secs(3600))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{e}");
+        assert!(
+            e.contains("refused for good") && e.contains("InvalidCiphertextException"),
+            "{e}"
+        );
+        // Two pins, threshold 2: one refusal for good is enough to stop; the
+        // other pin (a TPM that is not there) is asked once, and only once.
+        let (r, calls) = reach(Err(Failure {
+            permanent: true,
+            why: "kms: IncorrectKeyException".into(),
+        }));
+        let tpm = Slot::Tpm2(tpm2::Slot {
+            pcr_bank: "sha256".into(),
+            pcrs: "7".into(),
+            public: "AAA=".into(),
+            private: "AAA=".into(),
+        });
+        let e = open(
+            2,
+            &[tpm, kms_slot()],
+            "u",
+            512,
+            &r,
+            Duration::from_secs(3600),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{e}");
+        assert!(e.contains("1 of 2 pins, 2 needed"), "{e}");
+    }
+
+    #[test]
+    fn what_can_recover_is_asked_again_until_wait_secs_then_opens() {
+        let (r, calls) = reach(Err(Failure {
+            permanent: false,
+            why: "kms: Decrypt at https://kms: connection refused".into(),
+        }));
+        let e = open(1, &[kms_slot()], "u", 512, &r, Duration::from_secs(3))
+            .unwrap_err()
+            .to_string();
+        assert!(calls.load(Ordering::SeqCst) >= 2, "{e}");
+        assert!(
+            e.contains("unlock.wait_secs") && e.contains("connection refused"),
+            "{e}"
+        );
+        // The key itself from the one pin (threshold 1).
+        let key = VolumeKey::generate(512).unwrap();
+        let (r, calls) = reach(Ok(key.as_bytes().to_vec()));
+        let got = open(1, &[kms_slot()], "u", 512, &r, Duration::from_secs(3)).unwrap();
+        assert_eq!(got.as_bytes(), key.as_bytes());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn slots_are_tagged_by_pin_and_refuse_unknown_fields() {
