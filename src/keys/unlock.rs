@@ -461,4 +461,24 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn files_written_by_the_real_kernel_suite_parse() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (file, version, pins) in [
+            ("tests/vm/unlock-v1/unlock.json", 1, "1 of tpm2"),
+            ("fuzz/corpus/unlock/version-2-tpm2.json", 2, "1 of tpm2"),
+            (
+                "fuzz/corpus/unlock/version-2-tpm2-kms.json",
+                2,
+                "2 of tpm2, kms arn:aws:kms:",
+            ),
+        ] {
+            let p = repo.join(file);
+            let s = parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
+            assert_eq!(s.version, version, "{file}");
+            assert!(s.pins.starts_with(pins), "{file}: {}", s.pins);
+            assert_eq!(s.clevis.is_some(), version == 1, "{file}");
+        }
+    }
 }
