@@ -556,6 +556,13 @@ fn tpm2_unlock_across_a_reboot_and_kept_on_another_tpm() {
             vec![
                 ("config.toml", cfg.clone()),
                 ("plain.toml", config("")),
+                (
+                    "tang.toml",
+                    config(
+                        "[unlock]\ntang = [ { url = \"http://10.0.2.100:7500\", \
+                         thp = \"DWnbBv9Ul6YVKNFdV5Mun_pRTkfIMXcxwH1NDbVBDq0\" } ]\n",
+                    ),
+                ),
                 ("runbook.sh", runbook.into_bytes()),
                 ("phase", b"1".to_vec()),
             ],

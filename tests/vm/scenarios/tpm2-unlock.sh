@@ -2,7 +2,8 @@
 # tpm2 pin (tss-esapi, no clevis in this guest), four boots on two disks, the
 # phase in /scenario/phase, the TPM a swtpm on the host (run-guest.sh --tpm:
 # tpm-tis on x86-64, tpm-tis-device on arm64):
-# 1. a provision without [unlock] (timed, then taken down and wiped), then
+# 1. a config with tang is refused (exit 2, naming clevis, nothing written);
+#    a provision without [unlock] (timed, then taken down and wiped), then
 #    one with [unlock] tpm2: the unlock file, mode 0400, version 2, names the
 #    tpm2 pin; docs/UNLOCK.md's runbook with tpm2-tools alone gives a key
 #    cryptsetup accepts; data is written, then a clean shutdown;
@@ -33,6 +34,13 @@ check "boot $phase: the TPM is there (/dev/tpmrm0)" test -c /dev/tpmrm0
 check "boot $phase: no clevis in this guest" sh -c '! command -v clevis'
 
 if [ "$phase" = 1 ]; then
+  # tang still runs clevis: without it, a config with tang is refused before
+  # any disk is touched, naming clevis.
+  run_ephemera provision --config /scenario/tang.toml
+  check_eq "boot 1: [unlock] tang with no clevis installed: exit 2" "$rc" 2
+  check "boot 1: ... the message names clevis and unlock.tang" grep -q "unlock.tang .*clevis, which is not installed" /tmp/eph.err
+  check "boot 1: ... nothing made" nothing_left
+  check "boot 1: ... no header written" sh -c "! cryptsetup isLuks $(dev_of EPH-A) && ! cryptsetup isLuks $(dev_of EPH-B)"
   t0=$(now_ms)
   run_ephemera provision --config /scenario/plain.toml
   t1=$(now_ms)
