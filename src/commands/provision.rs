@@ -399,11 +399,7 @@ fn apply(
     })?;
     made.push(Undo::Unmount(p.mount.path.clone()));
     crate::failpoint!("after-mount");
-    // From here on the volume may hold data: its record says so, whatever
-    // keeps it (an envelope, an unlock file, or both).
-    if let Some(dir) = &p.record {
-        escrow::mark_mounted(host, dir, &uuid)?;
-    }
+    record_mounted(host, p, &uuid)?;
     if !p.binds.is_empty() {
         let devno = bind::devno_of(&mapped)?;
         // Pushed first: a bind that fails half way is taken down too.
@@ -447,13 +443,7 @@ fn make_volume(
     made.push(Undo::Close);
     crate::failpoint!("after-luks-open");
 
-    // Marked never mounted before any record of it is written, until its
-    // first mount (`apply`): a run cut short before then leaves a volume
-    // that never held data, which the next boot must neither keep for ops
-    // nor unlock.
-    if let Some(dir) = &p.record {
-        escrow::set_marker(host, dir, &uuid, escrow::NEVER_MOUNTED)?;
-    }
+    record_started(host, p, &uuid)?;
     if let Some(e) = p.escrow.as_ref().filter(|_| !escrow_keys.is_empty()) {
         let env = escrow::seal(
             &key,
@@ -500,8 +490,29 @@ fn make_volume(
     Ok(uuid)
 }
 
+/// Before any of the node's record of the new volume `uuid` is written (its
+/// envelope, its unlock file): marks it never mounted, until its first
+/// mount ([`record_mounted`]). A run cut short before then leaves a volume
+/// that never held data, which the next boot must neither keep for ops nor
+/// unlock. Nothing when the node keeps no record (no escrow, no `[unlock]`).
+pub fn record_started(host: &Host, p: &ProvisionPlan, uuid: &str) -> Result<()> {
+    match &p.record {
+        Some(dir) => escrow::set_marker(host, dir, uuid, escrow::NEVER_MOUNTED),
+        None => Ok(()),
+    }
+}
+
+/// After the new volume's first mount: from here on it may hold data, and
+/// its record says so, whatever keeps it (an envelope, an unlock file, both).
+pub fn record_mounted(host: &Host, p: &ProvisionPlan, uuid: &str) -> Result<()> {
+    match &p.record {
+        Some(dir) => escrow::mark_mounted(host, dir, uuid),
+        None => Ok(()),
+    }
+}
+
 /// What the envelope and the unlock file say about the new volume.
-fn volume_header(host: &Host, p: &ProvisionPlan, uuid: &str) -> escrow::Header {
+pub fn volume_header(host: &Host, p: &ProvisionPlan, uuid: &str) -> escrow::Header {
     escrow::Header {
         host: host_name(host),
         luks_uuid: uuid.to_string(),
