@@ -154,18 +154,31 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
     }
     let (facts, p) = make_plan(host, cfg, probe, force)?;
     let p = match p {
+        Plan::Provision(p) => p,
+        Plan::Unlock {
+            volume,
+            sealed,
+            mount: m,
+            binds,
+        } => return apply_unlock(host, cfg, probe, &volume, &sealed, &m.path, &binds),
         Plan::AlreadyProvisioned {
             device,
             mount,
             binds,
         } => {
             tracing::info!("{device} is already mounted at {mount}; nothing to do for it");
-            if let Some(dm) = &facts.inv.dm {
-                // A run cut short after its first mount left the marker.
-                escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
-                bind::ensure_all(host, &binds, &dm.devno)?;
-            }
-            return Ok(Outcome::AlreadyProvisioned);
+            return remount(host, cfg, &facts, None, &binds).map(|()| Outcome::AlreadyProvisioned);
+        }
+        Plan::Remount {
+            device,
+            mount: m,
+            binds,
+        } => {
+            tracing::info!(
+                "{device} (/dev/mapper/{DM_NAME}) is open but not mounted; its key is still in \
+                 the kernel: mounting it again"
+            );
+            return remount(host, cfg, &facts, Some(&m), &binds).map(|()| Outcome::Remounted);
         }
         Plan::NothingToDo { reason } => {
             tracing::info!("nothing to do: {reason}");
@@ -175,34 +188,6 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             volumes,
             incomplete,
         } => return Err(Error::Kept(plan::kept_message(&volumes, &incomplete))),
-        Plan::Unlock {
-            volume,
-            sealed,
-            mount: m,
-            binds,
-        } => return apply_unlock(host, cfg, probe, &volume, &sealed, &m.path, &binds),
-        Plan::Remount {
-            device,
-            mount: m,
-            binds,
-        } => {
-            let mapped = host.path("dev/mapper").join(DM_NAME);
-            tracing::info!(
-                "{device} (/dev/mapper/{DM_NAME}) is open but not mounted; its key is still in \
-                 the kernel: mounting it again"
-            );
-            // Never closed on failure: the kernel holds the only key.
-            step("mount", &m.path, || {
-                mount::mount(&mapped, &m.path, &m.options, m.fstype)
-            })?;
-            tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
-            if let Some(dm) = &facts.inv.dm {
-                escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
-                bind::ensure_all(host, &binds, &dm.devno)?;
-            }
-            return Ok(Outcome::Remounted);
-        }
-        Plan::Provision(p) => p,
     };
     if let Some(o) = &p.over {
         tracing::warn!("{}", o.warning());
@@ -234,6 +219,31 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         Ok(_) => {}
     }
     result
+}
+
+/// This boot's open volume: mounted again at `m` when it is not mounted
+/// (never closed on failure: the kernel holds the only key), its record
+/// marked mounted (a run cut short after its first mount left the mark),
+/// and its missing binds made again.
+fn remount(
+    host: &Host,
+    cfg: &Config,
+    facts: &Facts,
+    m: Option<&plan::MountPlan>,
+    binds: &[plan::BindPlan],
+) -> Result<()> {
+    if let Some(m) = m {
+        let mapped = host.path("dev/mapper").join(DM_NAME);
+        step("mount", &m.path, || {
+            mount::mount(&mapped, &m.path, &m.options, m.fstype)
+        })?;
+        tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
+    }
+    if let Some(dm) = &facts.inv.dm {
+        escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
+        bind::ensure_all(host, binds, &dm.devno)?;
+    }
+    Ok(())
 }
 
 /// `ephemera unlock`: asks the pins again for the key of a volume kept at
