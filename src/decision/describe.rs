@@ -4,7 +4,7 @@
 use crate::config::FsType;
 use crate::host::discover::{DM_NAME, MD_NAME};
 
-use super::plan::{BindPlan, Plan, ProvisionPlan};
+use super::plan::{BindPlan, EscrowPlan, MkfsPlan, Plan, ProvisionPlan};
 use super::state::{Earlier, Incomplete};
 
 /// The message of a kept volume: which volume, that it can be recovered,
@@ -198,68 +198,12 @@ impl ProvisionPlan {
             );
         }
         if let Some(e) = &p.escrow {
-            s += &format!(
-                "escrow the key to {} in {} (and a copy named by the LUKS UUID){}\n",
-                match (e.public_keys.as_slice(), e.threshold) {
-                    ([one], _) => one.display().to_string(),
-                    (keys, 1) => format!(
-                        "any one of {}",
-                        keys.iter()
-                            .map(|k| k.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    (keys, t) => format!(
-                        "any {t} of {} (Shamir shares)",
-                        keys.iter()
-                            .map(|k| k.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                },
-                e.path.display(),
-                if e.console {
-                    " and on /dev/console"
-                } else {
-                    ""
-                }
-            );
-            if let Some(st) = &e.store {
-                s += &format!(
-                    "put the envelope in s3://{}/{}<instance id>/<LUKS UUID>.json at {} (once, never overwritten; at most {} s)\n",
-                    st.bucket, st.prefix, st.url, st.timeout_secs
-                );
-            }
+            s += &describe_escrow(e);
         }
+        s += "forget the key\n";
+        s += &describe_mkfs(&p.mkfs);
         s += &format!(
-            "forget the key\nmake {} labelled {:?}",
-            p.mkfs.fstype.name(),
-            p.mkfs.label
-        );
-        match (p.mkfs.stride, p.mkfs.fstype) {
-            (Some((stride, width)), FsType::Ext4) => {
-                s += &format!(" (stride {stride}, stripe_width {width})")
-            }
-            (Some((stride, width)), FsType::Xfs) => {
-                let (su, sw) = crate::volume::mount::xfs_stripe(stride, width);
-                s += &format!(" (su {su}k, sw {sw})")
-            }
-            (None, _) => {}
-        }
-        match p.mkfs.fstype {
-            FsType::Ext4 if crate::volume::mount::ext4_bigalloc(p.mkfs.bytes) => {
-                s += &format!(
-                    " with {} KiB clusters",
-                    crate::volume::mount::EXT4_CLUSTER_KIB
-                )
-            }
-            FsType::Xfs if crate::volume::mount::xfs_log_capped(p.mkfs.bytes) => {
-                s += &format!(" with a {} MiB log", crate::volume::mount::XFS_LOG_MIB)
-            }
-            _ => {}
-        }
-        s += &format!(
-            "\nmount it at {} with {}\n",
+            "mount it at {} with {}\n",
             p.mount.path.display(),
             p.mount.options
         );
@@ -290,4 +234,65 @@ fn on_off(b: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// The escrow step: to whom, where, and the store.
+fn describe_escrow(e: &EscrowPlan) -> String {
+    let keys = || {
+        e.public_keys
+            .iter()
+            .map(|k| k.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "escrow the key to {} in {} (and a copy named by the LUKS UUID){}\n",
+        match (e.public_keys.as_slice(), e.threshold) {
+            ([one], _) => one.display().to_string(),
+            (_, 1) => format!("any one of {}", keys()),
+            (_, t) => format!("any {t} of {} (Shamir shares)", keys()),
+        },
+        e.path.display(),
+        if e.console {
+            " and on /dev/console"
+        } else {
+            ""
+        }
+    );
+    if let Some(st) = &e.store {
+        s += &format!(
+            "put the envelope in s3://{}/{}<instance id>/<LUKS UUID>.json at {} (once, never overwritten; at most {} s)\n",
+            st.bucket, st.prefix, st.url, st.timeout_secs
+        );
+    }
+    s
+}
+
+/// The mkfs step: the filesystem, its label, its stripe geometry, and
+/// what changes at large sizes.
+fn describe_mkfs(m: &MkfsPlan) -> String {
+    let mut s = format!("make {} labelled {:?}", m.fstype.name(), m.label);
+    match (m.stride, m.fstype) {
+        (Some((stride, width)), FsType::Ext4) => {
+            s += &format!(" (stride {stride}, stripe_width {width})")
+        }
+        (Some((stride, width)), FsType::Xfs) => {
+            let (su, sw) = crate::volume::mount::xfs_stripe(stride, width);
+            s += &format!(" (su {su}k, sw {sw})")
+        }
+        (None, _) => {}
+    }
+    match m.fstype {
+        FsType::Ext4 if crate::volume::mount::ext4_bigalloc(m.bytes) => {
+            s += &format!(
+                " with {} KiB clusters",
+                crate::volume::mount::EXT4_CLUSTER_KIB
+            )
+        }
+        FsType::Xfs if crate::volume::mount::xfs_log_capped(m.bytes) => {
+            s += &format!(" with a {} MiB log", crate::volume::mount::XFS_LOG_MIB)
+        }
+        _ => {}
+    }
+    s + "\n"
 }

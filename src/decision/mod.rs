@@ -6,6 +6,7 @@
 //! by state and configuration by configuration, what must happen to the data.
 
 pub mod describe;
+pub mod lifecycle;
 pub mod plan;
 pub mod reboot;
 pub mod state;

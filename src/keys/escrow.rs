@@ -227,6 +227,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The envelope's fields other than the recipient and the ciphertext.
+#[derive(Debug, Clone)]
 pub struct Header {
     pub host: String,
     pub luks_uuid: String,
