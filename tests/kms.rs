@@ -15,7 +15,6 @@ mod common;
 mod imds_server;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::moto::{forms, Moto, REGION};
@@ -204,22 +203,8 @@ fn kms_pin_opens_only_for_its_instance_volume_and_key() {
 fn kms_and_tpm2_pins_on_a_real_kernel() {
     let dir = workdir("kms-unlock");
     let mut m = Moto::start(&dir);
-    let node = ImdsServer::start(
-        Imds {
-            instance_id: Some(INSTANCE.into()),
-            region: Some(REGION.into()),
-            account: Some(ACCOUNT.into()),
-            role: Some(Role {
-                name: "ephemera-node".into(),
-                access_key_id: m.access_key_id.clone(),
-                secret_access_key: m.secret.clone(),
-                token: None,
-            }),
-            ..Imds::default()
-        },
-        0,
-    );
-    let (sk, pk) = keypair(&dir);
+    let node = imds(&m, &m.secret);
+    let (_, pk) = keypair(&dir);
     let disks: Vec<(PathBuf, &str)> = [("a", "EPH-A"), ("b", "EPH-B")]
         .iter()
         .map(|(n, s)| (image(&dir, n, 64 * MIB), *s))
@@ -322,34 +307,12 @@ fn kms_and_tpm2_pins_on_a_real_kernel() {
 
     // The leak scan. The key, as ops learn it: the console envelope and the
     // escrow private key; checked against the LUKS2 header.
-    let envelope = between(
-        &log1,
-        "-----BEGIN EPHEMERA ESCROW-----",
-        "-----END EPHEMERA ESCROW-----",
-    );
-    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
-    std::fs::write(dir.join("ct.b64"), env["ciphertext"].as_str().unwrap()).unwrap();
-    std::fs::write(dir.join("escrow.key.pem"), &sk).unwrap();
-    let key = stdout_of(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
-         -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
-        dir.display()
-    )));
-    let first = envelope_members(&env)[0].to_string();
-    let first_img = &disks.iter().find(|(_, s)| *s == first).unwrap().0;
-    assert!(
-        key_opens(first_img, &key),
-        "the envelope's key does not open the volume"
-    );
+    let (_, key) = key_from_console(&log1, &dir, |env| {
+        let first = envelope_members(env)[0].to_string();
+        disks.iter().find(|(_, s)| *s == first).unwrap().0.clone()
+    });
     // The kms part, as ops decrypt it (boto3, the slot's context).
-    let slot = file["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pin"] == "kms")
-        .unwrap()
-        .clone();
-    let part = m.ops_decrypt(&slot);
+    let (slot, part) = m.ops_decrypt(&file);
     assert_eq!(part.len(), 65, "a share of a 512-bit key (x and 64 bytes)");
     let mut needles = key_forms(&key);
     needles.extend(forms(&part));
@@ -358,15 +321,8 @@ fn kms_and_tpm2_pins_on_a_real_kernel() {
         .map(|b| dir.join(format!("{b}.log")))
         .collect();
     places.extend(disks.iter().map(|(p, _)| p.clone()));
-    let mut hits = 0;
-    for p in &places {
-        let hay = std::fs::read(p).unwrap();
-        for (form, needle) in &needles {
-            let n = find(&hay, needle);
-            assert_eq!(n, 0, "KEY OR PART LEAK: {form} in {}", p.display());
-            hits += n;
-        }
-    }
+    let (found, hits) = leak_hits(&places, &needles);
+    assert!(found.is_empty(), "{found:#?}");
     // The search works: the slot's ciphertext is in boot 1's log.
     assert!(
         find(

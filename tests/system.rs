@@ -824,6 +824,17 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// The instance-store disks' hashes as the guest's `member_hashes` prints
+/// them: `SERIAL=<16 hex digits>`, in serial order.
+fn member_hashes(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = DATA_DISKS
+        .iter()
+        .map(|s| format!("{s}={}", &sha256_file(&dir.join(format!("{s}.img")))[..16]))
+        .collect();
+    v.sort();
+    v
+}
+
 /// The test's tang server: Debian's tangd behind socat on the host's
 /// loopback (one tangd per connection), its keys made here. Started and
 /// stopped by shell commands, so that run-system.sh can start it during a
@@ -1035,17 +1046,7 @@ fn unlock_node(suite: &str) {
 
     // Boot 3: tang down: kept, its members untouched, until tang comes back.
     tang.stop();
-    let hashes: Vec<String> = {
-        let mut v: Vec<String> = DATA_DISKS
-            .iter()
-            .map(|serial| {
-                let h = sha256_file(&dir.join(format!("{serial}.img")));
-                format!("{serial}={}", &h[..16])
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let hashes = member_hashes(&dir);
     let mut a3 = a.clone();
     a3.extend(["--run-on".into(), "EPH-WANT-TANG".into(), tang.start_cmd()]);
     let b3 = boot(&dir, &img, "boot3", &strs(&a3));
@@ -1087,30 +1088,10 @@ fn unlock_node(suite: &str) {
 
     // The leak scan: the key, learnt as ops would (the console envelope and
     // the private key), checked against the LUKS2 digest, then searched for.
-    let envelope = between(
-        &b1.log,
-        "-----BEGIN EPHEMERA ESCROW-----",
-        "-----END EPHEMERA ESCROW-----",
-    );
-    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    let (env, key) = key_from_console(&b1.log, &dir, |env| {
+        dir.join(format!("old-{}.img", envelope_members(env)[0]))
+    });
     let ct = env["ciphertext"].as_str().unwrap().to_string();
-    std::fs::write(dir.join("ct.b64"), &ct).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
-             -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
-            dir.display()
-        ))
-        .output()
-        .unwrap();
-    let key = out.stdout;
-    assert_eq!(key.len(), 64, "a 512-bit key from the envelope");
-    let first = envelope_members(&env)[0].to_string();
-    assert!(
-        key_opens(&dir.join(format!("old-{first}.img")), &key),
-        "the envelope's key does not open the volume"
-    );
     let raw = dir.join("root.raw");
     run(Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
@@ -1133,20 +1114,8 @@ fn unlock_node(suite: &str) {
     );
     drop(root_bytes);
     let forms = key_forms(&key);
-    let mut hits = 0;
-    for p in &places {
-        let hay = std::fs::read(p).unwrap();
-        for (form, needle) in &forms {
-            let n = find(&hay, needle);
-            if n > 0 {
-                problems.push(format!(
-                    "KEY LEAK: {n} hit(s) of the key ({form}) in {}",
-                    p.display()
-                ));
-            }
-            hits += n;
-        }
-    }
+    let (found, hits) = leak_hits(&places, &forms);
+    problems.extend(found);
     eprintln!(
         "system: {name}: key-leak scan: {} places, {} forms, {hits} hits",
         places.len(),
@@ -1230,11 +1199,7 @@ fn unlock_one_pin(suite: &str, pin: &str) {
     } else {
         boots[1].rebooted(&problems, 2);
         tang.stop();
-        let mut hashes: Vec<String> = DATA_DISKS
-            .iter()
-            .map(|s| format!("{s}={}", &sha256_file(&dir.join(format!("{s}.img")))[..16]))
-            .collect();
-        hashes.sort();
+        let hashes = member_hashes(&dir);
         let mut a3 = args.clone();
         a3.extend(["--run-on".into(), "EPH-WANT-TANG".into(), tang.start_cmd()]);
         a3.extend(POWER_BUTTON.iter().map(|x| x.to_string()));
@@ -1396,14 +1361,7 @@ fn kms_node(suite: &str, tpm: bool) {
     // Boot 3: KMS unreachable (the front stopped; moto keeps its keys), back
     // when the guest asks for it.
     m.stop_front();
-    let hashes: Vec<String> = {
-        let mut v: Vec<String> = DATA_DISKS
-            .iter()
-            .map(|s| format!("{s}={}", &sha256_file(&dir.join(format!("{s}.img")))[..16]))
-            .collect();
-        v.sort();
-        v
-    };
+    let hashes = member_hashes(&dir);
     let log3 = dir.join("boot3.log");
     let done = std::sync::atomic::AtomicBool::new(false);
     let b3 = std::thread::scope(|s| {
@@ -1459,32 +1417,11 @@ fn kms_node(suite: &str, tpm: bool) {
     // The leak scan: the key as ops learn it (the console envelope and the
     // private key), checked against the header; the kms part as ops decrypt
     // it (boto3, the slot of the unlock file boot 1 printed).
-    let envelope = between(
-        &b1.log,
-        "-----BEGIN EPHEMERA ESCROW-----",
-        "-----END EPHEMERA ESCROW-----",
-    );
-    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
-    std::fs::write(dir.join("ct.b64"), env["ciphertext"].as_str().unwrap()).unwrap();
-    let key = stdout_of(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
-         -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
-        dir.display()
-    )));
-    let first = envelope_members(&env)[0].to_string();
-    assert!(
-        key_opens(&dir.join(format!("old-{first}.img")), &key),
-        "the envelope's key does not open the volume"
-    );
+    let (_, key) = key_from_console(&b1.log, &dir, |env| {
+        dir.join(format!("old-{}.img", envelope_members(env)[0]))
+    });
     let file: serde_json::Value = serde_json::from_str(&b1.fact("unlock_file")).unwrap();
-    let slot = file["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pin"] == "kms")
-        .unwrap()
-        .clone();
-    let part = m.ops_decrypt(&slot);
+    let (slot, part) = m.ops_decrypt(&file);
     let raw = dir.join("root.raw");
     run(Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
@@ -1505,17 +1442,8 @@ fn kms_node(suite: &str, tpm: bool) {
     );
     let mut needles = key_forms(&key);
     needles.extend(forms(&part));
-    let mut hits = 0;
-    for p in &places {
-        let hay = std::fs::read(p).unwrap();
-        for (form, needle) in &needles {
-            let n = find(&hay, needle);
-            if n > 0 {
-                problems.push(format!("LEAK: {n} hit(s) of {form} in {}", p.display()));
-            }
-            hits += n;
-        }
-    }
+    let (found, hits) = leak_hits(&places, &needles);
+    problems.extend(found);
     eprintln!(
         "system: {name}: leak scan: {} places, {} forms of the key and the kms part, {hits} hits",
         places.len(),

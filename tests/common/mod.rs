@@ -402,3 +402,51 @@ pub fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .stderr(Stdio::null()));
     (ca, crt, key)
 }
+
+/// The volume key as ops learn it from a console log: the escrow envelope
+/// between its markers (one recipient), decrypted by openssl with
+/// `dir/escrow.key.pem`, and checked against the LUKS2 header on `header`
+/// (a function of the envelope: the image of its first member). Returns the
+/// envelope and the key.
+pub fn key_from_console(
+    log: &str,
+    dir: &Path,
+    header: impl Fn(&serde_json::Value) -> PathBuf,
+) -> (serde_json::Value, Vec<u8>) {
+    let envelope = between(
+        log,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    );
+    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    std::fs::write(dir.join("ct.b64"), env["ciphertext"].as_str().unwrap()).unwrap();
+    let key = stdout_of(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
+         -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
+        dir.display()
+    )));
+    assert_eq!(key.len(), 64, "a 512-bit key from the envelope");
+    assert!(
+        key_opens(&header(&env), &key),
+        "the envelope's key does not open the volume"
+    );
+    (env, key)
+}
+
+/// The leak scan: each needle (a form of a secret) in each place; one line
+/// per place and form found, and the total of hits.
+pub fn leak_hits(places: &[PathBuf], needles: &[(&str, Vec<u8>)]) -> (Vec<String>, usize) {
+    let mut found = Vec::new();
+    let mut hits = 0;
+    for p in places {
+        let hay = std::fs::read(p).unwrap();
+        for (form, needle) in needles {
+            let n = find(&hay, needle);
+            if n > 0 {
+                found.push(format!("LEAK: {n} hit(s) of {form} in {}", p.display()));
+            }
+            hits += n;
+        }
+    }
+    (found, hits)
+}

@@ -136,8 +136,15 @@ impl Moto {
 
     /// What ops do with an unlock file's kms slot (docs/UNLOCK.md's
     /// runbook): boto3 decrypts its ciphertext under its context, with the
-    /// node's access key. The part.
-    pub fn ops_decrypt(&self, slot: &serde_json::Value) -> Vec<u8> {
+    /// node's access key. The slot and the part.
+    pub fn ops_decrypt(&self, file: &serde_json::Value) -> (serde_json::Value, Vec<u8>) {
+        let slot = file["slots"]
+            .as_array()
+            .expect("a version 2 unlock file")
+            .iter()
+            .find(|s| s["pin"] == "kms")
+            .expect("a kms slot")
+            .clone();
         use std::io::Write as _;
         let py = PathBuf::from(
             String::from_utf8(stdout_of(&mut Command::new(repo().join("scripts/moto.sh"))))
@@ -152,7 +159,7 @@ impl Moto {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let req = serde_json::json!({"access_key_id": self.access_key_id, "secret": self.secret, "slot": slot});
+        let req = serde_json::json!({"access_key_id": self.access_key_id, "secret": self.secret, "slot": &slot});
         c.stdin
             .take()
             .unwrap()
@@ -161,9 +168,10 @@ impl Moto {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "boto3 could not decrypt the kms part");
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD
+        let part = base64::engine::general_purpose::STANDARD
             .decode(String::from_utf8(out.stdout).unwrap().trim())
-            .unwrap()
+            .unwrap();
+        (slot, part)
     }
 
     /// The pin's config: `key`, through the TLS front, trusting `ca`.
