@@ -99,11 +99,6 @@ pub struct Reach {
     pub kms: Box<dyn KmsPin>,
 }
 
-/// The pins of `u`, in the order of the unlock file: tpm2, kms, tang.
-fn count(u: &Unlock) -> usize {
-    u.pins() as usize
-}
-
 /// `2 of tpm2, kms KEY, tang URL`.
 pub fn describe(threshold: u32, slots: &[Slot]) -> String {
     let names: Vec<String> = slots.iter().map(Slot::describe).collect();
@@ -111,11 +106,11 @@ pub fn describe(threshold: u32, slots: &[Slot]) -> String {
 }
 
 /// Splits `key` among the pins of `u` and binds each part, within
-/// `u.wait_secs`. Any pin that fails fails the binding (a volume bound to
-/// fewer pins than the config says would unlock differently than ops
-/// expect). Returns the threshold and the slots.
+/// `u.wait_secs`, in the order of the unlock file: tpm2, kms, tang. Any pin
+/// that fails fails the binding (a volume bound to fewer pins than the
+/// config says would unlock differently than ops expect). Returns the slots.
 pub fn seal(key: &VolumeKey, u: &Unlock, luks_uuid: &str, reach: &Reach) -> Result<Vec<Slot>> {
-    let n = count(u);
+    let n = u.pins() as usize;
     let deadline = Instant::now() + Duration::from_secs(u.wait_secs);
     let parts = shamir::split(key, u.threshold, n);
     let mut parts = parts.iter();
