@@ -442,7 +442,7 @@ fn make_volume(
     // else holds the disk (the survey's open is closed by then). A format
     // that fails wrote no header; one that succeeded is undone by erasing it.
     let header = step("format LUKS2", base, || {
-        luks::format(base, &p.luks, key.as_bytes())
+        luks::format(base, &p.luks, &geometry(p), key.as_bytes())
     })?;
     made.push(Undo::EraseHeader(base.to_path_buf()));
     let uuid = header.uuid.clone();
@@ -518,6 +518,14 @@ pub fn record_mounted(host: &Host, p: &ProvisionPlan, uuid: &str) -> Result<()> 
     match &p.record {
         Some(dir) => escrow::mark_mounted(host, dir, uuid),
         None => Ok(()),
+    }
+}
+
+/// How the new volume is assembled, for its header's token.
+fn geometry(p: &ProvisionPlan) -> luks::Geometry {
+    luks::Geometry {
+        members: p.members.iter().map(|m| m.serial.clone()).collect(),
+        chunk_kib: p.raid.as_ref().map(|r| r.chunk_kib),
     }
 }
 
