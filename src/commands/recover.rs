@@ -289,15 +289,15 @@ fn check_geometry(base: &Path, recorded: Option<&luks::Geometry>, env: &Layout) 
     if g.members == env.members && g.chunk_kib == env.chunk_kib {
         return Ok(());
     }
+    let chunk = |c: Option<u32>| c.map_or("no array".into(), |k| format!("a {k} KiB chunk"));
     Err(Error::Refused(format!(
-        "the LUKS2 header on {} records members {} with chunk {:?} KiB, the envelope or unlock \
-         file says members {} with chunk {:?} KiB: refusing to open a wrongly assembled array \
-         (nothing was written)",
+        "the LUKS2 header on {} records members {} with {}, the envelope or unlock file says \
+         members {} with {}: refusing to open a wrongly assembled array (nothing was written)",
         base.display(),
         g.members.join(", "),
-        g.chunk_kib,
+        chunk(g.chunk_kib),
         env.members.join(", "),
-        env.chunk_kib
+        chunk(env.chunk_kib)
     )))
 }
 
