@@ -84,8 +84,19 @@ pub enum Command {
         #[arg(long, value_name = "UUID")]
         luks_uuid: String,
     },
-    /// Unmount, close, erase the LUKS header (crypto-shred) and stop the array.
-    Teardown,
+    /// Unmount, close, erase the LUKS header (crypto-shred) and stop the
+    /// array; erase ephemera's headers of earlier boots. Refused, naming
+    /// what it would erase, without --yes or --luks-uuid.
+    Teardown {
+        /// Erase everything it finds: the open volume and every earlier
+        /// boot's header.
+        #[arg(long, conflicts_with = "luks_uuid")]
+        yes: bool,
+        /// Erase only this volume (open, or an earlier boot's header), as
+        /// `ephemera status` shows its LUKS UUID.
+        #[arg(long, value_name = "UUID")]
+        luks_uuid: Option<String>,
+    },
     /// Pending maintenance events and interruptions, from IMDS (needs no root).
     Events {
         #[arg(long)]
@@ -297,8 +308,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 tracing::info!("unmounted the bind {}", t.display());
             }
         }
-        Command::Teardown => {
-            for line in erase::teardown(&host, &cfg, &Blkid)? {
+        Command::Teardown { yes, luks_uuid } => {
+            let confirm = match (yes, luks_uuid) {
+                (true, _) => erase::Confirm::Yes,
+                (false, Some(u)) => erase::Confirm::LuksUuid(u),
+                (false, None) => erase::Confirm::Nothing,
+            };
+            for line in erase::teardown(&host, &cfg, &Blkid, &confirm)? {
                 tracing::info!("{line}");
             }
         }

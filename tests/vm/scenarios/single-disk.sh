@@ -1,5 +1,6 @@
 # One disk, no escrow: LUKS goes on the disk itself, no array. ext4, then
-# (after ephemera's teardown) xfs, in the same boot.
+# (after ephemera's teardown: refused unasked, then by LUKS UUID, then
+# --yes) xfs, in the same boot.
 . /scenario/lib.sh
 d=$(dev_of EPH-SOLO) || exit 1
 for fs in ext4 xfs; do
@@ -21,7 +22,23 @@ for fs in ext4 xfs; do
   check_eq "$fs: writes and reads" "$(cat $mnt/hello)" hello
   umount $mnt
   check "$fs clean by its own checker" fs_clean /dev/mapper/ephemera
+  uuid=$(cryptsetup luksUUID "$d")
+  head_sha=$(dd if="$d" bs=1M count=16 2>/dev/null | sha256sum | cut -d' ' -f1)
+  # Asked for nothing, teardown refuses (exit 2), naming what it would
+  # erase, and erases nothing; a LUKS UUID that is not here: exit 3.
   run_ephemera teardown --config $cfg
+  check_eq "$fs: teardown without --yes exits 2" "$rc" 2
+  check "$fs: it names the volume and its disk" grep -qF "LUKS UUID $uuid on $d (" /tmp/eph.err
+  check "$fs: it says how to go ahead" grep -qF -e "--yes" /tmp/eph.err
+  run_ephemera teardown --config $cfg --luks-uuid 00000000-0000-4000-8000-000000000000
+  check_eq "$fs: teardown of another LUKS UUID exits 3" "$rc" 3
+  check "$fs: still open" test -e /dev/mapper/ephemera
+  check_eq "$fs: the header untouched" "$(dd if="$d" bs=1M count=16 2>/dev/null | sha256sum | cut -d' ' -f1)" "$head_sha"
+  if [ "$fs" = ext4 ]; then
+    run_ephemera teardown --config $cfg --luks-uuid "$uuid"
+  else
+    run_ephemera teardown --config $cfg --yes
+  fi
   check_eq "$fs: teardown exits 0" "$rc" 0
   check "$fs: nothing left" nothing_left
   check "$fs: no signature left on the disk" sh -c "blkid -p $d; test \$? -eq 2"
