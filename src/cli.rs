@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::provision::{self, Outcome};
-use crate::commands::{erase, escrow, recover, status};
+use crate::commands::{check, erase, escrow, recover, status};
 use crate::config::{Config, Overrides, DEFAULT_CONFIG_PATH};
+use crate::decision::plan::{kept_message, Plan};
 use crate::error::{Error, Result};
 use crate::host::probe::Blkid;
 use crate::host::Host;
@@ -50,13 +51,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Show what provision would do, touching nothing.
+    /// Show what provision would do, touching nothing: it refuses what
+    /// provision refuses before its first write, with provision's exit code.
     Plan {
+        /// Print the plan as JSON (docs/CONTRACT.md); a refusal too, with its
+        /// reason and exit code.
         #[arg(long)]
         json: bool,
+        /// Plan as `provision --force` would (overwrite foreign signatures).
         #[arg(long)]
         force: bool,
     },
+    /// Check the config and what it names (keys, clevis, the cipher in the
+    /// kernel's lists, the hook) without looking at any disk: for an image
+    /// build. Exit 0, or 2 with the line provision would give.
+    Check,
     /// Show the volume.
     Status {
         #[arg(long)]
@@ -188,6 +197,46 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(cfg)
 }
 
+/// `plan --json`'s body when it refuses: the action `refuse`, beside the
+/// plan's own actions, with what `ephemera` exits with.
+#[derive(serde::Serialize)]
+struct Refusal {
+    action: &'static str,
+    exit_code: u8,
+    reason: String,
+}
+
+/// Prints the plan (or, with `--json`, the refusal), then exits as
+/// provision would before its first write: 5 for a volume it would keep.
+fn plan_out(r: Result<Plan>, as_json: bool) -> Result<()> {
+    match (r, as_json) {
+        (Err(e), true) => {
+            let body = Refusal {
+                action: "refuse",
+                exit_code: e.exit_code(),
+                reason: e.to_string(),
+            };
+            println!("{}", json(&body)?);
+            Err(e)
+        }
+        (Err(e), false) => Err(e),
+        (Ok(p), _) => {
+            if as_json {
+                println!("{}", json(&p)?);
+            } else {
+                print!("{}", p.describe());
+            }
+            match p {
+                Plan::Keep {
+                    volumes,
+                    incomplete,
+                } => Err(Error::Kept(kept_message(&volumes, &incomplete))),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| Error::Failed(format!("encoding JSON: {e}")))
 }
@@ -204,6 +253,11 @@ pub fn run(cli: Cli) -> Result<()> {
             GuardAction::Hold => guard::hold(&host),
             GuardAction::Off => guard::off(&host),
         };
+    }
+    // `plan --json` prints JSON whatever happens, the config's errors too.
+    if let Command::Plan { json, force } = &cli.command {
+        let r = load_config(&cli).and_then(|cfg| provision::plan_only(&host, &cfg, &Blkid, *force));
+        return plan_out(r, *json);
     }
     // `status` reports what it can with a broken config, saying so.
     let cfg = match (&cli.command, load_config(&cli)) {
@@ -224,17 +278,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 | Outcome::NothingToDo => {}
             }
         }
-        Command::Plan {
-            json: as_json,
-            force,
-        } => {
-            crate::keys::escrow::load_public_keys(&cfg.escrow.keys())?;
-            let p = provision::plan_only(&host, &cfg, &Blkid, force)?;
-            if as_json {
-                println!("{}", json(&p)?);
-            } else {
-                print!("{}", p.describe());
+        Command::Plan { .. } => unreachable!("handled above"),
+        Command::Check => {
+            for line in check::check(&host, &cfg)? {
+                println!("{line}");
             }
+            println!(
+                "config {}: good",
+                cli.config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(DEFAULT_CONFIG_PATH))
+                    .display()
+            );
         }
         Command::Status { json: as_json } => {
             let mut s = status::status(&host, &cfg, &Blkid)?;

@@ -3,6 +3,22 @@
 # --yes) xfs, in the same boot.
 . /scenario/lib.sh
 d=$(dev_of EPH-SOLO) || exit 1
+# plan is a dry run of provision: a cipher the kernel lacks is refused
+# before the disks (exit 2, JSON naming luks.cipher), as provision would;
+# `check` finds it missing in the kernel's lists, loading nothing.
+{ cat /scenario/ext4.toml; printf '[luks]\ncipher = "rot13-ecb"\n'; } >/tmp/rot13.toml
+out=$(ephemera plan --config /tmp/rot13.toml --json 2>/tmp/eph.err); rc=$?
+echo "$out"; cat /tmp/eph.err
+check_eq "plan, a cipher the kernel lacks: exit 2" "$rc" 2
+check "plan --json says why" sh -c "echo '$out' | jq -e '.action == \"refuse\" and .exit_code == 2 and (.reason | contains(\"luks.cipher\"))'"
+run_ephemera check --config /tmp/rot13.toml
+check_eq "check, a cipher the kernel lacks: exit 2" "$rc" 2
+check "check names luks.cipher" grep -q "config luks.cipher: the kernel has no ecb(rot13)" /tmp/eph.err
+out=$(ephemera check --config /scenario/ext4.toml 2>/tmp/eph.err); rc=$?
+echo "$out"; cat /tmp/eph.err
+check_eq "check, the default cipher: exit 0" "$rc" 0
+check "check found it in the kernel's lists" sh -c "echo '$out' | grep -q 'luks.cipher: the kernel has xts(twofish)'"
+check "nothing made by plan or check" nothing_left
 for fs in ext4 xfs; do
   cfg=/scenario/$fs.toml
   run_ephemera provision --config $cfg
