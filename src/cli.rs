@@ -237,6 +237,22 @@ fn plan_out(r: Result<Plan>, as_json: bool) -> Result<()> {
     }
 }
 
+/// After `recover`, `unlock` or `discard`: on the node, the unit they
+/// started again ran provision, which wrote the record or removed it;
+/// elsewhere the kept volume was dealt with here.
+fn forget_kept_off_node(host: &Host) {
+    if !crate::commands::on_node(host) {
+        forget_kept(host);
+    }
+}
+
+/// The kept volume was dealt with (or there was none): the record goes.
+fn forget_kept(host: &Host) {
+    if let Err(e) = crate::node::kept::clear(host) {
+        tracing::warn!("{e}; the metrics may still say kept");
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| Error::Failed(format!("encoding JSON: {e}")))
 }
@@ -270,12 +286,23 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Provision { force } => {
             key::harden_process()?;
-            match provision::provision(&host, &cfg, &Blkid, force)? {
-                Outcome::Created { .. }
-                | Outcome::Remounted
-                | Outcome::Unlocked
-                | Outcome::AlreadyProvisioned
-                | Outcome::NothingToDo => {}
+            // The record of a kept volume, for the watcher's metrics, which
+            // cannot look at the disks: written on exit 5, gone otherwise.
+            match provision::provision(&host, &cfg, &Blkid, force) {
+                Err(e @ Error::Kept(_)) => {
+                    if let Err(w) = crate::node::kept::mark(&host, &e.to_string()) {
+                        tracing::warn!("{w}; the metrics will say absent, not kept");
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+                Ok(
+                    Outcome::Created { .. }
+                    | Outcome::Remounted
+                    | Outcome::Unlocked
+                    | Outcome::AlreadyProvisioned
+                    | Outcome::NothingToDo,
+                ) => forget_kept(&host),
             }
         }
         Command::Plan { .. } => unreachable!("handled above"),
@@ -311,13 +338,16 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             key::harden_process()?;
             recover::recover(&host, &cfg, &Blkid, escrow.as_deref(), &private_key)?;
+            forget_kept_off_node(&host);
         }
         Command::Unlock => {
             key::harden_process()?;
             provision::unlock(&host, &cfg, &Blkid)?;
+            forget_kept_off_node(&host);
         }
         Command::Discard { luks_uuid } => {
             erase::discard(&host, &cfg, &Blkid, &luks_uuid)?;
+            forget_kept_off_node(&host);
         }
         Command::Escrow {
             action,
@@ -372,6 +402,7 @@ pub fn run(cli: Cli) -> Result<()> {
             for line in erase::teardown(&host, &cfg, &Blkid, &confirm)? {
                 tracing::info!("{line}");
             }
+            forget_kept(&host);
         }
     }
     Ok(())

@@ -195,8 +195,14 @@ impl Watcher {
         // the metrics, and none when neither is wanted.
         let inv = (self.unlock.is_some() || self.textfile.is_some())
             .then(|| crate::host::discover::discover(&self.host));
+        let mut unlock_bound = None;
         if let (Some(cfg), Some(inv)) = (&self.unlock, &inv) {
-            super::with_unlock(&mut events, super::reboot_keeps_data(&self.host, inv, cfg));
+            let keeps = super::reboot_keeps_data(&self.host, inv, cfg);
+            super::with_unlock(&mut events, keeps);
+            // Bound or not is a question only for a mounted volume.
+            if inv.dm.as_ref().is_some_and(|d| d.mount().is_some()) {
+                unlock_bound = Some(keeps);
+            }
         }
         let fresh: Vec<Event> = events
             .iter()
@@ -221,7 +227,7 @@ impl Watcher {
                 }
             }
         }
-        self.write_metrics(&events, p.ok(), inv.as_ref());
+        self.write_metrics(&events, p.ok(), inv.as_ref(), unlock_bound);
         tick.new_events = fresh;
         tick.escrow_pending = self.retry_escrow();
         tick
@@ -275,6 +281,7 @@ impl Watcher {
         events: &[Event],
         imds_up: bool,
         inv: Option<&crate::host::discover::Inventory>,
+        unlock_bound: Option<bool>,
     ) {
         let (Some(path), Some(inv)) = (&self.textfile, inv) else {
             return;
@@ -282,7 +289,9 @@ impl Watcher {
         let health = Health {
             imds_up,
             last_success: self.last_success,
-            volume_state: volume_state(inv),
+            volume_state: volume_state(&self.host, inv),
+            guard_armed: crate::node::guard::armed(&self.host),
+            unlock_bound,
         };
         let problem = match safe_fs::write_file(path, render_metrics(events, &health).as_bytes(), METRICS) {
             Ok(()) => None,
