@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// How long `provision` waits for the NVMe driver to finish probing.
-const NVME_WAIT: Duration = Duration::from_secs(30);
+pub const NVME_WAIT: Duration = Duration::from_secs(30);
 
 /// The survey and the plan: everything up to the first write.
 pub fn make_plan(

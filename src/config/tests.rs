@@ -476,3 +476,61 @@ fn the_reference_lists_every_key() {
         assert!(dirs.contains(&format!("`{p}`")), "docs/CONFIG.md lacks {p}");
     }
 }
+
+/// A systemd time span as the units here write it: `90min`, `600s`, `2h`.
+fn span_secs(v: &str) -> u64 {
+    let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits.parse().unwrap_or_else(|_| panic!("{v:?}"));
+    n * match &v[digits.len()..] {
+        "" | "s" | "sec" => 1,
+        "min" | "m" => 60,
+        "h" => 3600,
+        other => panic!("unit {other:?} in {v:?}"),
+    }
+}
+
+/// No configuration lets systemd kill a run that ephemera would end
+/// itself: the shipped unit's TimeoutStartSec outlasts the lock's wait, the
+/// NVMe wait, the largest unlock.wait_secs and the largest store upload
+/// this config accepts, plus the 10 minutes that were the bound for the
+/// work alone (a hung device).
+#[test]
+fn the_unit_outlasts_every_wait() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/systemd/ephemera.service"
+    ))
+    .unwrap();
+    let timeout: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("TimeoutStartSec="))
+        .collect();
+    let [timeout] = timeout[..] else {
+        panic!("one TimeoutStartSec= in the unit: {timeout:?}")
+    };
+    let work = 600;
+    let waits = crate::host::lock::LOCK_WAIT.as_secs()
+        + crate::commands::provision::NVME_WAIT.as_secs()
+        + unlock::MAX_WAIT_SECS
+        + store::MAX_TIMEOUT_SECS;
+    assert!(
+        span_secs(timeout) >= waits + work,
+        "TimeoutStartSec={timeout} is under the waits ({waits} s) and the work ({work} s)"
+    );
+    // The limits are the ones validation applies.
+    let over = |t: &str| usage_msg(&format!("[unlock]\ntpm2 = true\n{t}"));
+    assert!(
+        over(&format!("wait_secs = {}\n", unlock::MAX_WAIT_SECS + 1)).contains("unlock.wait_secs")
+    );
+    parse(&format!(
+        "[unlock]\ntpm2 = true\nwait_secs = {}\n",
+        unlock::MAX_WAIT_SECS
+    ))
+    .unwrap();
+    let store = |t: u64| {
+        format!("[escrow]\npublic_key = \"/k.pem\"\n[escrow.store]\nurl = \"https://s3.example\"\nbucket = \"fleet\"\ntimeout_secs = {t}\n")
+    };
+    assert!(usage_msg(&store(store::MAX_TIMEOUT_SECS + 1)).contains("escrow.store.timeout_secs"));
+    parse(&store(store::MAX_TIMEOUT_SECS)).unwrap();
+    assert_eq!(span_secs("90min"), 5400);
+}
