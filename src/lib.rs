@@ -5,7 +5,7 @@
 //! - `main.rs` parses the command line (`cli`) and maps errors to exit codes
 //!   (`error`).
 //! - [`commands`]: one module per subcommand group: `provision`, `status`,
-//!   `recover`, `erase` (`teardown`, `discard`); the guard's subcommands are
+//!   `check`, `recover`, `erase` (`teardown`, `discard`); the guard's subcommands are
 //!   in `node::guard`.
 //! - [`decision`]: `survey` gathers the facts, `plan` names the volume's
 //!   state and decides what to do, without I/O.

@@ -149,6 +149,13 @@ cat >"$cloudcfg" <<'EOF'
 # ephemera system tests: NoCloud seed only (a CIDATA volume), no network to wait for.
 datasource_list: [ NoCloud, None ]
 network: {config: disabled}
+# The image has no locales package (minbase): cloud-init's locale module
+# would fail to make en_US.UTF-8 and print a red FAILED cloud-config.service
+# on the console, a failure that is not ephemera's. The image stays in C.
+locale: "false"
+# Nor openssh-server: no host keys to make (cloud-init would warn "Failed
+# generating key type ..." on the console for each).
+ssh_genkeytypes: []
 EOF
 fstab=$out.tmp/fstab
 echo "PARTUUID=$ROOT_PARTUUID / ext4 defaults,errors=remount-ro 0 1" >"$fstab"
