@@ -31,6 +31,7 @@ group_build=(
   pkg-config:pkg-config clang:clang dpkg:libclang-dev # bindgen, for libcryptsetup-rs and libblkid-rs
   dpkg:libcryptsetup-dev dpkg:libblkid-dev            # the libraries ephemera links
   mke2fs:e2fsprogs mkfs.xfs:xfsprogs openssl:openssl  # the tests make filesystems and RSA keys
+  cryptsetup:cryptsetup-bin                           # the unit tests read headers with it
 )
 # The QEMU guest: what tests/vm/build-guest.sh copies into it, and QEMU.
 group_vm=(

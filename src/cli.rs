@@ -148,6 +148,10 @@ pub enum Command {
         /// PEM CAs to trust instead of the built-in roots (overrides escrow.store.ca_file).
         #[arg(long, global = true, value_name = "PEM")]
         ca_file: Option<PathBuf>,
+        /// Accept a plain http:// url: requests and credentials in clear
+        /// (escrow.store.insecure_http).
+        #[arg(long, global = true)]
+        insecure_http: bool,
         #[command(flatten)]
         ignored: NoOverrides,
     },
@@ -404,6 +408,7 @@ pub fn run(cli: Cli) -> Result<()> {
             prefix,
             region,
             ca_file,
+            insecure_http,
             ..
         } => {
             let w = escrow::Where {
@@ -412,6 +417,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 prefix,
                 region,
                 ca_file,
+                insecure_http,
             };
             match action {
                 EscrowAction::List {

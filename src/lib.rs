@@ -7,9 +7,11 @@
 //! - [`commands`]: one module per subcommand group: `provision`, `status`,
 //!   `check`, `recover`, `erase` (`teardown`, `discard`); the guard's subcommands are
 //!   in `node::guard`.
+//! - [`node`]: around the volume: the reboot guard, IMDS, the events
+//!   watcher, which asks the decision what a reboot would do.
 //! - [`decision`]: `survey` gathers the facts, `plan` names the volume's
-//!   state and decides what to do, without I/O.
-//! - [`node`]: around the volume: the reboot guard, IMDS, the events watcher.
+//!   state and decides what to do, without I/O; `reboot` asks the same of
+//!   the next boot; `lifecycle` is the table they are checked against.
 //! - [`keys`]: the volume key in locked memory, and its escrow.
 //! - [`volume`]: the stack from the disks up: `md`, `luks`, `mount`, `bind`.
 //! - [`host`]: where everything is read from (`Host`), discovery, probing,

@@ -667,12 +667,14 @@ fn the_watcher_follows_no_link_planted_by_the_owner_of_the_textfile_parent() {
     );
 }
 
-/// With `[unlock]`, a reboot is no loss while the mounted volume has its
-/// unlock file: the watcher's metrics and warning say so at each poll. The
-/// node is the `already-provisioned` fixture tree (a mounted volume of LUKS
-/// UUID 0f6c3d0c-...); a spot action still loses the data.
+/// A reboot is no loss only where the next boot would unlock the mounted
+/// volume (issue 25): `[unlock]` in the config, and an unlock file of this
+/// volume that parses and is not marked never mounted. The watcher's metrics
+/// and warning say so at each poll. The node is the `already-provisioned`
+/// fixture tree (a volume of LUKS UUID 0f6c3d0c-... mounted over RAID0 of
+/// nvme1n1 and nvme2n1); a spot action still loses the data.
 #[test]
-fn with_unlock_the_watcher_counts_a_reboot_as_kept() {
+fn the_watcher_counts_a_reboot_as_kept_only_when_the_next_boot_unlocks() {
     let srv = server(&[REBOOT], Some(SPOT), None);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
@@ -698,7 +700,7 @@ fn with_unlock_the_watcher_counts_a_reboot_as_kept() {
     // the reboot event in it.
     let first_poll = |cfg: &ephemera::config::Config| {
         let _ = std::fs::remove_file(dir.path().join("seen.json"));
-        let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2)).with_unlock(cfg);
+        let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2)).with_config(cfg);
         let t = w.tick();
         let reboot = t
             .new_events
@@ -720,11 +722,22 @@ fn with_unlock_the_watcher_counts_a_reboot_as_kept() {
         "{m}"
     );
 
-    // Its unlock file is there: the next poll counts the reboot as kept.
-    let sealed =
-        root.join("var/lib/ephemera/escrow.0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e.unlock.json");
-    std::fs::create_dir_all(sealed.parent().unwrap()).unwrap();
+    // A file by its name that opens nothing (`{}`): still a loss, at the
+    // next poll and for a watcher started now.
+    let records = root.join("var/lib/ephemera");
+    let sealed = records.join(format!("escrow.{UUID}.unlock.json"));
+    std::fs::create_dir_all(&records).unwrap();
     std::fs::write(&sealed, "{}").unwrap();
+    w.tick();
+    assert!(reboot_series(
+        &std::fs::read_to_string(&prom).unwrap(),
+        "true"
+    ));
+    assert!(first_poll(&cfg).2.data_loss);
+
+    // Its unlock file, as provision writes it: the next poll counts the
+    // reboot as kept.
+    std::fs::write(&sealed, unlock_file()).unwrap();
     w.tick();
     let m = std::fs::read_to_string(&prom).unwrap();
     assert!(reboot_series(&m, "false"), "{m}");
@@ -746,6 +759,14 @@ fn with_unlock_the_watcher_counts_a_reboot_as_kept() {
         .new_events
         .iter()
         .any(|e| e.code == "spot-terminate" && e.data_loss));
+
+    // Marked never mounted (the record of a run cut short before its first
+    // mount, which the next boot formats over): a loss.
+    let marker = records.join(format!("escrow.{UUID}.never-mounted"));
+    std::fs::write(&marker, "").unwrap();
+    assert!(first_poll(&cfg).2.data_loss);
+    std::fs::remove_file(&marker).unwrap();
+    assert!(!first_poll(&cfg).2.data_loss);
 
     // Without [unlock] in the config, the file alone changes nothing.
     let (_, _, reboot) = first_poll(&ephemera::config::Config::default());
@@ -775,7 +796,7 @@ fn the_watcher_reports_binding_guard_and_kept_volume() {
     assert!(copied.success());
     let host = Host::new(&root);
     let cfg: ephemera::config::Config = toml::from_str("[unlock]\ntpm2 = true\n").unwrap();
-    let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2)).with_unlock(&cfg);
+    let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2)).with_config(&cfg);
     let mut metrics = || {
         w.tick();
         std::fs::read_to_string(dir.path().join("ephemera.prom")).unwrap()
@@ -814,7 +835,7 @@ fn the_watcher_reports_binding_guard_and_kept_volume() {
         None,
         dir.path().join("bare-seen.json"),
     )
-    .with_unlock(&cfg);
+    .with_config(&cfg);
     let mut metrics = || {
         w.tick();
         std::fs::read_to_string(dir.path().join("bare.prom")).unwrap()
@@ -831,4 +852,130 @@ fn the_watcher_reports_binding_guard_and_kept_volume() {
     assert!(!m.contains("ephemera_unlock_bound"), "{m}");
     ephemera::node::kept::clear(&bare_host).unwrap();
     assert!(metrics().contains("ephemera_volume_state{state=\"absent\"} 1\n"));
+}
+
+/// The LUKS UUID of the `already-provisioned` fixture's mapping.
+const UUID: &str = "0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e";
+
+/// An unlock file for the `already-provisioned` volume as provision writes
+/// it: the fixtures' well-formed clevis token (an sss pin over one tpm2
+/// pin; planning reads which volume, never the ciphertext), its members the
+/// fixture's disks in array order.
+fn unlock_file() -> String {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/earlier-boot-unlock/root/var/lib/ephemera/escrow.6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5d.unlock.json",
+    );
+    std::fs::read_to_string(fixture)
+        .unwrap()
+        .replace("6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5d", UUID)
+}
+
+/// Pending envelope uploads never hold up the event polls (issue 25): six
+/// envelopes wait for a store (`[escrow.store]`) that takes connections and
+/// never answers, each try bounded by 300 s (the most allowed). The
+/// watcher's poll still reports the spot notice while the retry is blocked
+/// on the store, and reports no retry round: it did not wait for one. When
+/// the retry ran inside the poll, this poll took 6 x 300 s.
+#[test]
+fn a_store_that_never_answers_does_not_delay_a_spot_notice() {
+    use ephemera::keys::escrow;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let srv = ImdsServer::start(
+        Scenario {
+            spot: Some(SPOT.into()),
+            instance_id: Some("i-0123456789abcdef0".into()),
+            region: Some("us-east-1".into()),
+            role: Some(imds_server::Role {
+                name: "ephemera-node".into(),
+                access_key_id: "AKIDNODE".into(),
+                secret_access_key: "node-secret".into(),
+                token: Some("token".into()),
+            }),
+            ..Scenario::default()
+        },
+        0,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(dir.path().join("root"));
+    let escrow_path = Path::new("/var/lib/ephemera/escrow.json");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/earlier-boot-kept/root/var/lib/ephemera/escrow.6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5d.json",
+    );
+    let text = std::fs::read_to_string(fixture).unwrap();
+    for i in 0..6 {
+        let uuid = format!("6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5{i}");
+        let env = escrow::parse(
+            &text.replace("6d1c2a8e-3b4f-4e5a-9c7d-0e1f2a3b4c5d", &uuid),
+            escrow_path,
+        )
+        .unwrap();
+        escrow::store(&host, &env, escrow_path).unwrap();
+        escrow::set_marker(&host, escrow_path, &uuid, escrow::STORE_PENDING).unwrap();
+    }
+    // The store: takes each connection, keeps it, never answers.
+    let store = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = store.local_addr().unwrap().port();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counted = taken.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in store.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(c);
+        }
+    });
+    let mut cfg = ephemera::config::Config::default();
+    cfg.escrow.path = escrow_path.to_path_buf();
+    cfg.escrow.store = Some(ephemera::config::store::Store {
+        url: format!("https://127.0.0.1:{port}"),
+        bucket: "fleet-escrow".into(),
+        prefix: "ephemera/".into(),
+        region: None,
+        ca_file: None,
+        timeout_secs: 300,
+        insecure_http: false,
+    });
+    cfg.events.endpoint = srv.endpoint();
+    cfg.events.textfile = dir.path().join("escrow.prom");
+    let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2))
+        .with_escrow_store(cfg, Duration::from_secs(60));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(w.tick());
+    });
+
+    // The retry is blocked on the store: it has taken a connection.
+    let start = Instant::now();
+    while taken.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the retry never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A bound against a hang, far below one try's 300 s.
+    let t = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the poll waited on a store that never answers");
+    assert!(
+        t.new_events.iter().any(|e| e.code == "spot-terminate"),
+        "{:?}",
+        t.new_events
+    );
+    assert_eq!(t.escrow_pending, None, "a retry round ended: {t:?}");
+    // The envelopes are still pending: nothing counted them as stored.
+    let pending = std::fs::read_dir(host.abs(Path::new("/var/lib/ephemera")))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".store-pending")
+        })
+        .count();
+    assert_eq!(pending, 6);
 }

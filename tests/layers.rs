@@ -14,7 +14,10 @@ const LAYERS: &[&[&str]] = &[
     &["host"],
     &["volume"],
     &["keys"],
-    &["decision", "node"],
+    // The node (the events watcher, status's reboot line) asks the decision
+    // what the next boot does; the decision never reads the node.
+    &["decision"],
+    &["node"],
     &["commands"],
     &["cli"],
 ];

@@ -310,7 +310,7 @@ fn discard_incomplete(
     let Some(v) = incomplete.iter().find(|v| v.luks_uuid == luks_uuid) else {
         return Ok(None);
     };
-    escrow::set_marker(&host.abs(&cfg.escrow.path), luks_uuid, escrow::DISCARDED)?;
+    escrow::set_marker(host, &cfg.escrow.path, luks_uuid, escrow::DISCARDED)?;
     Ok(Some(format!(
         "discarded LUKS UUID {luks_uuid}: the disk that holds its header (serial {}) is missing, \
          so nothing was erased; {} records it, and the next provision makes a new volume",

@@ -22,6 +22,8 @@ pub struct Where {
     pub prefix: Option<String>,
     pub region: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `--insecure-http`: accept a plain http url (escrow.store.insecure_http).
+    pub insecure_http: bool,
 }
 
 /// The bound on each ops command (a listing may take several pages).
@@ -61,6 +63,7 @@ fn store(cfg: &Config, w: &Where) -> Result<Store> {
             .clone()
             .or_else(|| base.as_ref().and_then(|b| b.ca_file.clone())),
         timeout_secs: store::DEFAULT_TIMEOUT_SECS,
+        insecure_http: w.insecure_http || base.as_ref().is_some_and(|b| b.insecure_http),
     };
     s.validate()?;
     Ok(s)

@@ -179,18 +179,31 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
     }
     let (facts, p) = make_plan(host, cfg, probe, force)?;
     let p = match p {
+        Plan::Provision(p) => p,
+        Plan::Unlock {
+            volume,
+            sealed,
+            mount: m,
+            binds,
+        } => return apply_unlock(host, cfg, probe, &volume, &sealed, &m.path, &binds),
         Plan::AlreadyProvisioned {
             device,
             mount,
             binds,
         } => {
             tracing::info!("{device} is already mounted at {mount}; nothing to do for it");
-            if let Some(dm) = &facts.inv.dm {
-                // A run cut short after its first mount left the marker.
-                escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
-                bind::ensure_all(host, &binds, &dm.devno)?;
-            }
-            return Ok(Outcome::AlreadyProvisioned);
+            return remount(host, cfg, &facts, None, &binds).map(|()| Outcome::AlreadyProvisioned);
+        }
+        Plan::Remount {
+            device,
+            mount: m,
+            binds,
+        } => {
+            tracing::info!(
+                "{device} (/dev/mapper/{DM_NAME}) is open but not mounted; its key is still in \
+                 the kernel: mounting it again"
+            );
+            return remount(host, cfg, &facts, Some(&m), &binds).map(|()| Outcome::Remounted);
         }
         Plan::NothingToDo { reason } => {
             tracing::info!("nothing to do: {reason}");
@@ -200,35 +213,10 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
             volumes,
             incomplete,
         } => return Err(Error::Kept(plan::kept_message(&volumes, &incomplete))),
-        Plan::Unlock {
-            volume,
-            sealed,
-            mount: m,
-            binds,
-        } => return apply_unlock(host, cfg, probe, &volume, &sealed, &m.path, &binds),
-        Plan::Remount {
-            device,
-            mount: m,
-            binds,
-        } => {
-            let mapped = host.path("dev/mapper").join(DM_NAME);
-            tracing::info!(
-                "{device} (/dev/mapper/{DM_NAME}) is open but not mounted; its key is still in \
-                 the kernel: mounting it again"
-            );
-            // Never closed on failure: the kernel holds the only key.
-            step("mount", &m.path, || {
-                mount::mount(&mapped, &m.path, &m.options, m.fstype)
-            })?;
-            tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
-            if let Some(dm) = &facts.inv.dm {
-                escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
-                bind::ensure_all(host, &binds, &dm.devno)?;
-            }
-            return Ok(Outcome::Remounted);
-        }
-        Plan::Provision(p) => p,
     };
+    if let Some(o) = &p.over {
+        tracing::warn!("{}", o.warning());
+    }
     for w in &p.warnings {
         tracing::warn!("{w}");
     }
@@ -256,6 +244,31 @@ pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> R
         Ok(_) => {}
     }
     result
+}
+
+/// This boot's open volume: mounted again at `m` when it is not mounted
+/// (never closed on failure: the kernel holds the only key), its record
+/// marked mounted (a run cut short after its first mount left the mark),
+/// and its missing binds made again.
+fn remount(
+    host: &Host,
+    cfg: &Config,
+    facts: &Facts,
+    m: Option<&plan::MountPlan>,
+    binds: &[plan::BindPlan],
+) -> Result<()> {
+    if let Some(m) = m {
+        let mapped = host.path("dev/mapper").join(DM_NAME);
+        step("mount", &m.path, || {
+            mount::mount(&mapped, &m.path, &m.options, m.fstype)
+        })?;
+        tracing::info!("remounted {} at {}", mapped.display(), m.path.display());
+    }
+    if let Some(dm) = &facts.inv.dm {
+        escrow::mark_mounted(host, &cfg.escrow.path, &dm.luks_uuid())?;
+        bind::ensure_all(host, binds, &dm.devno)?;
+    }
+    Ok(())
 }
 
 /// `ephemera unlock`: asks the pins again for the key of a volume kept at
@@ -421,9 +434,7 @@ fn apply(
     })?;
     made.push(Undo::Unmount(p.mount.path.clone()));
     crate::failpoint!("after-mount");
-    if let Some(e) = &p.escrow {
-        escrow::mark_mounted(host, &e.path, &uuid)?;
-    }
+    record_mounted(host, p, &uuid)?;
     if !p.binds.is_empty() {
         let devno = bind::devno_of(&mapped)?;
         // Pushed first: a bind that fails half way is taken down too.
@@ -456,7 +467,7 @@ fn make_volume(
     // else holds the disk (the survey's open is closed by then). A format
     // that fails wrote no header; one that succeeded is undone by erasing it.
     let header = step("format LUKS2", base, || {
-        luks::format(base, &p.luks, key.as_bytes())
+        luks::format(base, &p.luks, &geometry(p), key.as_bytes())
     })?;
     made.push(Undo::EraseHeader(base.to_path_buf()));
     let uuid = header.uuid.clone();
@@ -467,6 +478,7 @@ fn make_volume(
     made.push(Undo::Close);
     crate::failpoint!("after-luks-open");
 
+    record_started(host, p, &uuid)?;
     if let Some(e) = p.escrow.as_ref().filter(|_| !escrow_keys.is_empty()) {
         let env = escrow::seal(
             &key,
@@ -474,17 +486,13 @@ fn make_volume(
             e.threshold,
             volume_header(host, p, &uuid),
         )?;
-        // Marked never mounted first, until the first mount: a run cut
-        // short before it leaves a volume that never held data, which the
-        // next boot must not keep for ops.
         step("write escrow envelope", &e.path, || {
-            escrow::set_marker(&e.path, &uuid, escrow::NEVER_MOUNTED)?;
             // Pending until the store has it: a run cut short before the
             // upload leaves the marker, and the watcher's retry finds it.
             if e.store.is_some() {
-                escrow::set_marker(&e.path, &uuid, escrow::STORE_PENDING)?;
+                escrow::set_marker(host, &e.path, &uuid, escrow::STORE_PENDING)?;
             }
-            escrow::store(&env, &e.path)
+            escrow::store(host, &env, &e.path)
         })?;
         crate::failpoint!("after-escrow-write");
         if e.console {
@@ -497,10 +505,7 @@ fn make_volume(
         // but the volume is made, as without [unlock].
         let r = step("bind the key (clevis)", &u.escrow_path, || {
             let sealed = unlock::seal(&key, &u.pins, volume_header(host, p, &uuid))?;
-            if p.escrow.is_none() {
-                escrow::set_marker(&u.escrow_path, &uuid, escrow::NEVER_MOUNTED)?;
-            }
-            unlock::store(&sealed, &u.escrow_path)?;
+            unlock::store(host, &sealed, &u.escrow_path)?;
             tracing::info!(
                 "bound LUKS UUID {uuid} to {}: the next boot unlocks it in {}",
                 sealed.pins,
@@ -520,8 +525,37 @@ fn make_volume(
     Ok(uuid)
 }
 
+/// Before any of the node's record of the new volume `uuid` is written (its
+/// envelope, its unlock file): marks it never mounted, until its first
+/// mount ([`record_mounted`]). A run cut short before then leaves a volume
+/// that never held data, which the next boot must neither keep for ops nor
+/// unlock. Nothing when the node keeps no record (no escrow, no `[unlock]`).
+pub fn record_started(host: &Host, p: &ProvisionPlan, uuid: &str) -> Result<()> {
+    match &p.record {
+        Some(dir) => escrow::set_marker(host, dir, uuid, escrow::NEVER_MOUNTED),
+        None => Ok(()),
+    }
+}
+
+/// After the new volume's first mount: from here on it may hold data, and
+/// its record says so, whatever keeps it (an envelope, an unlock file, both).
+pub fn record_mounted(host: &Host, p: &ProvisionPlan, uuid: &str) -> Result<()> {
+    match &p.record {
+        Some(dir) => escrow::mark_mounted(host, dir, uuid),
+        None => Ok(()),
+    }
+}
+
+/// How the new volume is assembled, for its header's token.
+fn geometry(p: &ProvisionPlan) -> luks::Geometry {
+    luks::Geometry {
+        members: p.members.iter().map(|m| m.serial.clone()).collect(),
+        chunk_kib: p.raid.as_ref().map(|r| r.chunk_kib),
+    }
+}
+
 /// What the envelope and the unlock file say about the new volume.
-fn volume_header(host: &Host, p: &ProvisionPlan, uuid: &str) -> escrow::Header {
+pub fn volume_header(host: &Host, p: &ProvisionPlan, uuid: &str) -> escrow::Header {
     escrow::Header {
         host: host_name(host),
         luks_uuid: uuid.to_string(),

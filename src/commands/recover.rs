@@ -122,7 +122,7 @@ pub fn recover(
             },
             |key| {
                 if on_node && cfg.unlock.enabled() {
-                    reseal(cfg, key, &env);
+                    reseal(host, cfg, key, &env);
                 }
             },
         )?;
@@ -166,7 +166,7 @@ impl<'a> Layout<'a> {
 /// binding fail (a firmware or boot-chain change to the sealed PCRs, a new
 /// tang key), the next reboot unlocks again. A failure is logged: the
 /// volume is recovered either way.
-fn reseal(cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
+fn reseal(host: &Host, cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
     let h = escrow::Header {
         host: env.host.clone(),
         luks_uuid: env.luks_uuid.clone(),
@@ -176,7 +176,7 @@ fn reseal(cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
         raid: env.raid.clone(),
     };
     let r = crate::keys::unlock::seal(key, &cfg.unlock, h)
-        .and_then(|s| crate::keys::unlock::store(&s, &cfg.escrow.path).map(|()| s.pins));
+        .and_then(|s| crate::keys::unlock::store(host, &s, &cfg.escrow.path).map(|()| s.pins));
     match r {
         Ok(pins) => tracing::info!(
             "bound LUKS UUID {} again to {pins}: the next reboot unlocks it",
@@ -238,6 +238,7 @@ pub fn open_and_mount(
                 env.luks_uuid
             )));
         }
+        check_geometry(&base, found.geometry.as_ref(), env)?;
         luks::open(
             &base,
             cfg.luks.discards,
@@ -269,6 +270,35 @@ pub fn open_and_mount(
         let _ = md::stop(host, MD_NAME);
     }
     result
+}
+
+/// The geometry the header recorded at format against what the envelope or
+/// unlock file says: another member order or chunk would open a wrongly
+/// assembled array read-write, though the first member (the LUKS UUID) and
+/// the key (its digest) match. Refused before opening; a header written
+/// before the geometry was recorded cannot be checked, which is logged.
+fn check_geometry(base: &Path, recorded: Option<&luks::Geometry>, env: &Layout) -> Result<()> {
+    let Some(g) = recorded else {
+        tracing::warn!(
+            "the LUKS2 header on {} records no geometry (written by an earlier release): the \
+             member order and chunk of the envelope cannot be checked against it",
+            base.display()
+        );
+        return Ok(());
+    };
+    if g.members == env.members && g.chunk_kib == env.chunk_kib {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "the LUKS2 header on {} records members {} with chunk {:?} KiB, the envelope or unlock \
+         file says members {} with chunk {:?} KiB: refusing to open a wrongly assembled array \
+         (nothing was written)",
+        base.display(),
+        g.members.join(", "),
+        g.chunk_kib,
+        env.members.join(", "),
+        env.chunk_kib
+    )))
 }
 
 /// The envelope's members, found by serial and checked as provision checks

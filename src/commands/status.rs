@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::decision::lifecycle::Action;
 use crate::decision::plan::{self, Earlier, Incomplete, Volume};
+use crate::decision::reboot::{reboot, Reboot};
 use crate::decision::survey::survey;
 use crate::error::Result;
 use crate::host::discover::{Inventory, DM_NAME};
@@ -18,6 +20,19 @@ pub struct Status {
     /// `unfinished`: open with no file system; `earlier`: a volume of an
     /// earlier boot on the disks, not open (see `earlier`); `absent`.
     pub state: &'static str,
+    /// What `provision` would do now (the lifecycle table's words,
+    /// `decision::lifecycle::Action::name`): `new`, `replace_unfinished`,
+    /// `replace_never_mounted`, `replace_unreadable`, `replace_reformat`,
+    /// `nothing`, `remount`, `unlock`, `keep`, `refuse`.
+    pub action: &'static str,
+    /// Why provision would refuse, when `action` is `refuse`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// What a reboot now does to the volume mounted at `mount.path`: the
+    /// next boot's own plan (`decision::reboot`): `unlocks`,
+    /// `kept_for_ops`, `lost`, or `no_volume`. The events watcher says the
+    /// same.
+    pub reboot: Reboot,
     /// Volumes of an earlier boot on the disks, with their envelopes.
     pub earlier: Vec<Earlier>,
     /// Escrowed volumes of an earlier boot whose header's disk is missing.
@@ -25,6 +40,9 @@ pub struct Status {
     pub members: Vec<Member>,
     pub raid: Option<RaidStatus>,
     pub luks: Option<LuksInfo>,
+    /// Why the open volume's LUKS2 header could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub luks_error: Option<String>,
     pub mount: Option<MountStatus>,
     /// The volume's other mounts (binds of its subdirectories): with or
     /// without `mount`, they keep it in use.
@@ -82,6 +100,11 @@ pub fn backing(inv: &Inventory) -> Option<String> {
 
 pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
     let facts = survey(host, cfg, &LookOnly(probe))?;
+    let (action, refused) = match plan::plan(&facts, cfg, false) {
+        Ok(p) => (p.action().name(), None),
+        Err(e) => (Action::Refuse.name(), Some(e.to_string())),
+    };
+    let reboot = reboot(&facts, cfg);
     let (state, earlier, incomplete) = match plan::volume(&facts, cfg) {
         Volume::Absent => ("absent", vec![], vec![]),
         Volume::Mounted { .. } => ("provisioned", vec![], vec![]),
@@ -123,9 +146,14 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
             }
         })
         .collect();
-    let luks = match backing(&inv) {
-        Some(b) => Some(luks::info(&host.dev(&b))?),
-        None => None,
+    // Reported, not fatal: status shows what it can.
+    let (luks, luks_error) = match backing(&inv).map(|b| host.dev(&b)) {
+        Some(dev) if !dev.exists() => (None, Some(format!("{} is missing", dev.display()))),
+        Some(dev) => match luks::info(&dev) {
+            Ok(i) => (Some(i), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, None),
     };
     let mount = inv
         .dm
@@ -153,6 +181,10 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         unlock_file,
         binds,
         state,
+        action,
+        refused,
+        reboot,
+        luks_error,
         earlier,
         incomplete,
         members,
@@ -191,6 +223,11 @@ fn risks(unlock_bound: Option<bool>, mounted: bool, guard_armed: bool) -> Vec<St
 impl Status {
     pub fn describe(&self) -> String {
         let mut s = format!("state: {}\n", self.state);
+        s += &format!("provision would: {}", self.action.replace('_', " "));
+        if let Some(r) = &self.refused {
+            s += &format!(" ({r})");
+        }
+        s += "\n";
         for e in &self.earlier {
             s += &format!(
                 "earlier volume: LUKS UUID {} on /dev/{} (serial {}), {}\n",
@@ -230,6 +267,9 @@ impl Status {
         if let Some(r) = &self.raid {
             s += &format!("raid: {} RAID0, {} KiB chunk\n", r.device, r.chunk_kib);
         }
+        if let Some(e) = &self.luks_error {
+            s += &format!("luks: its header could not be read: {e}\n");
+        }
         if let Some(l) = &self.luks {
             s += &format!(
                 "luks: {} {} {}-bit, {}-byte sectors, {} keyslots\n",
@@ -255,11 +295,14 @@ impl Status {
             );
         }
         if let Some(u) = &self.unlock_file {
-            s += &format!(
-                "unlock: bound to this instance's pins ({}): a reboot unlocks it when they answer\n",
-                u.display()
-            );
+            s += &format!("unlock: unlock file {}\n", u.display());
         }
+        s += match self.reboot {
+            Reboot::Unlocks => "reboot: the next boot unlocks it with its pins and mounts it again (if they do not answer, it is kept for ops)\n",
+            Reboot::KeptForOps => "reboot: the next boot keeps it untouched for ops (exit 5: `ephemera recover` with the escrow private key); count it as lost until then\n",
+            Reboot::Lost => "reboot: LOSES THE DATA: the next boot cannot open this volume and makes a new one\n",
+            Reboot::NoVolume => "",
+        };
         s += if self.guard {
             "guard: on (reboot, soft-reboot, halt, kexec, suspend, hibernate refused; `ephemera guard release` to allow)\n"
         } else {

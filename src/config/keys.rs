@@ -50,6 +50,7 @@ pub fn sample() -> toml::Table {
         region: Some("eu-west-1".into()),
         ca_file: Some("/etc/ephemera/store-ca.pem".into()),
         timeout_secs: 20,
+        insecure_http: false,
     });
     c.events.hook = Some("/usr/local/sbin/ephemera-hook".into());
     c.unlock.tang = vec![Tang {

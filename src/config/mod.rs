@@ -42,6 +42,17 @@ pub enum OnExisting {
     Fail,
 }
 
+impl OnExisting {
+    /// As the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnExisting::Keep => "keep",
+            OnExisting::Reformat => "reformat",
+            OnExisting::Fail => "fail",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

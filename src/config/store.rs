@@ -38,6 +38,13 @@ pub struct Store {
     /// waits on the store longer than this.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// Accept a plain `http://` url. Off by default: over http the signed
+    /// requests, with the role's session token, cross the network in clear,
+    /// and anyone on the path can answer that the envelope is stored when
+    /// it is not (the node then drops its pending marker). For a store on
+    /// the same host or a test, never across a network you do not own.
+    #[serde(default)]
+    pub insecure_http: bool,
 }
 
 fn default_prefix() -> String {
@@ -51,6 +58,18 @@ fn default_timeout_secs() -> u64 {
 impl Store {
     pub fn validate(&self) -> Result<()> {
         check_url(&self.url).map_err(|why| bad("url", why))?;
+        if self.url.starts_with("http://") && !self.insecure_http {
+            return Err(bad(
+                "url",
+                format!(
+                    "{:?} is plain http: the signed requests and the role's session token would \
+                     cross the network in clear, and anyone on the path could answer that the \
+                     envelope is stored when it is not; use https, or set \
+                     escrow.store.insecure_http = true to accept that (a store on this host, a test)",
+                    self.url
+                ),
+            ));
+        }
         check_bucket(&self.bucket).map_err(|why| bad("bucket", why))?;
         check_prefix(&self.prefix).map_err(|why| bad("prefix", why))?;
         if let Some(r) = &self.region {
@@ -210,6 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_only_with_its_opt_in() {
+        let text = |opt: &str| {
+            format!(
+                "{KEY}[escrow.store]\nurl = \"http://127.0.0.1:8333\"\nbucket = \"fleet\"\n{opt}"
+            )
+        };
+        let e = parse(&text("")).unwrap_err().to_string();
+        assert!(e.contains("escrow.store.insecure_http = true"), "{e}");
+        let c = parse(&text("insecure_http = true\n")).unwrap();
+        assert!(c.escrow.store.unwrap().insecure_http);
+        // https needs no opt-in, and the default is off.
+        let c = parse(&format!(
+            "{KEY}[escrow.store]\nurl = \"https://s3.example\"\nbucket = \"fleet\"\n"
+        ))
+        .unwrap();
+        assert!(!c.escrow.store.unwrap().insecure_http);
+    }
+
+    #[test]
     fn bad_values_are_one_line_naming_the_key() {
         let store = |extra: &str| {
             format!(
@@ -247,8 +285,13 @@ mod tests {
             (store("timeout_secs = 301"), "escrow.store.timeout_secs"),
             (store("endpoint = \"x\""), "endpoint"),
             (
-                format!("{KEY}[escrow.store]\nurl = \"http://s3.example\"\nbucket = \"fleet\"\nca_file = \"/ca.pem\"\n"),
+                format!("{KEY}[escrow.store]\nurl = \"http://s3.example\"\nbucket = \"fleet\"\nca_file = \"/ca.pem\"\ninsecure_http = true\n"),
                 "escrow.store.ca_file",
+            ),
+            // Plain http without the opt-in that names its risk (issue 25).
+            (
+                format!("{KEY}[escrow.store]\nurl = \"http://s3.example\"\nbucket = \"fleet\"\n"),
+                "escrow.store.url: \"http://s3.example\" is plain http",
             ),
             (
                 "[escrow.store]\nurl = \"https://s3.example\"\nbucket = \"fleet\"\n".into(),

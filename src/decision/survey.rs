@@ -79,3 +79,29 @@ pub fn survey(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Facts> {
         sealed,
     })
 }
+
+/// What the kernel and this node's records say, without reading or opening
+/// a disk: every disk of the model taken as blank and not busy. For the
+/// events watcher, whose sandbox has no disks (`PrivateDevices=yes`), to ask
+/// what a reboot does ([`super::reboot::reboot`]): that reads the members'
+/// content from the kernel's view of the open volume, not from the disks.
+pub fn kernel_and_records(host: &Host, cfg: &Config, inv: Inventory) -> Facts {
+    let want = cfg.disks.model.trim();
+    let candidates = inv
+        .nvme
+        .iter()
+        .filter(|d| d.model.trim() == want)
+        .map(|d| Candidate {
+            disk: d.clone(),
+            content: crate::host::probe::Content::Blank,
+            busy: false,
+        })
+        .collect();
+    Facts {
+        candidates,
+        mapping: None,
+        envelopes: escrow::on_node(host, &cfg.escrow.path),
+        sealed: unlock::on_node(host, &cfg.escrow.path),
+        inv,
+    }
+}

@@ -235,6 +235,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The envelope's fields other than the recipient and the ciphertext.
+#[derive(Debug, Clone)]
 pub struct Header {
     pub host: String,
     pub luks_uuid: String,
@@ -692,9 +693,10 @@ pub fn marker(path: &Path, luks_uuid: &str, what: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{luks_uuid}.{what}"))
 }
 
-/// Writes an empty marker beside the envelopes, as envelopes are written.
-pub fn set_marker(path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
-    safe_fs::write_file(&marker(path, luks_uuid, what), b"", HOW)
+/// Writes an empty marker beside the envelopes (through the host root), as
+/// envelopes are written.
+pub fn set_marker(host: &Host, path: &Path, luks_uuid: &str, what: &str) -> Result<()> {
+    safe_fs::write_file(&host.abs(&marker(path, luks_uuid, what)), b"", HOW)
 }
 
 /// Removes the never-mounted marker of `luks_uuid`, if there is one: the
@@ -716,11 +718,12 @@ pub fn clear_marker(host: &Host, path: &Path, luks_uuid: &str, what: &str) -> Re
     safe_fs::Dir::open(dir, HOW.owners, None)?.remove(&name.to_string_lossy())
 }
 
-/// Writes the envelope to `path` and to its copy named by the LUKS UUID.
-/// The copy goes first: an envelope at `path` always has its copy.
-pub fn store(env: &Envelope, path: &Path) -> Result<()> {
-    write(env, &path_for(path, &env.luks_uuid))?;
-    write(env, path)
+/// Writes the envelope to `path` and to its copy named by the LUKS UUID,
+/// through the host root. The copy goes first: an envelope at `path` always
+/// has its copy.
+pub fn store(host: &Host, env: &Envelope, path: &Path) -> Result<()> {
+    write(env, &host.abs(&path_for(path, &env.luks_uuid)))?;
+    write(env, &host.abs(path))
 }
 
 /// The envelope as console lines, between markers that ops can grep for.
@@ -823,7 +826,7 @@ mod tests {
         let mut env = seal(&key, &[sk.to_public_key()], 1, header()).unwrap();
         env.luks_uuid = "00000000-0000-4000-8000-000000000001".into();
         let real = host.abs(path);
-        store(&env, &real).unwrap();
+        store(&Host::default(), &env, &real).unwrap();
         assert_eq!(
             find_envelope(&host, path, "00000000-0000-4000-8000-000000000001").as_deref(),
             Some(Path::new(
@@ -835,7 +838,7 @@ mod tests {
             std::fs::read(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001")))
                 .unwrap();
         env.luks_uuid = "00000000-0000-4000-8000-000000000002".into();
-        store(&env, &real).unwrap();
+        store(&Host::default(), &env, &real).unwrap();
         assert_eq!(
             std::fs::read(host.abs(&path_for(path, "00000000-0000-4000-8000-000000000001")))
                 .unwrap(),
@@ -856,11 +859,11 @@ mod tests {
         old_env.luks_uuid = "00000000-0000-4000-8000-000000000001".into();
         old_env.created = "2020-01-01T00:00:00Z".into();
         std::fs::remove_file(&older).unwrap();
-        store(&old_env, &real).unwrap();
+        store(&Host::default(), &old_env, &real).unwrap();
         env.luks_uuid = "00000000-0000-4000-8000-000000000004".into();
-        store(&env, &real).unwrap();
+        store(&Host::default(), &env, &real).unwrap();
         std::fs::write(real.with_file_name("escrow.junk.json"), "not json").unwrap();
-        set_marker(&real, &env.luks_uuid, NEVER_MOUNTED).unwrap();
+        set_marker(&Host::default(), &real, &env.luks_uuid, NEVER_MOUNTED).unwrap();
         let seen = on_node(&host, path);
         let uuids: Vec<&str> = seen.iter().map(|e| e.luks_uuid.as_str()).collect();
         assert_eq!(

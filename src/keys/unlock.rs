@@ -232,12 +232,12 @@ pub fn parse(text: &str, origin: &Path) -> Result<Sealed> {
 }
 
 /// Writes the unlock file (mode 0400, `safe_fs`, as envelopes are).
-pub fn store(s: &Sealed, escrow_path: &Path) -> Result<()> {
+pub fn store(host: &Host, s: &Sealed, escrow_path: &Path) -> Result<()> {
     let mut json = serde_json::to_string_pretty(s)
         .map_err(|e| Error::Failed(format!("encoding the unlock file: {e}")))?;
     json.push('\n');
     safe_fs::write_file(
-        &path_for(escrow_path, &s.luks_uuid),
+        &host.abs(&path_for(escrow_path, &s.luks_uuid)),
         json.as_bytes(),
         escrow::HOW,
     )

@@ -48,6 +48,22 @@ pub fn volume_state(
     }
 }
 
+/// With `[unlock]` and a volume mounted: whether it is bound to its pins,
+/// that is its unlock file is beside the envelopes (a binding that failed
+/// at provision leaves none). `None` otherwise: no question to ask.
+pub fn unlock_bound(
+    host: &crate::host::Host,
+    inv: &crate::host::discover::Inventory,
+    cfg: &crate::config::Config,
+) -> Option<bool> {
+    if !cfg.unlock.enabled() {
+        return None;
+    }
+    let dm = inv.dm.as_ref().filter(|d| d.mount().is_some())?;
+    let file = crate::keys::unlock::path_for(&cfg.escrow.path, &dm.luks_uuid());
+    Some(host.abs(&file).is_file())
+}
+
 /// The textfile-collector text (README, "Metrics").
 pub fn render_metrics(events: &[Event], h: &Health) -> String {
     let mut s = String::new();

@@ -135,33 +135,25 @@ pub fn with_unlock(events: &mut [Event], reboot_keeps: bool) {
     }
 }
 
-/// Whether a reboot keeps this node's data, `[unlock]` being set: the
-/// mounted volume of `inv` has its unlock file beside the envelopes, so the
-/// next boot opens it again (or keeps it for ops, if its pins do not
-/// answer). Read from the kernel (`inv`) and the escrow directory.
+/// Whether a reboot keeps this node's data: the next boot's own decision
+/// ([`crate::decision::reboot`]) on the facts as the kernel (`inv`) and the
+/// node's records show them now, this boot's mapping taken away, is to
+/// unlock the volume mounted at `mount.path`. Anything else is a loss: a
+/// new volume, a refusal, or a volume kept for ops. No disk is opened.
 pub fn reboot_keeps_data(
     host: &Host,
     inv: &crate::host::discover::Inventory,
     cfg: &crate::config::Config,
 ) -> bool {
-    inv.dm
-        .as_ref()
-        .filter(|d| d.mount().is_some())
-        .is_some_and(|d| {
-            host.abs(&crate::keys::unlock::path_for(
-                &cfg.escrow.path,
-                &d.luks_uuid(),
-            ))
-            .is_file()
-        })
+    let facts = crate::decision::survey::kernel_and_records(host, cfg, inv.clone());
+    !crate::decision::reboot::reboot(&facts, cfg).data_loss()
 }
 
 /// The pending events of this node (`ephemera events`, `status`): as
 /// [`pending`], with its reboots judged by [`reboot_keeps_data`].
 pub fn for_node(host: &Host, cfg: &crate::config::Config) -> (Vec<Event>, Poll) {
     let (mut events, p) = pending(&cfg.events.endpoint);
-    let keeps = cfg.unlock.enabled()
-        && reboot_keeps_data(host, &crate::host::discover::discover(host), cfg);
+    let keeps = reboot_keeps_data(host, &crate::host::discover::discover(host), cfg);
     with_unlock(&mut events, keeps);
     (events, p)
 }
@@ -279,7 +271,7 @@ pub fn command(config: &crate::config::Config, host: &Host, json: bool, watch: b
         });
         let imds = Imds::new(&cfg.endpoint, crate::node::imds::DEFAULT_TIMEOUT);
         Watcher::new(imds, host.clone(), textfile, hook, cfg.seen_file.clone())
-            .with_unlock(config)
+            .with_config(config)
             .with_escrow_store(
                 config.clone(),
                 Duration::from_secs(cfg.interval_secs.max(ESCROW_RETRY_SECS)),

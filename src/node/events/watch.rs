@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -83,11 +84,14 @@ pub struct Tick {
     pub escrow_pending: Option<usize>,
 }
 
-/// The retry of envelope uploads that failed at provision (`[escrow.store]`).
+/// The retry of envelope uploads that failed at provision (`[escrow.store]`),
+/// in a thread of its own: each pending envelope's upload is bounded by
+/// `escrow.store.timeout_secs`, and envelopes pile up (one a boot while the
+/// store is unreachable), so the event polls never wait on the store. The
+/// thread sends each round's result; the watcher's tick reads what arrived.
 struct EscrowRetry {
-    cfg: crate::config::Config,
+    results: mpsc::Receiver<(Vec<String>, usize)>,
     every: Duration,
-    next: Instant,
     /// The errors last logged, so that the same failure is logged once
     /// when it begins, not at every retry.
     logged: Vec<String>,
@@ -110,9 +114,9 @@ pub struct Watcher {
     /// What stops the metrics, as last logged.
     textfile_logged: Option<String>,
     escrow: Option<EscrowRetry>,
-    /// `[unlock]`: the config, to judge each poll's reboots
-    /// ([`super::reboot_keeps_data`]).
-    unlock: Option<crate::config::Config>,
+    /// The config, to judge each poll's reboots by the next boot's plan
+    /// ([`super::reboot_keeps_data`]); without it, every reboot is a loss.
+    config: Option<crate::config::Config>,
 }
 
 impl Watcher {
@@ -136,32 +140,50 @@ impl Watcher {
             logged: None,
             textfile_logged: None,
             escrow: None,
-            unlock: None,
+            config: None,
         }
     }
 
-    /// With `[unlock]` in `cfg`: a reboot is no loss while the mounted
-    /// volume has its unlock file, checked at each poll.
-    pub fn with_unlock(mut self, cfg: &crate::config::Config) -> Watcher {
-        if cfg.unlock.enabled() {
-            self.unlock = Some(cfg.clone());
-        }
+    /// Judges each poll's reboots with `cfg` as the next boot would: no
+    /// loss only when it would unlock the mounted volume (`[unlock]`, its
+    /// unlock file, every member here, mounted once).
+    pub fn with_config(mut self, cfg: &crate::config::Config) -> Watcher {
+        self.config = Some(cfg.clone());
         self
     }
 
     /// Also retries, every `every`, the escrow envelopes that the store
-    /// (`cfg.escrow.store`) does not hold yet, until it does; the first
-    /// tick tries at once. Each try is bounded by `escrow.store.timeout_secs`
-    /// per envelope, so a store that is down delays an event poll by at
-    /// most that, once per `every`.
+    /// (`cfg.escrow.store`) does not hold yet, until it does: in a thread
+    /// started here, which tries at once, then `every` after each round
+    /// ends. Each try is bounded by `escrow.store.timeout_secs` per
+    /// envelope; an event poll never waits for it.
     pub fn with_escrow_store(mut self, cfg: crate::config::Config, every: Duration) -> Watcher {
-        if cfg.escrow.store.is_some() {
-            self.escrow = Some(EscrowRetry {
-                cfg,
-                every,
-                next: Instant::now(),
-                logged: Vec::new(),
+        if cfg.escrow.store.is_none() {
+            return self;
+        }
+        let (tx, results) = mpsc::channel();
+        let host = self.host.clone();
+        let spawned = std::thread::Builder::new()
+            .name("escrow-retry".into())
+            .spawn(move || loop {
+                let round = crate::node::escrow_store::retry_pending(&host, &cfg);
+                if tx.send(round).is_err() {
+                    return; // the watcher is gone
+                }
+                // The retry period itself, not a wait for a condition.
+                std::thread::sleep(every);
             });
+        match spawned {
+            Ok(_) => {
+                self.escrow = Some(EscrowRetry {
+                    results,
+                    every,
+                    logged: Vec::new(),
+                })
+            }
+            Err(e) => tracing::error!(
+                "cannot start the escrow store's retry ({e}): pending envelopes stay pending"
+            ),
         }
         self
     }
@@ -193,16 +215,12 @@ impl Watcher {
         sort(&mut events);
         // One read of the node's volume per poll, for the reboots' rule and
         // the metrics, and none when neither is wanted.
-        let inv = (self.unlock.is_some() || self.textfile.is_some())
+        let inv = (self.config.is_some() || self.textfile.is_some())
             .then(|| crate::host::discover::discover(&self.host));
         let mut unlock_bound = None;
-        if let (Some(cfg), Some(inv)) = (&self.unlock, &inv) {
-            let keeps = super::reboot_keeps_data(&self.host, inv, cfg);
-            super::with_unlock(&mut events, keeps);
-            // Bound or not is a question only for a mounted volume.
-            if inv.dm.as_ref().is_some_and(|d| d.mount().is_some()) {
-                unlock_bound = Some(keeps);
-            }
+        if let (Some(cfg), Some(inv)) = (&self.config, &inv) {
+            super::with_unlock(&mut events, super::reboot_keeps_data(&self.host, inv, cfg));
+            unlock_bound = super::metrics::unlock_bound(&self.host, inv, cfg);
         }
         let fresh: Vec<Event> = events
             .iter()
@@ -233,18 +251,20 @@ impl Watcher {
         tick
     }
 
+    /// What the retry's rounds that ended since the last tick found, never
+    /// waiting for one: how many envelopes are still pending after the
+    /// newest (`None` when no round ended).
     fn retry_escrow(&mut self) -> Option<usize> {
         let r = self.escrow.as_mut()?;
-        if Instant::now() < r.next {
-            return None;
+        let mut left = None;
+        while let Ok((errors, pending)) = r.results.try_recv() {
+            for e in errors.iter().filter(|e| !r.logged.contains(e)) {
+                tracing::error!("{e}; retrying every {} s", r.every.as_secs());
+            }
+            r.logged = errors;
+            left = Some(pending);
         }
-        let (errors, left) = crate::node::escrow_store::retry_pending(&self.host, &r.cfg);
-        for e in errors.iter().filter(|e| !r.logged.contains(e)) {
-            tracing::error!("{e}; retrying every {} s", r.every.as_secs());
-        }
-        r.logged = errors;
-        r.next = Instant::now() + r.every;
-        Some(left)
+        left
     }
 
     fn log_health(&mut self, p: &Poll) {

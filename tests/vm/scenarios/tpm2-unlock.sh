@@ -8,8 +8,11 @@
 #    UUID, the same data, nothing else asked for;
 # 3. another instance's TPM (a fresh swtpm state): provision keeps the
 #    volume, exit 5, nothing open (the host compares the member hashes).
-# The guest's root is new each boot: boots 2 and 3 put boot 1's unlock file
-# back where a node's root disk keeps it.
+# No [escrow]: the unlock file is the node's only record of the volume (issue
+# 25: a never-mounted marker left by boot 1 once made boot 2 format over it).
+# The guest's root is new each boot: boots 2 and 3 put back boot 1's whole
+# /var/lib/ephemera (unlock file and markers, modes kept), as a node's root
+# disk keeps it.
 . /scenario/lib.sh
 phase=$(cat /scenario/phase)
 ed=/var/lib/ephemera
@@ -35,6 +38,8 @@ if [ "$phase" = 1 ]; then
   echo "DATA-SHA256 $(sha256sum $mnt/data | cut -d' ' -f1)"
   echo "LUKS-UUID $uuid"
   echo "UNLOCK-FILE $(jq -c . "$f")"
+  check "boot 1: no escrow envelope (none configured)" sh -c "! ls $ed | grep -v '[.]unlock[.]json\$' | grep -q '[.]json\$'"
+  echo "NODE-STATE $(tar -C /var/lib -cz ephemera | base64 -w0)"
   umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
   check "boot 1: clean shutdown" nothing_left
   finish
@@ -42,8 +47,9 @@ if [ "$phase" = 1 ]; then
 fi
 
 uuid=$(cat /scenario/luks-uuid)
-mkdir -p $ed
-cp /scenario/unlock.json $ed/escrow.$uuid.unlock.json && chmod 0400 $ed/escrow.$uuid.unlock.json
+mkdir -p /var/lib && base64 -d /scenario/node-state | tar -C /var/lib -xz
+check "boot $phase: boot 1's unlock file is back" test -f $ed/escrow.$uuid.unlock.json
+echo "boot $phase: /var/lib/ephemera holds: $(ls $ed | tr '\n' ' ')"
 run_ephemera provision --config $cfg
 
 if [ "$phase" = 2 ]; then
