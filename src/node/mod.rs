@@ -1,9 +1,11 @@
 //! The node around the volume: the reboot guard (`guard`), the instance
 //! metadata service (`imds`), the maintenance events the watcher warns
 //! of, with its metrics and hook (`events`), and the escrow envelopes'
-//! store off the node (`escrow_store`).
+//! store off the node (`escrow_store`), and the record of a kept volume
+//! (`kept`).
 
 pub mod escrow_store;
 pub mod events;
 pub mod guard;
 pub mod imds;
+pub mod kept;

@@ -124,7 +124,7 @@ check_ne "on_existing = reformat: another LUKS UUID" "$third_uuid" "$new_uuid"
 check_eq "the replaced volume's envelope copy is kept as it was" "$(sha256sum /var/lib/ephemera/escrow.$new_uuid.json | cut -d' ' -f1)" "$copy_sha"
 
 # Teardown: unmount, close, erase the header, stop the array.
-run_ephemera teardown --config $cfg
+run_ephemera teardown --config $cfg --yes
 check_eq "teardown exits 0" "$rc" 0
 check "mapping gone" test ! -e /dev/mapper/ephemera
 check "array gone" test ! -e /dev/md_ephemera
