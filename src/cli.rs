@@ -304,28 +304,8 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 pub fn run(cli: Cli) -> Result<()> {
     let host = Host::default();
     luks::forward_logs();
-    // The guard needs no config: its break-glass must work whatever the
-    // config file holds, and so must its ExecStopPost.
-    if let Command::Guard { action, .. } = &cli.command {
-        return match action {
-            GuardAction::Release => guard::release(&host),
-            GuardAction::On => guard::on(&host),
-            GuardAction::Hold => guard::hold(&host),
-            GuardAction::Off => guard::off(&host),
-        };
-    }
-    // Nor does unbind, ephemera.service's ExecStop: a config broken since
-    // boot must not keep the binds up at shutdown.
-    if let Command::Unbind { .. } = &cli.command {
-        for t in crate::volume::bind::unbind_volume(&host)? {
-            tracing::info!("unmounted the bind {}", t.display());
-        }
-        return Ok(());
-    }
-    // `plan --json` prints JSON whatever happens, the config's errors too.
-    if let Command::Plan { json, force } = &cli.command {
-        let r = load_config(&cli).and_then(|cfg| provision::plan_only(&host, &cfg, &Blkid, *force));
-        return plan_out(r, *json);
+    if let Some(done) = run_before_config(&host, &cli) {
+        return done;
     }
     // `status` reports what it can with a broken config, saying so.
     let cfg = match (&cli.command, load_config(&cli)) {
@@ -336,27 +316,7 @@ pub fn run(cli: Cli) -> Result<()> {
         (_, c) => c?,
     };
     match cli.command {
-        Command::Provision { force } => {
-            key::harden_process()?;
-            // The record of a kept volume, for the watcher's metrics, which
-            // cannot look at the disks: written on exit 5, gone otherwise.
-            match provision::provision(&host, &cfg, &Blkid, force) {
-                Err(e @ Error::Kept(_)) => {
-                    if let Err(w) = crate::node::kept::mark(&host, &e.to_string()) {
-                        tracing::warn!("{w}; the metrics will say absent, not kept");
-                    }
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-                Ok(
-                    Outcome::Created { .. }
-                    | Outcome::Remounted
-                    | Outcome::Unlocked
-                    | Outcome::AlreadyProvisioned
-                    | Outcome::NothingToDo,
-                ) => forget_kept(&host),
-            }
-        }
+        Command::Provision { force } => provision_command(&host, &cfg, force)?,
         Command::Plan { .. } => unreachable!("handled above"),
         Command::Check => {
             for line in check::check(&host, &cfg)? {
@@ -370,20 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .display()
             );
         }
-        Command::Status { json: as_json } => {
-            let mut s = status::status(&host, &cfg, &Blkid)?;
-            s.events = events::for_node(&host, &cfg).0;
-            if as_json {
-                println!("{}", json(&s)?);
-            } else {
-                print!("{}", s.describe());
-                if !s.events.is_empty() {
-                    for line in events::describe(&s.events).lines() {
-                        println!("event: {line}");
-                    }
-                }
-            }
-        }
+        Command::Status { json: as_json } => status_command(&host, &cfg, as_json)?,
         Command::Recover {
             escrow,
             private_key,
@@ -419,24 +366,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 ca_file,
                 insecure_http,
             };
-            match action {
-                EscrowAction::List {
-                    instance,
-                    json: as_json,
-                } => {
-                    let entries = escrow::list(&cfg, &w, instance.as_deref())?;
-                    if as_json {
-                        println!("{}", json(&entries)?);
-                    } else {
-                        print!("{}", escrow::describe(&entries));
-                    }
-                }
-                EscrowAction::Get {
-                    instance,
-                    luks_uuid,
-                    output,
-                } => escrow::get(&cfg, &w, &instance, &luks_uuid, output.as_deref())?,
-            }
+            escrow_command(&cfg, &w, action)?
         }
         Command::Guard { .. } => unreachable!("handled above"),
         Command::Events {
@@ -458,6 +388,100 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The commands that must work whatever the config file holds, or that
+/// report its errors their own way; `None` for the others.
+fn run_before_config(host: &Host, cli: &Cli) -> Option<Result<()>> {
+    match &cli.command {
+        // The guard needs no config: its break-glass must work whatever the
+        // config file holds, and so must its ExecStopPost.
+        Command::Guard { action, .. } => Some(match action {
+            GuardAction::Release => guard::release(host),
+            GuardAction::On => guard::on(host),
+            GuardAction::Hold => guard::hold(host),
+            GuardAction::Off => guard::off(host),
+        }),
+        // Nor does unbind, ephemera.service's ExecStop: a config broken
+        // since boot must not keep the binds up at shutdown.
+        Command::Unbind { .. } => Some(crate::volume::bind::unbind_volume(host).map(|done| {
+            for t in done {
+                tracing::info!("unmounted the bind {}", t.display());
+            }
+        })),
+        // `plan --json` prints JSON whatever happens, the config's errors too.
+        Command::Plan { json, force } => {
+            let r =
+                load_config(cli).and_then(|cfg| provision::plan_only(host, &cfg, &Blkid, *force));
+            Some(plan_out(r, *json))
+        }
+        _ => None,
+    }
+}
+
+/// `provision`: the record of a kept volume, for the watcher's metrics,
+/// which cannot look at the disks, is written on exit 5 and gone otherwise.
+fn provision_command(host: &Host, cfg: &Config, force: bool) -> Result<()> {
+    key::harden_process()?;
+    match provision::provision(host, cfg, &Blkid, force) {
+        Err(e @ Error::Kept(_)) => {
+            if let Err(w) = crate::node::kept::mark(host, &e.to_string()) {
+                tracing::warn!("{w}; the metrics will say absent, not kept");
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+        Ok(
+            Outcome::Created { .. }
+            | Outcome::Remounted
+            | Outcome::Unlocked
+            | Outcome::AlreadyProvisioned
+            | Outcome::NothingToDo,
+        ) => {
+            forget_kept(host);
+            Ok(())
+        }
+    }
+}
+
+/// `status`, with the node's pending events.
+fn status_command(host: &Host, cfg: &Config, as_json: bool) -> Result<()> {
+    let mut s = status::status(host, cfg, &Blkid)?;
+    s.events = events::for_node(host, cfg).0;
+    if as_json {
+        println!("{}", json(&s)?);
+        return Ok(());
+    }
+    print!("{}", s.describe());
+    if !s.events.is_empty() {
+        for line in events::describe(&s.events).lines() {
+            println!("event: {line}");
+        }
+    }
+    Ok(())
+}
+
+/// `escrow list|get`: ops reading the envelope store.
+fn escrow_command(cfg: &Config, w: &escrow::Where, action: EscrowAction) -> Result<()> {
+    match action {
+        EscrowAction::List {
+            instance,
+            json: as_json,
+        } => {
+            let entries = escrow::list(cfg, w, instance.as_deref())?;
+            if as_json {
+                println!("{}", json(&entries)?);
+            } else {
+                print!("{}", escrow::describe(&entries));
+            }
+            Ok(())
+        }
+        EscrowAction::Get {
+            instance,
+            luks_uuid,
+            output,
+        } => escrow::get(cfg, w, &instance, &luks_uuid, output.as_deref()),
+    }
 }
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ fn erase_earlier(host: &Host, cfg: &Config, probe: &dyn Probe, luks_uuid: &str) 
     if let Some(dm) = &inv.dm {
         return Err(Error::Refused(format!(
             "/dev/mapper/{DM_NAME} ({}) is open: discard only erases a volume of an earlier boot; \
-             `ephemera teardown` destroys the open one",
+             `ephemera teardown --yes` destroys the open one",
             dm.kname
         )));
     }
