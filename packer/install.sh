@@ -7,8 +7,9 @@
 # usage: [EPHEMERA_UNLOCK=1|tang] install.sh PACKAGE
 # PACKAGE is the .deb (Debian 12/13, Ubuntu: apt-get) or the .rpm (Amazon
 # Linux 2023: dnf), chosen by its name; either pulls its dependencies, and
-# ephemera.service is enabled for the next boot. Nothing is provisioned now:
-# the instance's own first boot does that.
+# ephemera.service is enabled for the next boot, and `ephemera check` checks
+# the config the image carries. Nothing is provisioned now: the instance's
+# own first boot does that.
 # [unlock] (a reboot that keeps the volume: docs/UNLOCK.md): its tpm2 and kms
 # pins are ephemera's own and need only tpm2-tss's libraries, which the
 # package requires. EPHEMERA_UNLOCK=1 adds tpm2-tools on Debian, for the
@@ -54,4 +55,8 @@ esac
 # The package's scripts enable the unit; say it again for images built
 # with scripts that could not reach systemd (chroots).
 systemctl enable ephemera.service
+# The config and what it names (keys, clevis, the cipher in the kernel's
+# lists), checked as provision will check them at boot, looking at no disk:
+# a bad one fails the build here, not every instance's first boot.
+/usr/sbin/ephemera check || die "ephemera check refused the config (above): fix it before baking"
 echo "install.sh: ephemera $version installed; ephemera.service runs at the next boot"

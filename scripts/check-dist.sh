@@ -4,7 +4,7 @@
 # - the polkit rule is valid JavaScript (node --check);
 # - every cloud-init example passes `cloud-init schema` (Debian's cloud-init);
 # - the binaries' compatibility floor: glibc symbols at most 2.34, and the
-#   sonames of the README's list (x86-64, and arm64 when its .deb is there);
+#   sonames of docs/TESTING.md's list (x86-64, and arm64 when its .deb is there);
 # - the Packer template passes `packer validate -syntax-only` (Debian's
 #   packer 1.6: it does not know the required_plugins block of
 #   plugins.pkr.hcl, so that file is not checked, and no check talks to AWS).
@@ -89,7 +89,7 @@ else
 fi
 if bash -n packer/install.sh; then ok "install.sh parses"; else bad "install.sh parses"; fi
 
-# The compatibility floor (README, "Runtime dependencies"): each binary the
+# The compatibility floor (docs/TESTING.md, "The compatibility floor"): each binary the
 # packages ship needs glibc 2.34 at most (Amazon Linux 2023's), libcryptsetup
 # symbols of 2.4 at most, and links only the libraries of the list, by soname. The arm64 .deb is checked when `make
 # deb-arm64` made it (make test builds it before this).

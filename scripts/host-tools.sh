@@ -32,6 +32,7 @@ group_build=(
   dpkg:libcryptsetup-dev dpkg:libblkid-dev            # the libraries ephemera links
   dpkg:libtss2-dev dpkg:libtss2-tcti-device0          # tss-esapi (the tpm2 pin) links tpm2-tss
   mke2fs:e2fsprogs mkfs.xfs:xfsprogs openssl:openssl  # the tests make filesystems and RSA keys
+  cryptsetup:cryptsetup-bin                           # the unit tests read headers with it
 )
 # The QEMU guest: what tests/vm/build-guest.sh copies into it, and QEMU.
 group_vm=(

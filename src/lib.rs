@@ -5,7 +5,7 @@
 //! - `main.rs` parses the command line (`cli`) and maps errors to exit codes
 //!   (`error`).
 //! - [`commands`]: one module per subcommand group: `provision`, `status`,
-//!   `recover`, `erase` (`teardown`, `discard`); the guard's subcommands are
+//!   `check`, `recover`, `erase` (`teardown`, `discard`); the guard's subcommands are
 //!   in `node::guard`.
 //! - [`node`]: around the volume: the reboot guard, IMDS, the events
 //!   watcher, which asks the decision what a reboot would do.

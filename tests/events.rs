@@ -773,6 +773,87 @@ fn the_watcher_counts_a_reboot_as_kept_only_when_the_next_boot_unlocks() {
     assert!(reboot.data_loss);
 }
 
+/// The watcher's metrics for what puts the data at risk: a mounted volume
+/// not bound to its `[unlock]` pins (a binding that failed at provision),
+/// a guard not armed, and a volume of an earlier boot that this boot's
+/// provision kept for ops, which is not `absent`.
+#[test]
+fn the_watcher_reports_binding_guard_and_kept_volume() {
+    let srv = server(&[], None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let copied = Command::new("cp")
+        .args([
+            "-a",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/already-provisioned/root"
+            ),
+        ])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let host = Host::new(&root);
+    let cfg: ephemera::config::Config = toml::from_str("[unlock]\ntpm2 = true\n").unwrap();
+    let mut w = watcher(&srv, dir.path(), None, Duration::from_secs(2)).with_config(&cfg);
+    let mut metrics = || {
+        w.tick();
+        std::fs::read_to_string(dir.path().join("ephemera.prom")).unwrap()
+    };
+    let m = metrics();
+    assert!(
+        m.contains("ephemera_volume_state{state=\"provisioned\"} 1\n"),
+        "{m}"
+    );
+    assert!(m.contains("ephemera_unlock_bound 0\n"), "{m}");
+    assert!(m.contains("ephemera_guard_armed 0\n"), "{m}");
+    // Bound (its unlock file), and the guard armed as `ephemera guard on` arms it.
+    let sealed =
+        root.join("var/lib/ephemera/escrow.0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e.unlock.json");
+    std::fs::create_dir_all(sealed.parent().unwrap()).unwrap();
+    std::fs::write(&sealed, "{}").unwrap();
+    assert!(ephemera::node::guard::install(&host).unwrap());
+    let m = metrics();
+    assert!(
+        m.contains("ephemera_unlock_bound 1\n") && m.contains("ephemera_guard_armed 1\n"),
+        "{m}"
+    );
+    // One refusal gone: not armed.
+    std::fs::remove_file(root.join("run/systemd/system/reboot.target.d/50-ephemera-guard.conf"))
+        .unwrap();
+    assert!(metrics().contains("ephemera_guard_armed 0\n"));
+
+    // No volume open, and this boot's provision kept one: `kept`, not `absent`.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    let bare_host = Host::new(&bare);
+    let mut w = Watcher::new(
+        Imds::new(&srv.endpoint(), Duration::from_secs(2)),
+        bare_host.clone(),
+        Some(dir.path().join("bare.prom")),
+        None,
+        dir.path().join("bare-seen.json"),
+    )
+    .with_config(&cfg);
+    let mut metrics = || {
+        w.tick();
+        std::fs::read_to_string(dir.path().join("bare.prom")).unwrap()
+    };
+    assert!(metrics().contains("ephemera_volume_state{state=\"absent\"} 1\n"));
+    ephemera::node::kept::mark(&bare_host, "kept the encrypted volume of an earlier boot").unwrap();
+    let m = metrics();
+    assert!(
+        m.contains("ephemera_volume_state{state=\"kept\"} 1\n")
+            && m.contains("ephemera_volume_state{state=\"absent\"} 0\n"),
+        "{m}"
+    );
+    // Not mounted: bound or not is no question.
+    assert!(!m.contains("ephemera_unlock_bound"), "{m}");
+    ephemera::node::kept::clear(&bare_host).unwrap();
+    assert!(metrics().contains("ephemera_volume_state{state=\"absent\"} 1\n"));
+}
+
 /// The LUKS UUID of the `already-provisioned` fixture's mapping.
 const UUID: &str = "0f6c3d0c-2b8e-4b1a-9d3e-5f7a1b2c3d4e";
 

@@ -2,6 +2,7 @@
 //! root, decides with `plan` where there is a decision, and acts through the
 //! layers below (`md`, `luks`, `mount`, `escrow`, `guard`).
 
+pub mod check;
 pub mod erase;
 pub mod escrow;
 pub mod provision;

@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// How long `provision` waits for the NVMe driver to finish probing.
-const NVME_WAIT: Duration = Duration::from_secs(30);
+pub const NVME_WAIT: Duration = Duration::from_secs(30);
 
 /// The survey and the plan: everything up to the first write.
 pub fn make_plan(
@@ -60,7 +60,48 @@ pub fn make_plan(
 /// exclusive open, even brief, can make someone else's mount of that disk
 /// fail): only sysfs's mounts, holders and swap mark a disk as in use here.
 pub fn plan_only(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Plan> {
+    preflight(host, cfg, CipherCheck::Probe)?;
     make_plan(host, cfg, &crate::host::probe::LookOnly(probe), force).map(|(_, p)| p)
+}
+
+/// How `preflight` asks about the cipher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherCheck {
+    /// Through the kernel crypto API, as libcryptsetup will (the kernel
+    /// may load the cipher's module): `provision` and `plan`.
+    Probe,
+    /// In the kernel's lists only (`/proc/crypto`, the module lists),
+    /// loading nothing: `check`, in an image build.
+    Listed,
+}
+
+/// Everything `provision` refuses before its first write that needs no
+/// disk: the escrow keys, clevis for `[unlock]`, the owners of the
+/// envelopes' directory, the cipher. `provision`, `plan` and `check` all
+/// call this one function, so that none of them passes what another
+/// refuses. Returns the escrow keys.
+pub fn preflight(host: &Host, cfg: &Config, cipher: CipherCheck) -> Result<Vec<rsa::RsaPublicKey>> {
+    let escrow_keys = escrow::load_public_keys(&cfg.escrow.keys())?;
+    if !cfg.unlock.tang.is_empty() {
+        cmd::find("clevis").map_err(|_| {
+            Error::Usage(
+                "config unlock.tang binds a part of the key with clevis, which is not installed \
+                 (Debian: apt-get install clevis; the tpm2 and kms pins need no clevis)"
+                    .into(),
+            )
+        })?;
+    }
+    if !escrow_keys.is_empty() || cfg.unlock.enabled() {
+        // An envelope or unlock file goes only below directories root alone
+        // can change; refused here, before a disk is touched, not after
+        // formatting.
+        crate::host::safe_fs::check_existing(&cfg.escrow.path, escrow::HOW.owners)?;
+    }
+    match cipher {
+        CipherCheck::Probe => crate::volume::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?,
+        CipherCheck::Listed => crate::volume::cipher::check_listed(host, &cfg.luks.cipher)?,
+    }
+    Ok(escrow_keys)
 }
 
 /// Logs one finished step with its duration.
@@ -124,23 +165,7 @@ pub fn host_name(host: &Host) -> String {
 
 pub fn provision(host: &Host, cfg: &Config, probe: &dyn Probe, force: bool) -> Result<Outcome> {
     // Every input is checked before the first write.
-    let escrow_keys = escrow::load_public_keys(&cfg.escrow.keys())?;
-    if !cfg.unlock.tang.is_empty() {
-        cmd::find("clevis").map_err(|_| {
-            Error::Usage(
-                "config unlock.tang binds a part of the key with clevis, which is not installed \
-                 (Debian: apt-get install clevis; the tpm2 and kms pins need no clevis)"
-                    .into(),
-            )
-        })?;
-    }
-    if !escrow_keys.is_empty() || cfg.unlock.enabled() {
-        // An envelope or unlock file goes only below directories root alone
-        // can change; refused here, before a disk is touched, not after
-        // formatting.
-        crate::host::safe_fs::check_existing(&cfg.escrow.path, escrow::HOW.owners)?;
-    }
-    crate::volume::cipher::check(&cfg.luks.cipher, cfg.luks.key_bits)?;
+    let escrow_keys = preflight(host, cfg, CipherCheck::Probe)?;
     let _lock = lock(host)?;
     crate::failpoint!("after-lock");
     let pending = discover::wait_for_nvme(host, NVME_WAIT);
@@ -442,7 +467,7 @@ fn make_volume(
     // else holds the disk (the survey's open is closed by then). A format
     // that fails wrote no header; one that succeeded is undone by erasing it.
     let header = step("format LUKS2", base, || {
-        luks::format(base, &p.luks, key.as_bytes())
+        luks::format(base, &p.luks, &geometry(p), key.as_bytes())
     })?;
     made.push(Undo::EraseHeader(base.to_path_buf()));
     let uuid = header.uuid.clone();
@@ -519,6 +544,14 @@ pub fn record_mounted(host: &Host, p: &ProvisionPlan, uuid: &str) -> Result<()> 
     match &p.record {
         Some(dir) => escrow::mark_mounted(host, dir, uuid),
         None => Ok(()),
+    }
+}
+
+/// How the new volume is assembled, for its header's token.
+fn geometry(p: &ProvisionPlan) -> luks::Geometry {
+    luks::Geometry {
+        members: p.members.iter().map(|m| m.serial.clone()).collect(),
+        chunk_kib: p.raid.as_ref().map(|r| r.chunk_kib),
     }
 }
 

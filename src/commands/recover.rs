@@ -239,6 +239,7 @@ pub fn open_and_mount(
                 env.luks_uuid
             )));
         }
+        check_geometry(&base, found.geometry.as_ref(), env)?;
         luks::open(
             &base,
             cfg.luks.discards,
@@ -270,6 +271,35 @@ pub fn open_and_mount(
         let _ = md::stop(host, MD_NAME);
     }
     result
+}
+
+/// The geometry the header recorded at format against what the envelope or
+/// unlock file says: another member order or chunk would open a wrongly
+/// assembled array read-write, though the first member (the LUKS UUID) and
+/// the key (its digest) match. Refused before opening; a header written
+/// before the geometry was recorded cannot be checked, which is logged.
+fn check_geometry(base: &Path, recorded: Option<&luks::Geometry>, env: &Layout) -> Result<()> {
+    let Some(g) = recorded else {
+        tracing::warn!(
+            "the LUKS2 header on {} records no geometry (written by an earlier release): the \
+             member order and chunk of the envelope cannot be checked against it",
+            base.display()
+        );
+        return Ok(());
+    };
+    if g.members == env.members && g.chunk_kib == env.chunk_kib {
+        return Ok(());
+    }
+    let chunk = |c: Option<u32>| c.map_or("no array".into(), |k| format!("a {k} KiB chunk"));
+    Err(Error::Refused(format!(
+        "the LUKS2 header on {} records members {} with {}, the envelope or unlock file says \
+         members {} with {}: refusing to open a wrongly assembled array (nothing was written)",
+        base.display(),
+        g.members.join(", "),
+        chunk(g.chunk_kib),
+        env.members.join(", "),
+        chunk(env.chunk_kib)
+    )))
 }
 
 /// The envelope's members, found by serial and checked as provision checks

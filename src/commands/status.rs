@@ -50,8 +50,19 @@ pub struct Status {
     /// The open volume's unlock file ([unlock]): a reboot unlocks it when
     /// its pins answer.
     pub unlock_file: Option<std::path::PathBuf>,
+    /// With `[unlock]` in the config and a volume mounted: whether it is
+    /// bound to its pins (its unlock file is there), so that a reboot keeps
+    /// it. `false` after a binding that failed at provision. `null` without
+    /// `[unlock]` or a mounted volume.
+    pub unlock_bound: Option<bool>,
     /// The reboot guard is on.
     pub guard: bool,
+    /// The guard is on with every refusal in place (its marker and each
+    /// drop-in).
+    pub guard_armed: bool,
+    /// What puts the data at risk now, one line each (also printed by
+    /// `status` as `warning:` lines).
+    pub warnings: Vec<String>,
     /// Pending maintenance events and interruptions (src/events.rs).
     pub events: Vec<crate::node::events::Event>,
 }
@@ -111,6 +122,9 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         .as_ref()
         .and_then(|dm| facts.unlock_file(&dm.luks_uuid()))
         .map(|f| f.path.clone());
+    let mounted = facts.inv.dm.as_ref().and_then(|d| d.mount()).is_some();
+    let unlock_bound = (cfg.unlock.enabled() && mounted).then_some(unlock_file.is_some());
+    let guard_armed = crate::node::guard::armed(host);
     let inv = facts.inv;
     let raid = inv.md.as_ref().map(|m| RaidStatus {
         device: format!("/dev/{}", m.name),
@@ -159,7 +173,11 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
             subdir: m.root.clone(),
         })
         .collect();
+    let warnings = risks(unlock_bound, mounted, guard_armed);
     Ok(Status {
+        unlock_bound,
+        guard_armed,
+        warnings,
         unlock_file,
         binds,
         state,
@@ -176,6 +194,30 @@ pub fn status(host: &Host, cfg: &Config, probe: &dyn Probe) -> Result<Status> {
         guard: crate::node::guard::is_on(host),
         events: Vec::new(),
     })
+}
+
+/// What puts the data at risk now, one line each: a mounted volume that
+/// `[unlock]` should keep across a reboot but is not bound to its pins (its
+/// binding failed at provision), or a mounted volume whose reboot guard is
+/// not armed (released, or never started).
+fn risks(unlock_bound: Option<bool>, mounted: bool, guard_armed: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if unlock_bound == Some(false) {
+        warnings.push(
+            "[unlock] is set, but the mounted volume is not bound to its pins (no unlock file; \
+             see ephemera.service's journal for the binding that failed): a reboot loses its data \
+             (or, with escrow, keeps it for ops)"
+                .to_string(),
+        );
+    }
+    if mounted && !guard_armed {
+        warnings.push(
+            "the volume is mounted and the reboot guard is not armed: a reboot is not refused \
+             (`systemctl start ephemera-guard.service` arms it)"
+                .to_string(),
+        );
+    }
+    warnings
 }
 
 impl Status {
@@ -266,6 +308,31 @@ impl Status {
         } else {
             "guard: off\n"
         };
+        for w in &self.warnings {
+            s += &format!("warning: {w}\n");
+        }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::risks;
+
+    #[test]
+    fn an_unbound_volume_and_an_unarmed_guard_are_warnings() {
+        assert!(risks(None, true, true).is_empty());
+        assert!(risks(Some(true), true, true).is_empty());
+        // Nothing mounted: nothing at risk.
+        assert!(risks(None, false, false).is_empty());
+        let w = risks(Some(false), true, true);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("not bound to its pins") && w[0].contains("a reboot loses its data"),
+            "{w:?}"
+        );
+        let w = risks(Some(false), true, false);
+        assert_eq!(w.len(), 2);
+        assert!(w[1].contains("reboot guard is not armed"), "{w:?}");
     }
 }

@@ -30,25 +30,6 @@ impl BindEntry {
     }
 }
 
-/// Directories that no bind may be, be inside, or hide: the system itself.
-const SYSTEM: &[&str] = &[
-    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
-    "/proc", "/sys", "/run",
-];
-/// Directories that no bind may be or hide (a bind inside them is fine:
-/// `/var/lib/containerd` is inside `/var`).
-const KEPT: &[&str] = &[
-    "/var/lib/dpkg",
-    "/var/lib/apt",
-    "/var/lib/systemd",
-    "/var/lib/cloud",
-    "/var/log/journal",
-    "/var/cache/apt",
-    "/root",
-    "/tmp",
-    "/var/tmp",
-];
-
 /// Checks the entries against each other and against the rest of the
 /// config, with no I/O. One line per problem, naming the entry.
 pub fn validate(entries: &[BindEntry], mount: &Path, escrow: &Path) -> Result<()> {
@@ -69,30 +50,8 @@ pub fn validate(entries: &[BindEntry], mount: &Path, escrow: &Path) -> Result<()
         if p == Path::new("/") {
             return bad(i, e, "path must not be /".into());
         }
-        if let Some(s) = SYSTEM.iter().map(Path::new).find(|s| p.starts_with(s)) {
-            return bad(
-                i,
-                e,
-                format!(
-                    "{} is a system directory; it stays on the root disk",
-                    s.display()
-                ),
-            );
-        }
-        if let Some(k) = SYSTEM
-            .iter()
-            .chain(KEPT)
-            .map(Path::new)
-            .find(|k| k.starts_with(p))
-        {
-            return bad(
-                i,
-                e,
-                format!(
-                    "a bind there would hide {}, which stays on the root disk",
-                    k.display()
-                ),
-            );
+        if let Some(c) = super::paths::clash(p) {
+            return bad(i, e, c.describe("a bind"));
         }
         if p.starts_with(mount) {
             return bad(
@@ -228,7 +187,10 @@ mod tests {
             (&[e("/mnt/ephemeral/x", None)], "inside the volume"),
             (&[e("/mnt/ephemeral", None)], "inside the volume"),
             (&[e("/mnt", None)], "hide the volume"),
-            (&[e("/var/lib/ephemera", None)], "escrow envelope"),
+            (
+                &[e("/var/lib/ephemera", None)],
+                "would hide /var/lib/ephemera",
+            ),
             (&[e("/srv/../etc", None)], "\"..\""),
             (&[e("/srv/a", Some("/abs"))], "subdir"),
             (&[e("/srv/a", Some("../up"))], "subdir"),
@@ -263,5 +225,13 @@ mod tests {
             assert!(m.starts_with("config bind["), "{m:?}");
             assert!(!m.contains('\n'), "{m:?}");
         }
+        let m = validate(
+            &[e("/srv", None)],
+            Path::new("/mnt/ephemeral"),
+            Path::new("/srv/ephemera/escrow.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("hide the escrow envelope"), "{m}");
     }
 }

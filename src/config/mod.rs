@@ -6,9 +6,15 @@
 //! public key, so a bad config never reaches a disk.
 
 pub mod bind;
+#[cfg(test)]
+pub(crate) mod keys;
 pub mod mount_options;
+mod parse;
+pub mod paths;
 pub mod store;
 pub mod unlock;
+
+pub use parse::PLACEHOLDER;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -270,16 +276,7 @@ pub struct Overrides {
 impl Config {
     /// Parses TOML text; `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &Path) -> Result<Config> {
-        toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines with a caret drawing; keep
-            // the one line that says what is wrong, plus where.
-            let line = e.span().map(|s| 1 + text[..s.start].matches('\n').count());
-            let msg = e.message().trim().replace('\n', " ");
-            match line {
-                Some(l) => Error::Usage(format!("config {}:{l}: {msg}", origin.display())),
-                None => Error::Usage(format!("config {}: {msg}", origin.display())),
-            }
-        })
+        parse::parse(text, origin)
     }
 
     /// Reads the file at `path`. A missing file at the default path means
@@ -367,12 +364,35 @@ impl Config {
                 format!("{} must not contain `..`", self.mount.path.display()),
             );
         }
-        if normal_path(&self.mount.path) == Path::new("/") {
+        let mount = normal_path(&self.mount.path);
+        if mount == Path::new("/") {
             return bad("mount.path", "must not be /".into());
+        }
+        if let Some(c) = paths::clash(&mount) {
+            return bad(
+                "mount.path",
+                format!(
+                    "{}: {} (choose a directory of its own, such as /mnt/ephemeral)",
+                    mount.display(),
+                    c.describe("a mount")
+                ),
+            );
         }
         mount_options::MountOptions::parse(&self.mount.options)
             .map_err(|why| Error::Usage(format!("config mount.options: {why}")))?;
         absolute("escrow.path", &self.escrow.path)?;
+        if normal_path(&self.escrow.path).starts_with(&mount) {
+            return bad(
+                "escrow.path",
+                format!(
+                    "{} is inside mount.path {}: the envelopes and unlock files would be on \
+                     the volume they open, out of reach before it is open; keep them on the \
+                     root disk (the default is /var/lib/ephemera/escrow.json)",
+                    self.escrow.path.display(),
+                    mount.display()
+                ),
+            );
+        }
         if let Some(k) = &self.escrow.public_key {
             absolute("escrow.public_key", k)?;
         }
@@ -397,6 +417,15 @@ impl Config {
             );
         }
         let t = self.escrow.threshold;
+        if keys.is_empty() && t != 1 {
+            return bad(
+                "escrow.threshold",
+                format!(
+                    "{t} is set, but there is no escrow key: add the keys \
+                     (escrow.public_key, escrow.public_keys) or remove escrow.threshold"
+                ),
+            );
+        }
         if t < 1 || (!keys.is_empty() && t as usize > keys.len()) {
             return bad(
                 "escrow.threshold",
@@ -540,7 +569,7 @@ impl CipherSpec {
                 })
             }
             _ => Err(format!(
-                "luks.cipher {s:?} is not cryptsetup cipher notation (for example twofish-xts-plain64)"
+                "{s:?} is not cryptsetup cipher notation (for example twofish-xts-plain64)"
             )),
         }
     }
@@ -571,241 +600,4 @@ impl From<CipherSpec> for String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(t: &str) -> Result<Config> {
-        let c = Config::parse(t, Path::new("test.toml"))?;
-        c.validate()?;
-        Ok(c)
-    }
-
-    fn usage_msg(t: &str) -> String {
-        match parse(t) {
-            Err(Error::Usage(m)) => m,
-            other => panic!("expected a usage error for {t:?}, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn an_error_quoting_a_control_character_is_still_one_line() {
-        // Found by fuzz/config: a path with a newline in it split the message.
-        let e = parse("[escrow]\npath = \"a\\nb\\r\\u001b[31m\"").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "config escrow.path: a\\nb\\r\\u{1b}[31m is not an absolute path"
-        );
-        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
-    }
-
-    #[test]
-    fn empty_file_is_all_defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c, Config::default());
-        assert_eq!(c.luks.cipher.notation(), "twofish-xts-plain64");
-        assert_eq!(c.on_existing, OnExisting::Keep);
-        assert_eq!(c.raid.chunk_kib, 256);
-        assert_eq!(c.mount.path, Path::new("/mnt/ephemeral"));
-        assert_eq!(c.disks.min_disks, 1);
-        assert!(c.escrow.console);
-    }
-
-    #[test]
-    fn every_key_parses() {
-        let c = parse(
-            r#"
-            on_existing = "fail"
-            [disks]
-            model = "QEMU NVMe Ctrl"
-            min_disks = 0
-            [raid]
-            chunk_kib = 512
-            [luks]
-            cipher = "aes-xts-plain64"
-            key_bits = 256
-            sector_size = 512
-            discards = true
-            workqueues = true
-            [filesystem]
-            label = "data"
-            [mount]
-            path = "/data"
-            options = "noatime,nodev"
-            [escrow]
-            public_key = "/etc/ephemera/escrow.pem"
-            path = "/root/escrow.json"
-            console = false
-            [events]
-            endpoint = "http://127.0.0.1:8169/"
-            interval_secs = 5
-            textfile = ""
-            hook = "/usr/local/sbin/drain"
-            hook_timeout_secs = 30
-            seen_file = "/var/lib/ephemera/seen.json"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(c.on_existing, OnExisting::Fail);
-        assert_eq!(c.disks.model, "QEMU NVMe Ctrl");
-        assert_eq!(c.raid.chunk_kib, 512);
-        assert_eq!(c.luks.key_bits, 256);
-        assert!(c.luks.discards && c.luks.workqueues);
-        assert_eq!(
-            c.escrow.public_key.as_deref(),
-            Some(Path::new("/etc/ephemera/escrow.pem"))
-        );
-        assert!(!c.escrow.console);
-        assert_eq!(c.events.endpoint, "http://127.0.0.1:8169/");
-        assert_eq!(c.events.interval_secs, 5);
-        assert_eq!(c.events.textfile, Path::new(""));
-        assert_eq!(
-            c.events.hook.as_deref(),
-            Some(Path::new("/usr/local/sbin/drain"))
-        );
-        assert_eq!(c.events.hook_timeout_secs, 30);
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        let cases = [
-            ("bogus = 1", "bogus"),
-            ("[raid]\nchunk = 4", "chunk"),
-            ("[raid]\nchunk_kib = 100", "raid.chunk_kib"),
-            ("[raid]\nchunk_kib = 2", "raid.chunk_kib"),
-            ("[raid]\nchunk_kib = -4", "test.toml:2"),
-            ("[luks]\ncipher = \"twofish\"", "luks.cipher"),
-            ("[luks]\ncipher = \"a b-xts\"", "luks.cipher"),
-            ("[luks]\nkey_bits = 500", "luks.key_bits"),
-            ("[luks]\nsector_size = 1000", "luks.sector_size"),
-            ("[luks]\ndiscards = \"yes\"", "test.toml:2"),
-            ("on_existing = \"wipe\"", "test.toml:1"),
-            ("[mount]\npath = \"mnt\"", "mount.path"),
-            ("[mount]\npath = \"/\"", "mount.path"),
-            ("[mount]\npath = \"//\"", "mount.path"),
-            ("[mount]\npath = \"/..\"", "mount.path"),
-            ("[mount]\npath = \"/mnt/..\"", "mount.path"),
-            ("[mount]\npath = \"/mnt/../ephemeral\"", "mount.path"),
-            ("[mount]\noptions = \"noatime,,\"", "mount.options"),
-            ("[escrow]\npublic_key = \"key.pem\"", "escrow.public_key"),
-            ("[escrow]\npublic_keys = [\"a.pem\"]", "escrow.public_keys"),
-            (
-                "[escrow]\npublic_keys = [\"/a.pem\", \"/a.pem\"]",
-                "escrow.public_keys",
-            ),
-            (
-                "[escrow]\npublic_keys = [\"/a.pem\", \"/b.pem\"]\nthreshold = 3",
-                "escrow.threshold",
-            ),
-            (
-                "[escrow]\npublic_key = \"/a.pem\"\npublic_keys = [\"/b.pem\"]\nthreshold = 0",
-                "escrow.threshold",
-            ),
-            ("[escrow]\npath = \"escrow.json\"", "escrow.path"),
-            (
-                "[filesystem]\nlabel = \"a-label-that-is-too-long\"",
-                "filesystem.label",
-            ),
-            ("[disks]\nmodel = \"  \"", "disks.model"),
-            (
-                "[events]\nendpoint = \"https://169.254.169.254\"",
-                "events.endpoint",
-            ),
-            (
-                "[events]\nendpoint = \"http://h/latest\"",
-                "events.endpoint",
-            ),
-            ("[events]\nendpoint = \"http://\"", "events.endpoint"),
-            ("[events]\ninterval_secs = 0", "events.interval_secs"),
-            ("[events]\ninterval_secs = 3601", "events.interval_secs"),
-            ("[events]\ntextfile = \"ephemera.prom\"", "events.textfile"),
-            (
-                "[events]\ntextfile = \"/var/lib/x/ephemera.txt\"",
-                "events.textfile",
-            ),
-            ("[events]\nhook = \"drain.sh\"", "events.hook"),
-            (
-                "[events]\nhook_timeout_secs = 0",
-                "events.hook_timeout_secs",
-            ),
-            ("[events]\npoll = 5", "poll"),
-            ("[events]\nseen_file = \"seen.json\"", "events.seen_file"),
-            ("[disks", "test.toml:1"),
-            ("[[bind]]\npath = \"/etc\"", "bind[0]"),
-            ("[filesystem]\ntype = \"btrfs\"", "test.toml:2"),
-            (
-                "[filesystem]\ntype = \"xfs\"\nlabel = \"thirteen-char\"",
-                "filesystem.label",
-            ),
-            ("[[bind]]\npath = \"/srv\"\nsub = 1", "sub"),
-            ("[[bind]]\nsubdir = \"x\"", "path"),
-        ];
-        for (text, needle) in cases {
-            let m = usage_msg(text);
-            assert!(m.contains(needle), "{text:?}: {m:?} should name {needle}");
-            assert!(
-                !m.contains('\n'),
-                "{text:?}: message is not one line: {m:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn mount_paths_are_kept_in_normal_form() {
-        for p in ["/mnt/ephemeral/", "/mnt//ephemeral", "/mnt/./ephemeral/."] {
-            let c = parse(&format!("[mount]\npath = \"{p}\"")).unwrap();
-            assert_eq!(c.mount.path.as_os_str(), "/mnt/ephemeral", "{p}");
-            let mut c = Config::default();
-            c.apply(&Overrides {
-                model: None,
-                mount: Some(p.into()),
-                escrow_key: None,
-            });
-            assert_eq!(c.mount.path.as_os_str(), "/mnt/ephemeral", "--mount {p}");
-        }
-    }
-
-    #[test]
-    fn overrides_win() {
-        let mut c = Config::default();
-        c.apply(&Overrides {
-            model: Some("QEMU NVMe Ctrl".into()),
-            mount: Some("/data".into()),
-            escrow_key: Some("/k.pem".into()),
-        });
-        assert_eq!(c.disks.model, "QEMU NVMe Ctrl");
-        assert_eq!(c.mount.path, Path::new("/data"));
-        assert_eq!(c.escrow.public_key.as_deref(), Some(Path::new("/k.pem")));
-    }
-
-    #[test]
-    fn missing_default_file_is_defaults_but_named_file_is_error() {
-        let p = Path::new("/nonexistent/ephemera.toml");
-        assert_eq!(Config::load(p, false).unwrap(), Config::default());
-        assert!(matches!(Config::load(p, true), Err(Error::Usage(_))));
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            Config::load(dir.path(), true),
-            Err(Error::Usage(_))
-        ));
-    }
-
-    #[test]
-    fn example_config_is_the_defaults() {
-        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml"));
-        let c = Config::load(p, true).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c, Config::default());
-    }
-
-    #[test]
-    fn cipher_names() {
-        let c = CipherSpec::parse("twofish-xts-plain64").unwrap();
-        assert_eq!(
-            (c.cipher.as_str(), c.mode.as_str()),
-            ("twofish", "xts-plain64")
-        );
-        assert_eq!(c.kernel_name(), "xts(twofish)");
-        let c = CipherSpec::parse("aes-cbc-essiv:sha256").unwrap();
-        assert_eq!(c.kernel_name(), "cbc(aes)");
-    }
-}
+mod tests;

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_PREFIX: &str = "ephemera/";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 20;
+/// The most `timeout_secs` may be (the upload is part of provision's run,
+/// inside ephemera.service's TimeoutStartSec).
+pub const MAX_TIMEOUT_SECS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,10 +89,13 @@ impl Store {
                 ));
             }
         }
-        if !(1..=300).contains(&self.timeout_secs) {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.timeout_secs) {
             return Err(bad(
                 "timeout_secs",
-                format!("{} is not between 1 and 300", self.timeout_secs),
+                format!(
+                    "{} is not between 1 and {MAX_TIMEOUT_SECS}",
+                    self.timeout_secs
+                ),
             ));
         }
         Ok(())

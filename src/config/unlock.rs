@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The most `wait_secs` may be: ephemera.service's TimeoutStartSec
+/// outlasts it with every other wait of a run (a test checks the unit).
+pub const MAX_WAIT_SECS: u64 = 3600;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Unlock {
@@ -125,8 +129,38 @@ impl Unlock {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: String| Err(Error::Usage(format!("config unlock.{key}: {why}")));
+        let d = Unlock::default();
+        // A setting that only a pin uses, set with no pin: whoever wrote it
+        // believes reboots keep the data, and they would not. The default
+        // values pass (the shipped config file writes every key).
+        let tpm2_only = [
+            ("tpm2_pcrs", self.tpm2_pcrs != d.tpm2_pcrs),
+            ("tpm2_pcr_bank", self.tpm2_pcr_bank != d.tpm2_pcr_bank),
+        ];
+        let any_pin = [
+            ("threshold", self.threshold != d.threshold),
+            ("wait_secs", self.wait_secs != d.wait_secs),
+        ];
         if !self.enabled() {
+            if let Some((k, _)) = any_pin.iter().chain(&tpm2_only).find(|(_, set)| *set) {
+                return bad(
+                    k,
+                    format!(
+                        "is set, but [unlock] has no pin, so nothing is bound and a reboot \
+                         loses the data: set unlock.tpm2 = true, unlock.kms or unlock.tang, or remove \
+                         unlock.{k}"
+                    ),
+                );
+            }
             return Ok(());
+        }
+        if !self.tpm2 {
+            if let Some((k, _)) = tpm2_only.iter().find(|(_, set)| *set) {
+                return bad(
+                    k,
+                    format!("is set, but unlock.tpm2 is not true: set it, or remove unlock.{k}"),
+                );
+            }
         }
         if self.threshold < 1 || self.threshold > self.pins() {
             return bad(
@@ -200,10 +234,10 @@ impl Unlock {
                 );
             }
         }
-        if !(1..=3600).contains(&self.wait_secs) {
+        if !(1..=MAX_WAIT_SECS).contains(&self.wait_secs) {
             return bad(
                 "wait_secs",
-                format!("{} is not between 1 and 3600", self.wait_secs),
+                format!("{} is not between 1 and {MAX_WAIT_SECS}", self.wait_secs),
             );
         }
         Ok(())
@@ -294,6 +328,40 @@ mod tests {
             let m = e.to_string();
             assert!(m.contains(key) && !m.contains('\n'), "{text}: {m}");
         }
+        // Set with no pin, or for the TPM without it.
+        for (text, key) in [
+            ("[unlock]\nthreshold = 5\nwait_secs = 0\n", "unlock.threshold"),
+            ("[unlock]\nwait_secs = 600\n", "unlock.wait_secs"),
+            ("[unlock]\ntpm2 = false\ntpm2_pcrs = \"0,7\"\n", "unlock.tpm2_pcrs"),
+            ("[unlock]\ntang = []\ntpm2_pcr_bank = \"sha1\"\n", "unlock.tpm2_pcr_bank"),
+            (
+                &format!(
+                    "[unlock]\ntang = [ {{ url = \"http://t:7500\", thp = \"{THP}\" }} ]\ntpm2_pcrs = \"0\"\n"
+                ),
+                "unlock.tpm2_pcrs: is set, but unlock.tpm2 is not true",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+            let m = e.to_string();
+            assert!(m.contains(key) && !m.contains('\n'), "{text}: {m}");
+        }
+        // The defaults, written out with no pin (as examples/config.toml
+        // does), are no setting.
+        parse("[unlock]\ntpm2 = false\ntpm2_pcrs = \"7\"\ntpm2_pcr_bank = \"sha256\"\nthreshold = 1\nwait_secs = 60\n").unwrap();
+        // The cloud-init example's thumbprint, left as it is.
+        let e = parse(
+            "[unlock]\ntang = [ { url = \"http://t:7500\", thp = \"REPLACE-WITH-THE-TANG-THUMBPRINT\" } ]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let m = e.to_string();
+        assert!(
+            m.starts_with("config unlock.tang[0].thp: ")
+                && m.contains("placeholder, left in")
+                && m.contains("tang-show-keys"),
+            "{m}"
+        );
         // No thp at all: a parse error naming the field.
         let e = parse("[unlock]\ntang = [ { url = \"http://t:7500\" } ]\n").unwrap_err();
         assert!(e.to_string().contains("thp"), "{e}");

@@ -279,7 +279,7 @@ pub fn plan(f: &Facts, cfg: &Config, force: bool) -> Result<Plan> {
             return Err(Error::Refused(format!(
                 "ephemera's volume {device} is already mounted at {mount}, not at mount.path {}; \
                  unmount it first (ephemera then mounts it at mount.path), or run \
-                 `ephemera teardown` to destroy it",
+                 `ephemera teardown --yes` to destroy it",
                 cfg.mount.path.display()
             )))
         }
@@ -370,7 +370,7 @@ fn members(f: &Facts, over: Option<&Over>, force: bool) -> Result<Chosen> {
                     // header is on disk: decide on that one first.
                     return Err(Error::Refused(format!(
                         "/dev/{} holds ephemera's volume {luks_uuid} while an unfinished one is \
-                         open; run `ephemera teardown` or reboot",
+                         open; run `ephemera teardown --yes` or reboot",
                         c.disk.name
                     )));
                 }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 
 /// How long a second run waits for the first to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(600);
+pub const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Holds the lock, waiting for another run to release it, bounded by
 /// `LOCK_WAIT`. flock has no timed wait, so the wait polls a non-blocking

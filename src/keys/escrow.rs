@@ -122,6 +122,14 @@ pub fn load_public_key(path: &Path) -> Result<RsaPublicKey> {
     let what = "escrow public key";
     let pem = read_pem(path, what)?;
     let bad = |why: String| Error::Usage(format!("{what} {}: {why}", path.display()));
+    if pem.contains(crate::config::PLACEHOLDER) {
+        return Err(bad(
+            "is the example's placeholder, left in: put your RSA public key there \
+             (openssl pkey -in escrow.key.pem -pubout), or remove escrow.public_key to run \
+             without escrow"
+                .into(),
+        ));
+    }
     // The rsa crate refuses moduli over 4096 bits as malformed: say so first.
     if let Some(bits) = modulus_bits(&pem).filter(|b| *b > MAX_RSA_BITS) {
         return Err(bad(format!(
@@ -907,7 +915,26 @@ mod tests {
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         )
         .unwrap();
+        // The cloud-init example's key, as it is shipped.
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/cloud-init/basic.yaml"
+        ))
+        .unwrap();
+        let placeholder = dir.path().join("escrow.pub.pem");
+        let block: String = example
+            .lines()
+            .map(str::trim)
+            .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(block.contains("END PUBLIC KEY"), "{block}");
+        std::fs::write(&placeholder, block).unwrap();
         for (p, needle) in [
+            (
+                placeholder.as_path(),
+                "placeholder, left in: put your RSA public key",
+            ),
             (small.as_path(), "1024 bits"),
             (priv_pem.as_path(), "private key"),
             (garbage.as_path(), "malformed"),

@@ -50,6 +50,11 @@ use crate::node::imds::{Imds, ImdsError};
 pub const MAX_OBJECT: u64 = 256 * 1024;
 /// The largest ListObjectsV2 page read (1000 keys of about 100 bytes).
 const MAX_LIST_PAGE: u64 = 4 * 1024 * 1024;
+/// The most entries a listing keeps (envelopes of a fleet's instances;
+/// `--instance` narrows it), and the most pages it reads (S3 gives up to
+/// 1000 keys a page): bounds on memory, whatever a store answers.
+pub const MAX_LIST_ENTRIES: usize = 200_000;
+const MAX_LIST_PAGES: usize = 1_000;
 /// How long a signed URL is valid: it is used at once, so only a bound on
 /// the clock skew that still works.
 const URL_VALIDITY: Duration = Duration::from_secs(300);
@@ -260,11 +265,16 @@ impl Client {
         }
     }
 
-    /// Every object whose key starts with `prefix`, in key order.
+    /// Every object whose key starts with `prefix`, in key order; at most
+    /// [`MAX_LIST_ENTRIES`] of them in [`MAX_LIST_PAGES`] pages, and a
+    /// continuation token seen before is refused (a store that sends tokens
+    /// in a circle would otherwise be listed until the deadline, its entries
+    /// growing all the while).
     pub fn list(&self, prefix: &str, deadline: Instant) -> Result<Vec<Listed>, String> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_LIST_PAGES {
             let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
             action.with_prefix(prefix);
             if let Some(t) = &token {
@@ -286,13 +296,35 @@ impl Client {
                 size: c.size,
                 last_modified: c.last_modified,
             }));
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() && token.as_deref() != Some(t.as_str()) => token = Some(t),
-                _ => break,
+            if out.len() > MAX_LIST_ENTRIES {
+                return Err(format!(
+                    "{}: more than {MAX_LIST_ENTRIES} objects under {prefix:?}; list one \
+                     instance's (--instance)",
+                    self.at
+                ));
             }
+            match page.next_continuation_token {
+                Some(t) if t.is_empty() => {}
+                Some(t) if !seen.insert(t.clone()) => {
+                    return Err(format!(
+                        "{}: the store sent a continuation token it had sent before: a listing \
+                         that would never end",
+                        self.at
+                    ))
+                }
+                Some(t) => {
+                    token = Some(t);
+                    continue;
+                }
+                None => {}
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            return Ok(out);
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Err(format!(
+            "{}: more than {MAX_LIST_PAGES} pages under {prefix:?}; list one instance's (--instance)",
+            self.at
+        ))
     }
 
     /// A GET of the signed `url`, within the deadline; `key` names it in
@@ -825,5 +857,58 @@ mod tests {
             pending(&host, Path::new("/var/lib/ephemera/escrow.json")),
             vec![UUID.to_string()]
         );
+    }
+
+    /// A store that answers every listing page with a continuation token,
+    /// A and B in turn (issue 25): the listing ends at the first token seen
+    /// again, with an error, after three pages, not at the deadline with
+    /// entries growing all the while.
+    #[test]
+    fn a_listing_whose_tokens_go_in_a_circle_is_refused() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pages = Arc::new(AtomicUsize::new(0));
+        let served = pages.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let n = served.fetch_add(1, Ordering::SeqCst);
+                let token = if n.is_multiple_of(2) { "A" } else { "B" };
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult \
+                     xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>fleet</Name>\
+                     <Prefix>ephemera/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>\
+                     <IsTruncated>true</IsTruncated><Contents><Key>ephemera/i-01234567/{n}.json</Key>\
+                     <LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"e\"</ETag>\
+                     <Size>10</Size><StorageClass>STANDARD</StorageClass></Contents>\
+                     <NextContinuationToken>{token}</NextContinuationToken></ListBucketResult>"
+                );
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let c = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            "fleet",
+            "us-east-1",
+            None,
+            Credentials::new("AKIDOPS", "secret"),
+        )
+        .unwrap();
+        let e = c
+            .list("ephemera/", Instant::now() + Duration::from_secs(120))
+            .unwrap_err();
+        assert!(e.contains("continuation token it had sent before"), "{e}");
+        assert_eq!(pages.load(Ordering::SeqCst), 3);
     }
 }

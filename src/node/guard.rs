@@ -104,6 +104,14 @@ pub fn is_on(host: &Host) -> bool {
     host.path(MARKER).exists()
 }
 
+/// The guard is on and every refusal `install` writes is in place: its
+/// marker (read by the polkit rule) and each drop-in. (logind's inhibitor,
+/// the third layer, is held by the guard unit's process, which the marker
+/// outlives only until its ExecStopPost.)
+pub fn armed(host: &Host) -> bool {
+    is_on(host) && REFUSED_UNITS.iter().all(|t| dropin(host, t).is_file())
+}
+
 /// Is ephemera's volume mounted now, whole or through a bind? A bind left
 /// after `umount` of mount.path still writes to the volume (a container
 /// runtime's directory), so it is guarded as the whole mount is.

@@ -690,6 +690,14 @@ mod tests {
                 .take_while(|l| l.is_empty() || l.starts_with("      "))
                 .map(|l| format!("{}\n", l.get(6..).unwrap_or("")))
                 .collect();
+            // A placeholder left in is refused, saying so; replaced, the
+            // rest is valid.
+            let placeholder = "REPLACE-WITH-THE-TANG-THUMBPRINT";
+            if toml.contains(placeholder) {
+                let e = crate::config::Config::parse(&toml, &f).unwrap_err();
+                assert!(e.to_string().contains("placeholder, left in"), "{e}");
+            }
+            let toml = toml.replace(placeholder, "DWnbBv9Ul6YVKNFdV5Mun_pRTkfIMXcxwH1NDbVBDq0");
             let c = crate::config::Config::parse(&toml, &f).unwrap();
             c.validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", f.display()));

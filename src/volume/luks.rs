@@ -18,7 +18,7 @@ use libcryptsetup_rs::{
     CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either,
     TokenInput,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::host::discover::DM_NAME;
@@ -107,9 +107,23 @@ impl Formatted {
     }
 }
 
-/// Formats `dev` and returns the new header. No keyslot is made: the only
-/// copies of the key are the caller's and, after `open`, the kernel's.
-pub fn format(dev: &Path, p: &LuksPlan, key: &[u8]) -> Result<Formatted> {
+/// How the volume's members are assembled: recorded in the header's
+/// ephemera token at format, and compared with what an envelope or an
+/// unlock file says before a volume is opened. The LUKS UUID and the key's
+/// digest check only the first member; a tampered or mistaken member order
+/// or chunk would open a wrongly assembled array read-write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    /// Member serials in array order.
+    pub members: Vec<String>,
+    /// The RAID0 chunk; `None` for a single disk.
+    pub chunk_kib: Option<u32>,
+}
+
+/// Formats `dev` and returns the new header, its token recording the key
+/// size and `geometry`. No keyslot is made: the only copies of the key are
+/// the caller's and, after `open`, the kernel's.
+pub fn format(dev: &Path, p: &LuksPlan, geometry: &Geometry, key: &[u8]) -> Result<Formatted> {
     let d = dev.display();
     let mut cd = CryptInit::init(dev).map_err(lib_err(format!("opening {d} for LUKS2")))?;
     // No keyslots will ever be added, so the keyslots area can be one 4 KiB
@@ -162,8 +176,15 @@ pub fn format(dev: &Path, p: &LuksPlan, key: &[u8]) -> Result<Formatted> {
             p.cipher, p.mode, p.key_bits, p.sector_size
         )))?;
     // LUKS2 keeps the key size only in keyslots, and there are none: a
-    // token records it, for `status` and for ops reading `luksDump`.
-    let token = serde_json::json!({"type": TOKEN_TYPE, "keyslots": [], "key_bits": p.key_bits});
+    // token records it, for `status` and for ops reading `luksDump`, with
+    // the geometry the volume is assembled with.
+    let token = serde_json::json!({
+        "type": TOKEN_TYPE,
+        "keyslots": [],
+        "key_bits": p.key_bits,
+        "members": geometry.members,
+        "chunk_kib": geometry.chunk_kib,
+    });
     cd.token_handle()
         .json_set(TokenInput::AddToken(&token))
         .map_err(lib_err(format!("writing the {TOKEN_TYPE} token on {d}")))?;
@@ -239,6 +260,10 @@ pub struct LuksInfo {
     /// Header size: the data starts here, in bytes.
     #[serde(skip)]
     pub data_offset: u64,
+    /// The geometry recorded at format; `None` in a header written by a
+    /// release before it was recorded.
+    #[serde(skip)]
+    pub geometry: Option<Geometry>,
 }
 
 pub fn info(dev: &Path) -> Result<LuksInfo> {
@@ -254,11 +279,16 @@ pub fn info(dev: &Path) -> Result<LuksInfo> {
     let uuid = st.get_uuid().map_err(lib_err("reading the UUID".into()))?;
     let data_offset = st.get_data_offset() * 512;
     let sector_size = libcryptsetup_rs::get_sector_size(Some(&mut cd)) as u32;
-    let key_bits = (0..32)
+    let token = (0..32)
         .filter_map(|t| cd.token_handle().json_get(t).ok())
-        .find(|j| j["type"] == TOKEN_TYPE)
+        .find(|j| j["type"] == TOKEN_TYPE);
+    let key_bits = token
+        .as_ref()
         .and_then(|j| j["key_bits"].as_u64())
         .unwrap_or(0) as u32;
+    let geometry = token
+        .filter(|j| j.get("members").is_some())
+        .and_then(|j| serde_json::from_value::<Geometry>(j).ok());
     let mut keyslots = 0;
     for slot in 0..32 {
         if let Ok(KeyslotInfo::Active | KeyslotInfo::ActiveLast | KeyslotInfo::Unbound) =
@@ -274,6 +304,7 @@ pub fn info(dev: &Path) -> Result<LuksInfo> {
         sector_size,
         keyslots,
         data_offset,
+        geometry,
     })
 }
 
@@ -321,5 +352,45 @@ mod tests {
             Level::INFO
         );
         assert_eq!(log_level(CryptLogLevel::Debug, "anything"), Level::DEBUG);
+    }
+
+    /// The geometry goes into the header's token at format, and comes back
+    /// from it; cryptsetup, not ephemera, shows it in the header's JSON.
+    #[test]
+    fn the_header_records_the_geometry() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("member0.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        let plan = LuksPlan {
+            cipher: "aes".into(),
+            mode: "xts-plain64".into(),
+            key_bits: 512,
+            sector_size: 4096,
+            discards: false,
+            workqueues: false,
+        };
+        let g = Geometry {
+            members: vec!["AWS-A".into(), "AWS-B".into(), "AWS-C".into()],
+            chunk_kib: Some(256),
+        };
+        let key = [7u8; 64];
+        drop(format(&img, &plan, &g, &key).unwrap());
+        assert_eq!(info(&img).unwrap().geometry, Some(g));
+        let out = std::process::Command::new("cryptsetup")
+            .args(["luksDump", "--dump-json-metadata"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let token = &json["tokens"]["0"];
+        assert_eq!(token["type"], TOKEN_TYPE, "{json}");
+        assert_eq!(
+            token["members"],
+            serde_json::json!(["AWS-A", "AWS-B", "AWS-C"])
+        );
+        assert_eq!(token["chunk_kib"], 256);
     }
 }

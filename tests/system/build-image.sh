@@ -79,6 +79,7 @@ packages=(
   systemd-sysv udev dbus libpam-systemd polkitd
   cloud-init sudo kmod "linux-image-cloud-$arch" initramfs-tools zstd
   e2fsprogs cryptsetup-bin mdadm jq openssl procps util-linux
+  openssh-client # ssh-keygen: cloud-init makes host keys, and says "Failed generating key" without it
   libcryptsetup12 libblkid1 ca-certificates
   prometheus-node-exporter curl
   containerd busybox-static # the container-node test: Debian's runtime (ctr), a static binary for its image
@@ -155,6 +156,10 @@ cat >"$cloudcfg" <<'EOF'
 # ephemera system tests: NoCloud seed only (a CIDATA volume), no network to wait for.
 datasource_list: [ NoCloud, None ]
 network: {config: disabled}
+# The image has no locales package (minbase): cloud-init's locale module
+# would fail to make en_US.UTF-8 and print a red FAILED cloud-config.service
+# on the console, a failure that is not ephemera's. The image stays in C.
+locale: "false"
 EOF
 fstab=$out.tmp/fstab
 echo "PARTUUID=$ROOT_PARTUUID / ext4 defaults,errors=remount-ro 0 1" >"$fstab"

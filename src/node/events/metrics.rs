@@ -20,21 +20,48 @@ pub struct Health {
     pub last_success: Option<i64>,
     /// ephemera's volume as the kernel shows it (`VOLUME_STATES`).
     pub volume_state: &'static str,
+    /// The reboot guard is on with all its refusals in place.
+    pub guard_armed: bool,
+    /// With `[unlock]` and a mounted volume: whether it is bound to its
+    /// pins (its unlock file is there), so that a reboot keeps it. `None`
+    /// without `[unlock]` or without a mounted volume.
+    pub unlock_bound: Option<bool>,
 }
 
-/// The volume's states the watcher reports, from the kernel alone: it reads
-/// no disk, so a kept volume of an earlier boot shows as `absent` here
-/// (`ephemera status` names it).
-pub const VOLUME_STATES: [&str; 3] = ["provisioned", "unmounted", "absent"];
+/// The volume's states the watcher reports. It reads no disk (its sandbox
+/// has no devices): `kept` is provision's record (`node::kept`) of a
+/// volume of an earlier boot it kept this boot, exit 5, for ops.
+pub const VOLUME_STATES: [&str; 4] = ["provisioned", "unmounted", "kept", "absent"];
 
-/// `provisioned` (open and mounted), `unmounted` (open, not mounted) or
-/// `absent` (nothing open).
-pub fn volume_state(inv: &crate::host::discover::Inventory) -> &'static str {
+/// `provisioned` (open and mounted), `unmounted` (open, not mounted),
+/// `kept` (nothing open; this boot's provision kept an earlier boot's
+/// volume) or `absent` (nothing open).
+pub fn volume_state(
+    host: &crate::host::Host,
+    inv: &crate::host::discover::Inventory,
+) -> &'static str {
     match &inv.dm {
         Some(d) if d.mount().is_some() => "provisioned",
         Some(_) => "unmounted",
+        None if crate::node::kept::is_marked(host) => "kept",
         None => "absent",
     }
+}
+
+/// With `[unlock]` and a volume mounted: whether it is bound to its pins,
+/// that is its unlock file is beside the envelopes (a binding that failed
+/// at provision leaves none). `None` otherwise: no question to ask.
+pub fn unlock_bound(
+    host: &crate::host::Host,
+    inv: &crate::host::discover::Inventory,
+    cfg: &crate::config::Config,
+) -> Option<bool> {
+    if !cfg.unlock.enabled() {
+        return None;
+    }
+    let dm = inv.dm.as_ref().filter(|d| d.mount().is_some())?;
+    let file = crate::keys::unlock::path_for(&cfg.escrow.path, &dm.luks_uuid());
+    Some(host.abs(&file).is_file())
 }
 
 /// The textfile-collector text (README, "Metrics").
@@ -65,6 +92,14 @@ pub fn render_metrics(events: &[Event], h: &Health) -> String {
             "ephemera_volume_state{{state=\"{state}\"}} {}\n",
             u8::from(state == h.volume_state)
         );
+    }
+    s += "# HELP ephemera_guard_armed 1 while the reboot guard is on with all its refusals in place.\n";
+    s += "# TYPE ephemera_guard_armed gauge\n";
+    s += &format!("ephemera_guard_armed {}\n", u8::from(h.guard_armed));
+    if let Some(bound) = h.unlock_bound {
+        s += "# HELP ephemera_unlock_bound 1 when the mounted volume is bound to its [unlock] pins, so that a reboot keeps it; 0 when it is not (a binding that failed at provision).\n";
+        s += "# TYPE ephemera_unlock_bound gauge\n";
+        s += &format!("ephemera_unlock_bound {}\n", u8::from(bound));
     }
     s += "# HELP ephemera_imds_up 1 when the last poll read every IMDS document.\n";
     s += "# TYPE ephemera_imds_up gauge\n";

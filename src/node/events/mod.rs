@@ -485,6 +485,8 @@ mod tests {
                 imds_up: true,
                 last_success: Some(1700000000),
                 volume_state: "provisioned",
+                guard_armed: true,
+                unlock_bound: Some(false),
             },
         );
         assert!(m.contains("ephemera_event_not_before_seconds{code=\"system-reboot\",source=\"scheduled\",id=\"instance-event-0d59937288b749b32\",data_loss=\"true\"} 1548061243\n"), "{m}");
@@ -493,6 +495,23 @@ mod tests {
         assert!(m.contains("ephemera_volume_state{state=\"provisioned\"} 1\n"));
         assert!(m.contains("ephemera_volume_state{state=\"absent\"} 0\n"));
         assert!(m.contains("ephemera_volume_state{state=\"unmounted\"} 0\n"));
+        assert!(m.contains("ephemera_volume_state{state=\"kept\"} 0\n"));
+        assert!(m.contains("ephemera_guard_armed 1\n"));
+        assert!(m.contains("ephemera_unlock_bound 0\n"));
+        // Without [unlock] (or a mounted volume), no such series at all.
+        let m = render_metrics(
+            &ev,
+            &Health {
+                imds_up: true,
+                last_success: Some(1700000000),
+                volume_state: "kept",
+                guard_armed: false,
+                unlock_bound: None,
+            },
+        );
+        assert!(m.contains("ephemera_volume_state{state=\"kept\"} 1\n"));
+        assert!(m.contains("ephemera_guard_armed 0\n"));
+        assert!(!m.contains("ephemera_unlock_bound"), "{m}");
         assert!(m.contains("ephemera_imds_up 1\n"));
         assert!(m.contains("ephemera_imds_last_success_timestamp_seconds 1700000000\n"));
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

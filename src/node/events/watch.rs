@@ -217,8 +217,10 @@ impl Watcher {
         // the metrics, and none when neither is wanted.
         let inv = (self.config.is_some() || self.textfile.is_some())
             .then(|| crate::host::discover::discover(&self.host));
+        let mut unlock_bound = None;
         if let (Some(cfg), Some(inv)) = (&self.config, &inv) {
             super::with_unlock(&mut events, super::reboot_keeps_data(&self.host, inv, cfg));
+            unlock_bound = super::metrics::unlock_bound(&self.host, inv, cfg);
         }
         let fresh: Vec<Event> = events
             .iter()
@@ -243,7 +245,7 @@ impl Watcher {
                 }
             }
         }
-        self.write_metrics(&events, p.ok(), inv.as_ref());
+        self.write_metrics(&events, p.ok(), inv.as_ref(), unlock_bound);
         tick.new_events = fresh;
         tick.escrow_pending = self.retry_escrow();
         tick
@@ -299,6 +301,7 @@ impl Watcher {
         events: &[Event],
         imds_up: bool,
         inv: Option<&crate::host::discover::Inventory>,
+        unlock_bound: Option<bool>,
     ) {
         let (Some(path), Some(inv)) = (&self.textfile, inv) else {
             return;
@@ -306,7 +309,9 @@ impl Watcher {
         let health = Health {
             imds_up,
             last_success: self.last_success,
-            volume_state: volume_state(inv),
+            volume_state: volume_state(&self.host, inv),
+            guard_armed: crate::node::guard::armed(&self.host),
+            unlock_bound,
         };
         let problem = match safe_fs::write_file(path, render_metrics(events, &health).as_bytes(), METRICS) {
             Ok(()) => None,

@@ -112,7 +112,7 @@ check "unbind: the volume stays mounted" sh -c "grep -q ' $mnt ext4 ' /proc/moun
 run_ephemera provision --config $cfg
 check_eq "bound again: exit 0" "$rc" 0
 mount --bind $mnt/srv/app /srv/hand
-run_ephemera teardown --config /scenario/other.toml
+run_ephemera teardown --config /scenario/other.toml --yes
 check_eq "teardown, config changed: exit 0" "$rc" 0
 check_eq "teardown: nothing at $app" "$(count $app)" 0
 check_eq "teardown: nothing at /srv/hand" "$(count /srv/hand)" 0

@@ -124,7 +124,7 @@ cd /
 check_eq "a mount in use inside a bind: unbind exits 1" "$rc" 1
 check_eq "... in one line, naming it" "$(grep -c ERROR /tmp/eph.err) $(tail -n 1 /tmp/eph.err)" "0 ephemera: error: unmounting $c/pods/x, mounted inside the bind $c: EBUSY: Device or resource busy; stop what uses it (a container runtime) and run again"
 check_eq "... that bind stays" "$(count $c)" 1
-run_ephemera teardown --config $cfg
+run_ephemera teardown --config $cfg --yes
 check_eq "teardown with binds and a mount inside one exits 0" "$rc" 0
 check_eq "teardown: nothing at $c/pods/x" "$(count $c/pods/x)" 0
 check_eq "teardown: nothing at $v/pods/x" "$(count $v/pods/x)" 0

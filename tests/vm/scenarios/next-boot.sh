@@ -5,6 +5,7 @@
 #    its envelope exactly as they were, and exits 5 saying how to recover
 #    or discard it;
 # 2. the README's runbook with standard tools reads boot 1's data back;
+# 2b. a reordered envelope is refused against the header's geometry;
 # 3. `ephemera recover` finds the envelope on the node by itself, and
 #    mounts the filesystem it finds even with a config that names the other;
 # 4. on_existing = "fail" refuses; discard erases the volume on purpose,
@@ -60,6 +61,21 @@ check_eq "runbook reads the data back" "$(sha256sum /mnt/recovered/data | cut -d
 umount /mnt/recovered && cryptsetup close recovered && mdadm --stop /dev/md/recovered
 rm -f /dev/md/recovered
 
+# --- 2b. An envelope whose member order was changed (member 0, which holds
+# the header, left in place, so the LUKS UUID and the key still match):
+# recover refuses before it opens anything, against the geometry the header
+# recorded at format (issue 25), and writes nothing.
+if [ "$(jq '.members | length' $esc)" -ge 3 ]; then
+  jq '.members = [.members[0], .members[2], .members[1]] + .members[3:]' $esc >/tmp/tampered.json
+  before=$(disks_sha)
+  run_ephemera recover --config $cfg --escrow /tmp/tampered.json --private-key /scenario/priv.pem
+  check_eq "recover with a reordered envelope: exit 3" "$rc" 3
+  check "it says the header records other members" grep -q "refusing to open a wrongly assembled array" /tmp/eph.err
+  check "nothing open, nothing mounted after it" nothing_left
+  check_eq "not one byte of the disks changed by it" "$(disks_sha)" "$before"
+  check "cryptsetup shows the geometry in the header's token" sh -c "cryptsetup luksDump --dump-json-metadata $(dev_of $(jq -r '.members[0]' $esc)) | jq -e '.tokens[] | select(.type == \"ephemera\") | .members == $(jq -c .members $esc)'"
+fi
+
 # --- 3. ephemera's own recovery, finding this node's envelope by itself,
 # with a config that names the other filesystem type.
 run_ephemera recover --config /scenario/other-fs.toml --private-key /scenario/priv.pem
@@ -108,7 +124,7 @@ check_ne "on_existing = reformat: another LUKS UUID" "$third_uuid" "$new_uuid"
 check_eq "the replaced volume's envelope copy is kept as it was" "$(sha256sum /var/lib/ephemera/escrow.$new_uuid.json | cut -d' ' -f1)" "$copy_sha"
 
 # Teardown: unmount, close, erase the header, stop the array.
-run_ephemera teardown --config $cfg
+run_ephemera teardown --config $cfg --yes
 check_eq "teardown exits 0" "$rc" 0
 check "mapping gone" test ! -e /dev/mapper/ephemera
 check "array gone" test ! -e /dev/md_ephemera
