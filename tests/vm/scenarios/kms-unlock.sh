@@ -23,7 +23,8 @@ check "boot $phase: the NIC is up and the TPM is there" test -c /dev/tpmrm0
 check "boot $phase: no clevis in this guest" sh -c '! command -v clevis'
 # Takes down and wipes what provision made (a new first boot on the disks).
 wipe() {
-  run_ephemera teardown --config "$1"
+  run_ephemera teardown --yes --config "$1"
+  check_eq "boot 1: teardown of the $1 volume exits 0" "$rc" 0
   for s in EPH-A EPH-B; do wipefs -qa "$(dev_of $s)" && dd if=/dev/zero of="$(dev_of $s)" bs=1M count=20 2>/dev/null; done
   rm -rf $ed
 }

@@ -45,7 +45,7 @@ if [ "$phase" = 1 ]; then
   run_ephemera provision --config /scenario/plain.toml
   t1=$(now_ms)
   check_eq "boot 1: provision without [unlock] exits 0" "$rc" 0
-  run_ephemera teardown --config /scenario/plain.toml
+  run_ephemera teardown --yes --config /scenario/plain.toml
   check_eq "boot 1: teardown exits 0" "$rc" 0
   for s in EPH-A EPH-B; do wipefs -qa "$(dev_of $s)" && dd if=/dev/zero of="$(dev_of $s)" bs=1M count=20 2>/dev/null; done
   rm -rf $ed
