@@ -7,8 +7,8 @@
 //!   account, for the instance's ARN, from the instance identity document.
 //! - Signing: `aws-sigv4` (smithy-rs, the AWS SDK's own signer; Apache-2.0),
 //!   `sign-http` only: it signs a request built here and sent with ureq,
-//!   and brings no HTTP client (1.3.x: the newest whose rust-version is
-//!   within ours). rusty-s3, already in the tree for the store, signs only
+//!   and brings no HTTP client (1.3.6: what cargo resolves within our
+//!   rust-version; 1.6 declares 1.94.1). rusty-s3, already in the tree for the store, signs only
 //!   S3 URLs (its service name and payload hash are fixed): it cannot sign
 //!   a KMS POST.
 //! - HTTP: the store's client (`escrow_store::https_agent`): rustls, the
