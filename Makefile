@@ -71,7 +71,10 @@ test-all: test system-arm64 system-extra fuzz-long
 # recorded (scripts/check-rpm.sh).
 .PHONY: rpm rpm-arm64 rpm-check
 ARM64_BUILT = target/arm64/aarch64-unknown-linux-gnu/release/ephemera
-rpm: build
+# rpm takes the binary that `make deb` built: cargo-deb's build and a plain
+# `cargo build` differ in environment (ring's build script reruns on
+# CARGO_MANIFEST_DIR), and each rebuilds after the other (85 s here).
+rpm: deb
 	scripts/build-rpm.sh x86_64 target/release/ephemera target/rpm
 rpm-arm64: build-arm64
 	scripts/build-rpm.sh aarch64 $(ARM64_BUILT) target/rpm
@@ -100,8 +103,10 @@ demo-quick: build
 
 # The Debian package (cargo-deb, installed from crates.io when missing),
 # with its changelog written from CHANGELOG.md (scripts/changelog.py).
-# deb-upgrade: the same binary as revision 2 (0.1.0-2, cargo-deb's variant
-# "upgrade"), the newer package that the full-system test upgrades to.
+# deb-upgrade, after `make deb`: the binary `make deb` built, packaged as
+# revision 2 (0.1.0-2, cargo-deb's variant "upgrade"), the newer package
+# that the full-system test upgrades to. No build of its own, so that
+# nothing can come between the two packages' binaries.
 .PHONY: deb-tool deb-upgrade
 deb-tool: deps
 	command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
@@ -109,7 +114,7 @@ deb: deb-tool
 	mkdir -p target/debian
 	scripts/changelog.py deb >target/debian/changelog
 	$(CARGO) deb --locked --output target/debian/ephemera.deb
-deb-upgrade: deb-tool build
+deb-upgrade: deb-tool
 	mkdir -p target/debian
 	scripts/changelog.py deb --revision 2 >target/debian/changelog-upgrade
 	$(CARGO) deb --locked --no-build --variant upgrade --output target/debian/ephemera_upgrade.deb

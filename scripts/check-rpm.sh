@@ -14,8 +14,8 @@
 #   An erase while the volume is up and guarded (R/run/systemd/system, the
 #   guard's marker, ephemera.service active) stops only the events watcher,
 #   disables the units, and leaves keep-until-reboot's runtime copies: the
-#   binary, the two units running it, the runtimes' drop-ins, the polkit
-#   rule in /etc; it keeps the edited config (config.toml.rpmsave) and
+#   binary, the two units running it, the runtimes' and logind's drop-ins,
+#   the polkit rule in /etc; it keeps the edited config (config.toml.rpmsave) and
 #   /var/lib/ephemera. A new install takes the copies back; an erase with
 #   ephemera.service inactive makes none.
 #   packer/install.sh's .rpm path, with stand-ins for dnf, rpm, systemctl.
@@ -133,6 +133,8 @@ for r in containerd docker kubelet ecs; do
   check "kept: the $r drop-in (Requires=ephemera.service) in /run" \
     grep -qx "Requires=ephemera.service" "$R/run/systemd/system/$r.service.d/ephemera.conf"
 done
+check "kept: logind's drop-in (PowerKeyIgnoreInhibited) in /run" \
+  grep -qx "PowerKeyIgnoreInhibited=yes" "$R/run/systemd/logind.conf.d/ephemera.conf"
 check "kept: the guard's polkit rule in /etc/polkit-1/rules.d, marked as the removal's copy" \
   eval 'head -n 1 "$R/etc/polkit-1/rules.d/50-ephemera-guard.rules" | grep -q "Kept by ephemera" &&
     grep -q "polkit.addRule" "$R/etc/polkit-1/rules.d/50-ephemera-guard.rules"'
@@ -143,7 +145,7 @@ check "/var/lib/ephemera is left alone" test -s "$R/var/lib/ephemera/escrow.json
 # ephemera.service inactive makes none.
 check "a new install after the erase" rpm --root "$R" -ivh --nodeps --ignorearch --quiet "$pkg"
 check "... took every runtime copy back" eval '! test -e "$K" && ! test -e "$R/etc/polkit-1/rules.d/50-ephemera-guard.rules" &&
-  ! ls "$R"/run/systemd/system/*.service "$R"/run/systemd/system/*.d/ephemera.conf >/dev/null 2>&1'
+  ! ls "$R"/run/systemd/system/*.service "$R"/run/systemd/*/ephemera.conf "$R"/run/systemd/system/*.d/ephemera.conf >/dev/null 2>&1'
 rm -f "$R/run/fake-active"
 check "an erase with ephemera.service inactive" rpm --root "$R" -e "$name"
 check "... kept nothing in /run" eval '! test -e "$K" && ! ls "$R"/run/systemd/system/*.service >/dev/null 2>&1'
