@@ -2,7 +2,8 @@
 # The one place that installs and checks the Debian packages ephemera's
 # scripts need on the host (Debian 12, root). Every script calls it:
 # scripts/install-deps.sh (build), tests/vm/build-guest.sh (vm),
-# tests/system/build-image.sh (system), bench/bench.sh (bench).
+# tests/system/build-image.sh (system), bench/bench.sh (bench),
+# scripts/build-rpm.sh and check-rpm.sh (rpm), check-packages.sh (pkglint).
 #
 # usage: host-tools.sh GROUP...      install what is missing, then check
 #        host-tools.sh --check GROUP...  only check (no apt-get)
