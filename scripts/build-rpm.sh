@@ -64,6 +64,9 @@ packager=$(/usr/bin/python3 -c 'import tomllib; print(tomllib.load(open("Cargo.t
 } >"$work/ephemera.spec"
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
+# Every file's time is the commit's (Debian's rpm 4.18 does not clamp the
+# staged files' times by itself here), so that one commit makes one RPM.
+find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 rpmbuild -bb --quiet --target "$arch" \
   --define "_topdir $work/top" \
   --define "_rpmdir $(readlink -f "$out")" \

@@ -13,11 +13,12 @@
 #   - `apt-get remove`, then `apt-get purge`.
 # After each: both services are the same processes, active since the same
 # moment (MainPID, ActiveEnterTimestampMonotonic), data-writer still
-# writes, ephemera.service is still active since the same moment, the
-# volume is mounted, and the guard is the same process, holds its
-# inhibitor, and refuses a reboot to ops (polkit's denial, not an offer to
-# authenticate) and to root (its drop-ins). Purge leaves /var/lib/ephemera
-# as it was. Then, with the package gone, the break-glass
+# writes, ephemera.service is still active since the same moment, and
+# /var/lib/ephemera is as it was; after the upgrade and the removal also
+# the volume (findmnt, cryptsetup, mdadm), and the guard, the same process,
+# holding its inhibitor, refusing a reboot to ops (polkit's denial, not an
+# offer to authenticate) and to root (its drop-ins); after the purge, the
+# guard and its polkit rule. Then, with the package gone, the break-glass
 # (`systemctl stop ephemera-guard.service`) releases every layer (ops is
 # asked to authenticate: the default policy is back), and a start arms
 # them all again, for the power button that follows.
@@ -25,17 +26,24 @@
 # "PID since" for UNIT: what must not change.
 identity() { echo "$(systemctl show -P MainPID "$1") $(mono "$1" ActiveEnterTimestampMonotonic)"; }
 
-# The checks after each step; $1 names the step.
-still_running() {
+# The services: the same processes, writing. $1 names the step.
+services_kept() {
   local u n
   for u in data-writer.service containerd.service ephemera-guard.service ephemera.service; do
     check "$1: $u is active, the same process since the same moment ($(identity "$u"))" \
       test "$(systemctl show -P ActiveState "$u")-$(identity "$u")" = "active-${ident[$u]}"
   done
   n=$(wc -l <"$MOUNT/data-writer.log")
-  sleep 3
+  sleep 2
   check "$1: data-writer.service still writes to the volume ($n, then $(wc -l <"$MOUNT/data-writer.log") lines)" \
     test "$(wc -l <"$MOUNT/data-writer.log")" -gt "$n"
+  check "$1: /var/lib/ephemera is as it was" test "$(ls_escrow)" = "$escrow_before"
+}
+
+# Everything after a step that could have stopped something: the services,
+# the volume as cryptsetup and mdadm show it, the guard's three layers.
+still_running() {
+  services_kept "$1"
   volume_checks "$1"
   check "$1: the same volume (LUKS UUID $luks_uuid)" test "$luks_uuid" = "$(cat "$state/luks_uuid.3")"
   guard_checks "$1"
@@ -43,7 +51,6 @@ still_running() {
   check "$1: ops' reboot is denied by the guard's polkit rule, not offered an authentication" \
     eval '! grep -q "Interactive authentication required" <<<"$last_out"'
   refused "$1: root: systemctl reboot" systemctl reboot
-  check "$1: /var/lib/ephemera is as it was" test "$(ls_escrow)" = "$escrow_before"
 }
 ls_escrow() { (cd /var/lib/ephemera && find . -type f -exec sha256sum {} + | sort); }
 
@@ -119,7 +126,12 @@ EOF
   check "after the purge: dpkg knows no ephemera ($(dpkg-query -W -f='${Status}' ephemera 2>&1))" \
     eval "! dpkg-query -W -f='\${Status}' ephemera 2>/dev/null | grep -q installed"
   check "after the purge: the conffile /etc/ephemera/config.toml is gone" test ! -e /etc/ephemera/config.toml
-  still_running "after the purge"
+  # A purge removes files and the units' enablement only: the services,
+  # /var/lib/ephemera, and the guard's polkit rule while it is on.
+  services_kept "after the purge"
+  guard_checks "after the purge"
+  check "after the purge: the guard's polkit rule is still in /etc/polkit-1/rules.d" \
+    grep -q polkit.addRule /etc/polkit-1/rules.d/50-ephemera-guard.rules
 
   # --- the break-glass with the package gone, then the guard armed again
   systemctl stop ephemera-guard.service
