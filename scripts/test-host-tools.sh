@@ -6,7 +6,8 @@
 #   1. control: the old step (`apt-get install --no-install-recommends
 #      qemu-system-x86`, simulated) removes qemu-utils or fails: the chroot
 #      reproduces the defect;
-#   2. scripts/host-tools.sh all: installs every host package in one transaction;
+#   2. scripts/host-tools.sh all: installs every host package in one transaction
+#      (the packages' linters, lintian and rpmlint, among them), removing none;
 #   3. scripts/host-tools.sh --check all, then each QEMU tool runs and
 #      qemu-utils is still installed, at qemu-system-x86's version;
 #   4. with socat removed, --check fails with one line naming it and its package;
@@ -81,8 +82,14 @@ else
   exit 1
 fi
 
-# 2. The host-tool step, as the README's commands run it.
+# 2. The host-tool step, as the README's commands run it: it removes no
+# package (qemu-utils may change version: it is brought to qemu-system-x86's).
+inroot dpkg-query -W -f='${Package}:${Architecture}\n' | sort >"$root/tmp/pkgs-before"
 inroot /tmp/ephemera/host-tools.sh all
+inroot dpkg-query -W -f='${Package}:${Architecture}\n' | sort >"$root/tmp/pkgs-after"
+gone=$(comm -23 "$root/tmp/pkgs-before" "$root/tmp/pkgs-after")
+[[ -z $gone ]] || { echo "test-host-tools: FAIL: host-tools.sh all removed: $gone" >&2; exit 1; }
+echo "test-host-tools: host-tools.sh all: $(($(wc -l <"$root/tmp/pkgs-after") - $(wc -l <"$root/tmp/pkgs-before"))) packages added, none removed; $(inroot lintian --version), rpmlint $(inroot rpmlint --version)" >&2
 
 # 3. Every tool there; QEMU's halves at one version, qemu-utils kept.
 inroot /tmp/ephemera/host-tools.sh --check all

@@ -17,8 +17,12 @@
 //! escrowed volume is kept untouched (exit 5, the data unit does not start),
 //! then recovered in place with the private key (mounted, guard on, data unit
 //! started, boot 1's file back); break glass, reboot. Boot 3: kept again,
-//! discarded, a new volume before the data unit; then the ACPI power button
-//! must power off cleanly. The step-by-step story is in
+//! discarded, a new volume before the data unit; on amd64 the package is then
+//! upgraded (the same binary as revision 2, on the seed), removed and purged
+//! while services that require ephemera.service run, which must stay the same
+//! processes, with the volume mounted and the guard refusing reboots
+//! (tests/system/guest/package.sh); then the ACPI power button must power off
+//! cleanly. The step-by-step story is in
 //! tests/system/guest/check.sh.
 //!
 //! On arm64 (Graviton), one boot: a Debian 12 arm64 image with the arm64
@@ -83,6 +87,46 @@ fn make_deb(cell: &'static OnceLock<PathBuf>, target: &str, file: &str) -> &'sta
         assert!(deb.is_file(), "make {target} made no {}", deb.display());
         eprintln!("system: make {target} in {:?}", t.elapsed());
         deb
+    })
+}
+
+/// The same binary as the .deb, packaged as revision 2 (`make deb-upgrade`,
+/// after `make deb`): the newer version the data-service node upgrades to.
+/// Its version, and the check that both packages carry one binary.
+fn deb_upgrade() -> &'static (PathBuf, String) {
+    static DEB: OnceLock<(PathBuf, String)> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let base = deb();
+        run(Command::new("make")
+            .arg("-C")
+            .arg(repo())
+            .arg("deb-upgrade"));
+        let up = repo().join("target/debian/ephemera_upgrade.deb");
+        let field = |deb: &Path, f: &str| {
+            let out = stdout_of(Command::new("dpkg-deb").arg("-f").arg(deb).arg(f));
+            String::from_utf8(out).unwrap().trim().to_string()
+        };
+        let binary = |deb: &Path| {
+            stdout_of(Command::new("sh").arg("-c").arg(format!(
+                "dpkg-deb --fsys-tarfile '{}' | tar -xO ./usr/sbin/ephemera | sha256sum",
+                deb.display()
+            )))
+        };
+        assert_eq!(
+            binary(base),
+            binary(&up),
+            "the upgrade .deb's binary is not the .deb's"
+        );
+        let (v0, v1) = (field(base, "Version"), field(&up, "Version"));
+        let newer = Command::new("dpkg")
+            .args(["--compare-versions", &v1, "gt", &v0])
+            .status()
+            .unwrap();
+        assert!(
+            newer.success(),
+            "upgrade version {v1} is not newer than {v0}"
+        );
+        (up, v1)
     })
 }
 
@@ -492,15 +536,26 @@ fn data_service_seed(img: &Image, dir: &Path, seed: &Path) {
          PRIVATE_KEY={PRIVATE_KEY}\n",
         sample_file()
     );
+    let package_sh = std::fs::read(repo().join("tests/system/guest/package.sh")).unwrap();
+    let mut files: Vec<GuestFile> = vec![(PRIVATE_KEY, "0600", &sk)];
     if img.arch() == "amd64" {
         let imds = seed.join("imds_server");
         std::fs::copy(imds_server(), &imds).unwrap();
         run(Command::new("strip").arg(&imds));
         env += "IMDS_PORT=8169\n";
+        // Boot 3's package story (tests/system/guest/package.sh).
+        let (up, version) = deb_upgrade();
+        std::fs::copy(up, seed.join("ephemera_upgrade.deb")).unwrap();
+        env += &format!("UPGRADE_DEB=ephemera_upgrade.deb\nUPGRADE_VERSION={version}\n");
+        files.push((
+            "/usr/local/sbin/ephemera-check-package",
+            "0644",
+            &package_sh,
+        ));
     }
     let user_data = multipart(&[
         example_user_data("data-service.yaml", Some(&pk)),
-        test_user_data(img, &env, &[(PRIVATE_KEY, "0600", &sk)]),
+        test_user_data(img, &env, &files),
     ]);
     std::fs::write(seed.join("user-data"), user_data).unwrap();
 }

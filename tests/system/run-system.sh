@@ -139,11 +139,13 @@ qemu=("$qemu_bin" -nodefaults -no-user-config -display none -no-reboot
   -device "nvme,id=nvmeroot,drive=root,serial=EBSROOT")
 if [[ -n $seed ]]; then
   # NoCloud seed: a small vfat volume labelled CIDATA, made without a loop device.
-  mkfs.vfat -C -n CIDATA "$tmp/seed.img" 2048 >/dev/null
+  mkfs.vfat -C -n CIDATA "$tmp/seed.img" 8192 >/dev/null
   MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/user-data" "$seed/meta-data" ::
   [[ ! -f $seed/network-config ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/network-config" ::
   # A test tool for the guest, if given: the IMDS test server (tests/system.rs).
   [[ ! -f $seed/imds_server ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/imds_server" ::
+  # The data-service node's upgrade package (tests/system/guest/package.sh).
+  [[ ! -f $seed/ephemera_upgrade.deb ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/ephemera_upgrade.deb" ::
   # The container-node test's marker: on the seed, never in the user-data (which cloud-init copies to the root disk).
   [[ ! -f $seed/marker ]] || MTOOLS_SKIP_CHECK=1 mcopy -i "$tmp/seed.img" "$seed/marker" ::
   qemu+=(-drive "file=$tmp/seed.img,if=none,id=seed,format=raw,readonly=on"

@@ -18,7 +18,9 @@
 #     in place with the escrow private key: mounted, guard on, the data unit
 #     starts, boot 1's file is there. Break glass, reboot.
 #   boot 3: kept again; ops discard it: a new volume, the data unit starts.
-#     Then EPH-READY-FOR-POWERDOWN: the host presses the ACPI power button.
+#     With UPGRADE_DEB (amd64): the package is upgraded, removed and purged
+#     while services that require ephemera.service run (package.sh). Then
+#     EPH-READY-FOR-POWERDOWN: the host presses the ACPI power button.
 # With MODE=container, a container node's two boots instead (container.sh,
 # installed as /usr/local/sbin/ephemera-check-container and sourced here);
 # with MODE=unlock, the five boots of a node bound to its TPM and a tang
@@ -518,6 +520,13 @@ if [[ $boot == 3 ]]; then
   check "after discard: the discarded volume's envelope copy is kept" test -s "${ESCROW_PATH%.json}.$old_uuid.json"
   data_unit_checks "after discard"
   guard_checks "after discard"
+  # The package upgraded, removed and purged under running services
+  # (package.sh; the upgrade .deb comes on the seed volume).
+  if [[ -n ${UPGRADE_DEB:-} ]]; then
+    # shellcheck source=tests/system/guest/package.sh
+    . /usr/local/sbin/ephemera-check-package
+    package_story
+  fi
   echo "EPH-CHECK-END boot=$boot failed=$failed"
   sync
   echo "EPH-READY-FOR-POWERDOWN"
