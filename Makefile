@@ -49,9 +49,10 @@ host-tools-proof:
 # ext4 and with xfs: one script each, the filesystem passed to the guest.
 # tests/key_services.rs: recovery through a real OpenBao transit key.
 # tests/escrow_store.rs: envelopes off the node, in a real S3 store (SeaweedFS).
+# tests/kms.rs: the kms unlock pin against moto (signatures checked, a TLS front).
 vm: deps
 	tests/vm/build-guest.sh
-	$(CARGO) test --locked --release --test vm --test key_services --test escrow_store -- --ignored --test-threads=2
+	$(CARGO) test --locked --release --test vm --test key_services --test escrow_store --test kms -- --ignored --test-threads=2
 
 # The packages' checks (dist-check, rpm-check, package-lint) come before
 # faults, whose failpoints build replaces target/release/ephemera.
@@ -192,13 +193,15 @@ bench-scale:
 # swtpm and tang: five boots). Images are cached in ~/.cache/ephemera-tests/system.
 # The arm64 boot is `make system-arm64`'s; the Debian 13 nodes (the
 # data-service node's three boots, the container node) and the one-pin
-# unlock nodes (tpm2 alone, tang alone) are `make system-extra`'s (CI leaves
-# them out for time; `make test-all` runs them).
+# unlock nodes (tpm2 alone, tang alone), and the kms nodes (an image without
+# clevis, moto and the IMDS test server on the host: kms alone, 2 of {tpm2,
+# kms}) are `make system-extra`'s (CI leaves them out for time; `make
+# test-all` runs them).
 .PHONY: system system-extra
 system: deps
-	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 --skip arm64_ --skip debian13_ --skip debian12_unlock_one_pin
+	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 --skip arm64_ --skip debian13_ --skip debian12_unlock_one_pin --skip debian12_unlock_kms
 system-extra: deps
-	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 debian13_ debian12_unlock_one_pin
+	$(CARGO) test --locked --release --test system -- --ignored --test-threads=2 debian13_ debian12_unlock_one_pin debian12_unlock_kms
 
 # --- Reliability and security (issue 4; figures in docs/RELIABILITY.md) ------
 # Real-kernel fault tests (tests/faults.rs): bad input, the wrong-disk matrix,

@@ -16,11 +16,13 @@
 #               -var package=target/rpm/ephemera-0.1.0-1.x86_64.rpm
 #               (arm64: `make rpm-arm64`, "al2023-ami-2023.*-kernel-6.1-arm64",
 #               the .aarch64.rpm, and the Graviton variables below).
-#               install.sh installs the .rpm with dnf. Not with -var unlock=true:
-#               AL2023 has no clevis, and install.sh refuses.
+#               install.sh installs the .rpm with dnf. -var unlock=true works there
+#               (the tpm2 and kms pins); -var unlock_tang=true does not: AL2023 has
+#               no clevis, and install.sh refuses.
 #
 # Reboots that keep the data ([unlock], docs/UNLOCK.md): -var unlock=true
-# installs clevis and registers the AMI with NitroTPM and UEFI boot.
+# registers the AMI with NitroTPM and UEFI boot (and installs tpm2-tools on
+# Debian, for the runbook); -var unlock_tang=true also installs clevis.
 #
 # Graviton (arm64): `make deb-arm64`, then
 #   packer build -var architecture=arm64 -var instance_type=t4g.small \
@@ -78,7 +80,13 @@ locals {
 
 variable "unlock" {
   type        = bool
-  description = "For [unlock] (docs/UNLOCK.md): install clevis and clevis-tpm2, and register the AMI with NitroTPM (TPM 2.0) and UEFI boot, which NitroTPM needs. The base image must support UEFI (Debian 12 and 13 AMIs do)."
+  description = "For [unlock] (docs/UNLOCK.md): register the AMI with NitroTPM (TPM 2.0) and UEFI boot, which NitroTPM needs, and install tpm2-tools on Debian. The base image must support UEFI (Debian 12 and 13, and AL2023 AMIs do)."
+  default     = false
+}
+
+variable "unlock_tang" {
+  type        = bool
+  description = "With unlock: also install clevis, which the tang pin runs (not on Amazon Linux 2023, which has no clevis)."
   default     = false
 }
 
@@ -119,6 +127,6 @@ build {
   }
 
   provisioner "shell" {
-    inline = ["sudo EPHEMERA_UNLOCK=${var.unlock ? 1 : 0} bash /tmp/install.sh ${local.package_file}"]
+    inline = ["sudo EPHEMERA_UNLOCK=${var.unlock ? (var.unlock_tang ? "tang" : 1) : 0} bash /tmp/install.sh ${local.package_file}"]
   }
 }

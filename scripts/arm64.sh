@@ -30,12 +30,12 @@ die() { log "error: $*"; exit 1; }
 # rustc-web, cargo-web           Debian's current Rust (/usr/bin/rustc, cargo)
 # libstd-rust-web-dev:arm64      its standard library for aarch64
 # gcc-aarch64-linux-gnu          the linker (and the C compiler for cc-using crates)
-# libc6-dev:arm64, libcryptsetup-dev:arm64, libblkid-dev:arm64
+# libc6-dev:arm64, libcryptsetup-dev:arm64, libblkid-dev:arm64, libtss2-dev:arm64
 #                                what the -sys crates link, from Debian 12 arm64
 # clang, libclang-dev, pkg-config  bindgen, as for the host build; file checks the result
 arm64_host_pkgs=(
   rustc-web cargo-web libstd-rust-web-dev:arm64
-  gcc-aarch64-linux-gnu libc6-dev:arm64 libcryptsetup-dev:arm64 libblkid-dev:arm64
+  gcc-aarch64-linux-gnu libc6-dev:arm64 libcryptsetup-dev:arm64 libblkid-dev:arm64 libtss2-dev:arm64
   clang libclang-dev pkg-config file
 )
 # --- end of the arm64 host packages -------------------------------------------

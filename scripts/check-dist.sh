@@ -127,6 +127,8 @@ floor() { # floor DEB LABEL
   for lib in $needed; do
     case $lib in
       libcryptsetup.so.12 | libblkid.so.1 | libgcc_s.so.1 | libc.so.6 | libm.so.6 | ld-linux-x86-64.so.2 | ld-linux-aarch64.so.1) ;;
+      # tpm2-tss (the tpm2 pin): Debian 12's 3.2.1, AL2023's tpm2-tss 3.2.2.
+      libtss2-esys.so.0 | libtss2-mu.so.0 | libtss2-sys.so.1 | libtss2-tctildr.so.0) ;;
       *) extra+="$lib " ;;
     esac
   done

@@ -86,7 +86,7 @@ check "the config is %config(noreplace) (file flags cn)" \
   grep -qx "cn /etc/ephemera/config.toml" <(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$pkg" 2>/dev/null)
 check "Requires: names AL2023's packages" \
   test "$(rpm -qp --requires "$pkg" 2>/dev/null | grep -Ev '^(rpmlib|/bin/sh|config\()' | awk '{print $1}' | sort | tr '\n' ' ')" = \
-  "cryptsetup-libs e2fsprogs glibc kmod libblkid polkit systemd util-linux-core "
+  "cryptsetup-libs e2fsprogs glibc kmod libblkid polkit systemd tpm2-tss util-linux-core "
 check "Suggests: python3 for combine-shares.py, xfsprogs, clevis" \
   test "$(rpm -qp --suggests "$pkg" 2>/dev/null | sort | tr '\n' ' ')" = "clevis python3 xfsprogs "
 # An ops edit (as user-data makes), an envelope; then the node runs: systemd,
@@ -168,8 +168,12 @@ check "install.sh installs an .rpm with dnf and enables the unit" \
   eval 'PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" >/dev/null 2>&1 &&
     grep -qx "dnf install -y -q $B/ephemera.rpm" "$B/calls" && grep -qx "systemctl enable ephemera.service" "$B/calls"'
 : >"$B/calls"
-check "install.sh with EPHEMERA_UNLOCK=1 and no clevis (AL2023) stops, exit 1, installing nothing" \
-  eval '! EPHEMERA_UNLOCK=1 PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" 2>"$B/err" >/dev/null &&
+check "install.sh with EPHEMERA_UNLOCK=tang and no clevis (AL2023) stops, exit 1, installing nothing" \
+  eval '! EPHEMERA_UNLOCK=tang PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" 2>"$B/err" >/dev/null &&
     grep -q "clevis is not installable here" "$B/err" && ! grep -q "ephemera.rpm\|systemctl" "$B/calls"'
+: >"$B/calls"
+check "install.sh with EPHEMERA_UNLOCK=1 (the tpm2 and kms pins) installs on AL2023, no clevis asked for" \
+  eval 'EPHEMERA_UNLOCK=1 PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" >/dev/null 2>&1 &&
+    grep -qx "dnf install -y -q $B/ephemera.rpm" "$B/calls" && ! grep -q clevis "$B/calls"'
 echo "rpm checks: $fails failed"
 ((fails == 0))

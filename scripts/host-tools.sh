@@ -31,6 +31,7 @@ die() { log "error: $*"; exit 1; }
 group_build=(
   pkg-config:pkg-config clang:clang dpkg:libclang-dev # bindgen, for libcryptsetup-rs and libblkid-rs
   dpkg:libcryptsetup-dev dpkg:libblkid-dev            # the libraries ephemera links
+  dpkg:libtss2-dev dpkg:libtss2-tcti-device0          # tss-esapi (the tpm2 pin) links tpm2-tss
   mke2fs:e2fsprogs mkfs.xfs:xfsprogs openssl:openssl  # the tests make filesystems and RSA keys
   cryptsetup:cryptsetup-bin                           # the unit tests read headers with it
   dpkg:python3 # make deb writes the changelog (scripts/changelog.py: tomllib, in python3, not python3-minimal)

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .without_time()
         .init();
+    // Libraries that log through `log` (tss-esapi says "Closing context."
+    // at each TPM use): only their warnings and errors reach the journal.
+    log::set_max_level(log::LevelFilter::Warn);
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {

@@ -174,68 +174,6 @@ impl Drop for Weed {
     }
 }
 
-/// A self-signed CA and a server certificate for 127.0.0.1 it signed.
-fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca, ca_key, crt, key) = (
-        dir.join("ca.pem"),
-        dir.join("ca.key"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ephemera test CA",
-        ])
-        .arg("-keyout")
-        .arg(&ca_key)
-        .arg("-out")
-        .arg(&ca)
-        .stderr(Stdio::null()));
-    let csr = dir.join("server.csr");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .stderr(Stdio::null()));
-    let ext = dir.join("san.ext");
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2"])
-        .arg("-in")
-        .arg(&csr)
-        .arg("-CA")
-        .arg(&ca)
-        .arg("-CAkey")
-        .arg(&ca_key)
-        .args(["-CAcreateserial", "-extfile"])
-        .arg(&ext)
-        .arg("-out")
-        .arg(&crt)
-        .stderr(Stdio::null()));
-    (ca, crt, key)
-}
-
 /// A LUKS2 volume in a file, with a fresh key, and that key's envelope as
 /// the node writes it (escrow::store) in `root`'s /var/lib/ephemera, with
 /// the store-pending marker provision sets. Returns (image, escrow path,

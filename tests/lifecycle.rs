@@ -308,7 +308,11 @@ fn records(host: &Host, c: &Class, p: &ProvisionPlan, upto: Option<Step>) {
             members: h.members.clone(),
             raid: h.raid.clone(),
             pins: unlock::describe_token(&token).unwrap(),
-            clevis: token,
+            // A version 1 file (clevis's token): what a node upgraded from
+            // the release before holds; the plan reads both versions alike.
+            clevis: Some(token),
+            threshold: None,
+            slots: Vec::new(),
         };
         unlock::store(host, &sealed, &u.escrow_path).unwrap();
     }

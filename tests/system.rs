@@ -36,6 +36,7 @@
 //! `make system` runs them.
 
 mod common;
+mod imds_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -878,6 +879,17 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// The instance-store disks' hashes as the guest's `member_hashes` prints
+/// them: `SERIAL=<16 hex digits>`, in serial order.
+fn member_hashes(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = DATA_DISKS
+        .iter()
+        .map(|s| format!("{s}={}", &sha256_file(&dir.join(format!("{s}.img")))[..16]))
+        .collect();
+    v.sort();
+    v
+}
+
 /// The test's tang server: Debian's tangd behind socat on the host's
 /// loopback (one tangd per connection), its keys made here. Started and
 /// stopped by shell commands, so that run-system.sh can start it during a
@@ -1001,6 +1013,11 @@ fn unlock_setup(
     assert!(example.contains(&tang.thp) && example.contains("wait_secs = 20"));
     let example = edit(example);
     let unlock_sh = std::fs::read(repo().join("tests/system/guest/unlock.sh")).unwrap();
+    let runbook = doc_block(
+        "docs/UNLOCK.md",
+        "### Version 2 (ephemera's own threshold)",
+        0,
+    );
     let env = format!(
         "MODE=unlock\nUNLOCK_STORY={story}\nUNLOCK_TANG={}\nSAMPLE_UNIT=sample-data.service\n\
          SAMPLE_FILE={}\nESCROW_PATH={ESCROW_PATH}\nPRIVATE_KEY={PRIVATE_KEY}\n\
@@ -1022,6 +1039,11 @@ fn unlock_setup(
             &[
                 (PRIVATE_KEY, "0600", &sk),
                 ("/usr/local/sbin/ephemera-check-unlock", "0644", &unlock_sh),
+                (
+                    "/usr/local/sbin/ephemera-unlock-runbook",
+                    "0644",
+                    runbook.as_bytes(),
+                ),
             ],
         ),
         net.to_string(),
@@ -1037,7 +1059,7 @@ fn unlock_node(suite: &str) {
         suite,
         &name,
         |e| e,
-        "2 of tang http://10.0.2.100:7500, tpm2",
+        "2 of tpm2, tang http://10.0.2.100:7500",
         "full",
     );
     let tpm_a = dir.join("tpm-a");
@@ -1079,17 +1101,7 @@ fn unlock_node(suite: &str) {
 
     // Boot 3: tang down: kept, its members untouched, until tang comes back.
     tang.stop();
-    let hashes: Vec<String> = {
-        let mut v: Vec<String> = DATA_DISKS
-            .iter()
-            .map(|serial| {
-                let h = sha256_file(&dir.join(format!("{serial}.img")));
-                format!("{serial}={}", &h[..16])
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let hashes = member_hashes(&dir);
     let mut a3 = a.clone();
     a3.extend(["--run-on".into(), "EPH-WANT-TANG".into(), tang.start_cmd()]);
     let b3 = boot(&dir, &img, "boot3", &strs(&a3));
@@ -1131,30 +1143,10 @@ fn unlock_node(suite: &str) {
 
     // The leak scan: the key, learnt as ops would (the console envelope and
     // the private key), checked against the LUKS2 digest, then searched for.
-    let envelope = between(
-        &b1.log,
-        "-----BEGIN EPHEMERA ESCROW-----",
-        "-----END EPHEMERA ESCROW-----",
-    );
-    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    let (env, key) = key_from_console(&b1.log, &dir, |env| {
+        dir.join(format!("old-{}.img", envelope_members(env)[0]))
+    });
     let ct = env["ciphertext"].as_str().unwrap().to_string();
-    std::fs::write(dir.join("ct.b64"), &ct).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
-             -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
-            dir.display()
-        ))
-        .output()
-        .unwrap();
-    let key = out.stdout;
-    assert_eq!(key.len(), 64, "a 512-bit key from the envelope");
-    let first = envelope_members(&env)[0].to_string();
-    assert!(
-        key_opens(&dir.join(format!("old-{first}.img")), &key),
-        "the envelope's key does not open the volume"
-    );
     let raw = dir.join("root.raw");
     run(Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
@@ -1177,20 +1169,8 @@ fn unlock_node(suite: &str) {
     );
     drop(root_bytes);
     let forms = key_forms(&key);
-    let mut hits = 0;
-    for p in &places {
-        let hay = std::fs::read(p).unwrap();
-        for (form, needle) in &forms {
-            let n = find(&hay, needle);
-            if n > 0 {
-                problems.push(format!(
-                    "KEY LEAK: {n} hit(s) of the key ({form}) in {}",
-                    p.display()
-                ));
-            }
-            hits += n;
-        }
-    }
+    let (found, hits) = leak_hits(&places, &forms);
+    problems.extend(found);
     eprintln!(
         "system: {name}: key-leak scan: {} places, {} forms, {hits} hits",
         places.len(),
@@ -1274,11 +1254,7 @@ fn unlock_one_pin(suite: &str, pin: &str) {
     } else {
         boots[1].rebooted(&problems, 2);
         tang.stop();
-        let mut hashes: Vec<String> = DATA_DISKS
-            .iter()
-            .map(|s| format!("{s}={}", &sha256_file(&dir.join(format!("{s}.img")))[..16]))
-            .collect();
-        hashes.sort();
+        let hashes = member_hashes(&dir);
         let mut a3 = args.clone();
         a3.extend(["--run-on".into(), "EPH-WANT-TANG".into(), tang.start_cmd()]);
         a3.extend(POWER_BUTTON.iter().map(|x| x.to_string()));
@@ -1315,4 +1291,232 @@ fn debian12_unlock_one_pin_tpm2() {
 #[ignore = "boots Debian 12 in QEMU with tang; run by `make system-extra`"]
 fn debian12_unlock_one_pin_tang() {
     unlock_one_pin("bookworm", "tang");
+}
+
+/// A node with `[unlock] kms` (issue 27), on a Debian 12 image with **no
+/// clevis** (`EPHEMERA_IMAGE_NO_CLEVIS=1`): the user-data is the shipped
+/// cloud-init/unlock.yaml with its pins replaced by the kms pin (and, with
+/// `tpm`, 2 of {tpm2, kms}), escrow kept; its one NIC reaches the IMDS test
+/// server (10.0.2.101:80, on the host, with the role's credentials, the
+/// instance id and account) and moto's KMS behind a TLS front with a test
+/// CA (10.0.2.102:443), through guestfwds. The story is
+/// tests/system/guest/unlock.sh's `kms_story`: boot 1 binds and panics; boot
+/// 2 unlocks with no one acting; boot 3, KMS unreachable, keeps the volume
+/// (its disks unchanged) until KMS is back and `ephemera unlock`; boot 4, a
+/// stop and start, makes a new volume. Then the key (from the escrow
+/// envelope, checked against the header) and the kms part (decrypted by
+/// boto3 as ops would) are searched for in every console log, the root disk
+/// and every member disk: none is there.
+fn kms_node(suite: &str, tpm: bool) {
+    use common::moto::{forms, Moto, REGION};
+    const INSTANCE: &str = "i-0123456789abcdef0";
+    const ACCOUNT: &str = "123456789012";
+    let t = Instant::now();
+    let name = format!("unlock-kms{}-{suite}", if tpm { "-tpm2" } else { "" });
+    let img = {
+        let out = Command::new(repo().join("tests/system/build-image.sh"))
+            .arg(suite)
+            .arg(deb())
+            .env("EPHEMERA_IMAGE_NO_CLEVIS", "1")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "build-image.sh {suite} (no clevis)");
+        let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let info = std::fs::read_to_string(dir.join("info")).unwrap();
+        Image { dir, info }
+    };
+    let (dir, seed) = instance(&img, &name);
+    for serial in DATA_DISKS {
+        image(&dir, serial, UNLOCK_DISK);
+    }
+    let mut m = Moto::start(&dir);
+    let imds = imds_server::ImdsServer::start(
+        imds_server::Scenario {
+            instance_id: Some(INSTANCE.into()),
+            region: Some(REGION.into()),
+            account: Some(ACCOUNT.into()),
+            role: Some(imds_server::Role {
+                name: "ephemera-node".into(),
+                access_key_id: m.access_key_id.clone(),
+                secret_access_key: m.secret.clone(),
+                token: None,
+            }),
+            ..imds_server::Scenario::default()
+        },
+        0,
+    );
+    let (sk, pk) = keypair(&dir);
+    let pins = format!(
+        "      kms = {{ key_id = \"{}\", endpoint = \"https://10.0.2.102\", ca_file = \"/etc/ephemera/kms-ca.pem\" }}\n{}      wait_secs = 20\n\n      [events]\n      endpoint = \"http://10.0.2.101\"\n",
+        m.key1,
+        if tpm { "      tpm2 = true\n      threshold = 2\n" } else { "" }
+    );
+    let example = example_user_data("unlock.yaml", Some(&String::from_utf8(pk).unwrap()));
+    let start = example
+        .find("      tpm2 = true\n")
+        .expect("the example's pins");
+    let end = example
+        .find("      threshold = 2\n")
+        .expect("the example's threshold")
+        + "      threshold = 2\n".len();
+    let example = format!("{}{pins}{}", &example[..start], &example[end..]);
+    let want_pins = if tpm {
+        format!("2 of tpm2, kms {}", m.key1)
+    } else {
+        format!("1 of kms {}", m.key1)
+    };
+    let unlock_sh = std::fs::read(repo().join("tests/system/guest/unlock.sh")).unwrap();
+    let ca = std::fs::read(&m.ca).unwrap();
+    let env = format!(
+        "MODE=unlock\nUNLOCK_STORY=kms\nSAMPLE_UNIT=sample-data.service\nSAMPLE_FILE={}\n\
+         ESCROW_PATH={ESCROW_PATH}\nPRIVATE_KEY={PRIVATE_KEY}\nUNLOCK_PINS='{want_pins}'\n\
+         KMS_INSTANCE_ARN=arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{INSTANCE}\n",
+        sample_file()
+    );
+    let net = "#cloud-config\nbootcmd:\n  - [sh, -c, 'for i in $(seq 100); do n=$(ls /sys/class/net | grep -vx lo | head -n 1); \
+               [ -n \"$n\" ] && break; sleep 0.2; done; ip link set \"$n\" up && ip addr replace 10.0.2.15/24 dev \"$n\"']\n";
+    let user_data = multipart(&[
+        example,
+        test_user_data(
+            &img,
+            &env,
+            &[
+                (PRIVATE_KEY, "0600", &sk),
+                ("/usr/local/sbin/ephemera-check-unlock", "0644", &unlock_sh),
+                ("/etc/ephemera/kms-ca.pem", "0644", &ca),
+            ],
+        ),
+        net.to_string(),
+    ]);
+    std::fs::write(seed.join("user-data"), user_data).unwrap();
+
+    let mut args = vec![
+        "--guestfwd".to_string(),
+        format!("10.0.2.101:80={}", imds.port),
+        "--guestfwd".to_string(),
+        format!("10.0.2.102:443={}", m.tls_port),
+    ];
+    if tpm {
+        args.extend(["--tpm".to_string(), dir.join("tpm").display().to_string()]);
+    }
+    let mut problems = Vec::new();
+    let mut b1 = boot(&dir, &img, "boot1", &strs(&args));
+    b1.checks(&mut problems, 1);
+    b1.expect(&mut problems, "boot 1 ended in a kernel panic", "EPH-PANIC");
+    b1.log = b1.log.replace(
+        "Kernel panic - not syncing: sysrq",
+        "sysrq-c panic (asked for):",
+    );
+    let luks1 = b1.fact("luks_uuid");
+    let b2 = boot(&dir, &img, "boot2", &strs(&args));
+    b2.checks(&mut problems, 2);
+    b2.rebooted(&problems, 2);
+
+    // Boot 3: KMS unreachable (the front stopped; moto keeps its keys), back
+    // when the guest asks for it.
+    m.stop_front();
+    let hashes = member_hashes(&dir);
+    let log3 = dir.join("boot3.log");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let b3 = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if std::fs::read_to_string(&log3)
+                    .unwrap_or_default()
+                    .contains("EPH-WANT-KMS")
+                {
+                    m.start_front();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let b = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            boot(&dir, &img, "boot3", &strs(&args))
+        }));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        b
+    })
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    b3.checks(&mut problems, 3);
+    if b3.fact("member_hashes") != hashes.join(",") {
+        problems.push(format!(
+            "boot 3 (kept) members {} vs after boot 2 {}",
+            b3.fact("member_hashes"),
+            hashes.join(",")
+        ));
+    }
+    b3.rebooted(&problems, 3);
+
+    // Boot 4: a stop and start: blank instance-store disks.
+    for serial in DATA_DISKS {
+        let p = dir.join(format!("{serial}.img"));
+        std::fs::rename(&p, dir.join(format!("old-{serial}.img"))).unwrap();
+        image(&dir, serial, UNLOCK_DISK);
+    }
+    let mut a4 = args.clone();
+    a4.extend(POWER_BUTTON.iter().map(|x| x.to_string()));
+    let b4 = boot(&dir, &img, "boot4", &strs(&a4));
+    b4.checks(&mut problems, 4);
+    b4.powered_off_cleanly(&mut problems);
+    for (b, n) in [(&b2, 2), (&b3, 3)] {
+        if b.fact("luks_uuid") != luks1 {
+            problems.push(format!(
+                "boot {n} LUKS UUID {} vs boot 1 {luks1}",
+                b.fact("luks_uuid")
+            ));
+        }
+    }
+
+    // The leak scan: the key as ops learn it (the console envelope and the
+    // private key), checked against the header; the kms part as ops decrypt
+    // it (boto3, the slot of the unlock file boot 1 printed).
+    let (_, key) = key_from_console(&b1.log, &dir, |env| {
+        dir.join(format!("old-{}.img", envelope_members(env)[0]))
+    });
+    let file: serde_json::Value = serde_json::from_str(&b1.fact("unlock_file")).unwrap();
+    let (slot, part) = m.ops_decrypt(&file);
+    let raw = dir.join("root.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(dir.join("root.qcow2"))
+        .arg(&raw));
+    let mut places: Vec<PathBuf> = vec![raw.clone()];
+    places.extend([&b1, &b2, &b3, &b4].iter().map(|b| b.path.clone()));
+    for serial in DATA_DISKS {
+        places.push(dir.join(format!("old-{serial}.img")));
+        places.push(dir.join(format!("{serial}.img")));
+    }
+    assert!(
+        find(
+            &std::fs::read(&raw).unwrap(),
+            slot["ciphertext"].as_str().unwrap().as_bytes()
+        ) >= 1,
+        "the unlock file is not on the root disk: the scan would find nothing"
+    );
+    let mut needles = key_forms(&key);
+    needles.extend(forms(&part));
+    let (found, hits) = leak_hits(&places, &needles);
+    problems.extend(found);
+    eprintln!(
+        "system: {name}: leak scan: {} places, {} forms of the key and the kms part, {hits} hits",
+        places.len(),
+        needles.len()
+    );
+    std::fs::remove_file(raw).unwrap();
+    drop(imds);
+    finish(&name, &img, &dir, &[&b1, &b2, &b3, &b4], t, &[], problems);
+}
+
+#[test]
+#[ignore = "builds a Debian 12 image without clevis, runs moto; run by `make system-extra`"]
+fn debian12_unlock_kms() {
+    kms_node("bookworm", false);
+}
+
+#[test]
+#[ignore = "builds a Debian 12 image without clevis, runs moto and swtpm; run by `make system-extra`"]
+fn debian12_unlock_kms_and_tpm2() {
+    kms_node("bookworm", true);
 }

@@ -35,11 +35,20 @@ pub fn check(host: &Host, cfg: &Config) -> Result<Vec<String>> {
     });
     out.push(if cfg.unlock.enabled() {
         format!(
-            "unlock: {} of {} pin(s) (tpm2: {}, tang: {}); clevis is installed",
+            "unlock: {} of {} pin(s) (tpm2: {}, kms: {}, tang: {}){}",
             cfg.unlock.threshold,
             cfg.unlock.pins(),
             cfg.unlock.tpm2,
-            cfg.unlock.tang.len()
+            cfg.unlock
+                .kms
+                .as_ref()
+                .map_or("none", |k| k.key_id.as_str()),
+            cfg.unlock.tang.len(),
+            if cfg.unlock.tang.is_empty() {
+                ""
+            } else {
+                "; clevis is installed"
+            }
         )
     } else {
         "unlock: off".into()
@@ -49,23 +58,28 @@ pub fn check(host: &Host, cfg: &Config) -> Result<Vec<String>> {
         Some(_) => format!("luks.cipher: the kernel has {kernel} or its modules"),
         None => format!("luks.cipher: cannot tell here whether the kernel has {kernel}; provision asks it before any write"),
     });
-    if let Some(ca) = cfg.escrow.store.as_ref().and_then(|s| s.ca_file.as_ref()) {
+    let cas = [
+        (
+            "escrow.store.ca_file",
+            cfg.escrow.store.as_ref().and_then(|s| s.ca_file.as_ref()),
+        ),
+        (
+            "unlock.kms.ca_file",
+            cfg.unlock.kms.as_ref().and_then(|k| k.ca_file.as_ref()),
+        ),
+    ];
+    for (key, ca) in cas {
+        let Some(ca) = ca else { continue };
         let text = std::fs::read_to_string(host.abs(ca)).map_err(|e| {
-            Error::Usage(format!(
-                "config escrow.store.ca_file: {}: cannot read: {e}",
-                ca.display()
-            ))
+            Error::Usage(format!("config {key}: {}: cannot read: {e}", ca.display()))
         })?;
         if !text.contains("-----BEGIN CERTIFICATE-----") {
             return Err(Error::Usage(format!(
-                "config escrow.store.ca_file: {} holds no PEM certificate",
+                "config {key}: {} holds no PEM certificate",
                 ca.display()
             )));
         }
-        out.push(format!(
-            "escrow.store.ca_file: {} holds certificates",
-            ca.display()
-        ));
+        out.push(format!("{key}: {} holds certificates", ca.display()));
     }
     if let Some(hook) = &cfg.events.hook {
         let meta = std::fs::metadata(host.abs(hook))
@@ -149,6 +163,24 @@ mod tests {
         let lines = check(&host, &cfg("[events]\nhook = \"/hook\"\n")).unwrap();
         assert!(
             lines.contains(&"events.hook: /hook is executable".to_string()),
+            "{lines:?}"
+        );
+        // The kms pin: no clevis asked for (the line says none), its CA
+        // file read as the store's is.
+        let kms = "[unlock]\nkms = { key_id = \"alias/eph\", ca_file = \"/kms-ca.pem\" }\n";
+        refused(
+            &cfg(kms),
+            "config unlock.kms.ca_file: /kms-ca.pem: cannot read",
+        );
+        w(
+            "kms-ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n",
+        );
+        let lines = check(&host, &cfg(kms)).unwrap();
+        assert!(
+            lines.contains(
+                &"unlock: 1 of 1 pin(s) (tpm2: false, kms: alias/eph, tang: 0)".to_string()
+            ) && lines.contains(&"unlock.kms.ca_file: /kms-ca.pem holds certificates".to_string()),
             "{lines:?}"
         );
     }

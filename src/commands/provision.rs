@@ -82,12 +82,11 @@ pub enum CipherCheck {
 /// refuses. Returns the escrow keys.
 pub fn preflight(host: &Host, cfg: &Config, cipher: CipherCheck) -> Result<Vec<rsa::RsaPublicKey>> {
     let escrow_keys = escrow::load_public_keys(&cfg.escrow.keys())?;
-    if cfg.unlock.enabled() {
+    if !cfg.unlock.tang.is_empty() {
         cmd::find("clevis").map_err(|_| {
             Error::Usage(
-                "config [unlock] binds the key with clevis, which is not installed \
-                 (Debian: apt-get install clevis clevis-tpm2; Amazon Linux: dnf install clevis \
-                 clevis-pin-tpm2)"
+                "config unlock.tang binds a part of the key with clevis, which is not installed \
+                 (Debian: apt-get install clevis; the tpm2 and kms pins need no clevis)"
                     .into(),
             )
         })?;
@@ -365,7 +364,8 @@ fn unlock_volume(
         probe,
         &Layout::of_sealed(&s),
         || {
-            unlock::open(&s, wait).map_err(|e| {
+            let reach = crate::node::kms::reach(&cfg.events.endpoint);
+            unlock::open(&s, &reach, wait).map_err(|e| {
                 Error::Kept(format!(
                     "{}; its pins did not give its key: {e}",
                     plan::kept_message(std::slice::from_ref(volume), &[])
@@ -503,8 +503,9 @@ fn make_volume(
         // A binding that fails leaves a working volume that the next boot
         // cannot unlock (kept for escrow, or replaced without it): loud,
         // but the volume is made, as without [unlock].
-        let r = step("bind the key (clevis)", &u.escrow_path, || {
-            let sealed = unlock::seal(&key, &u.pins, volume_header(host, p, &uuid))?;
+        let r = step("bind the key to the pins", &u.escrow_path, || {
+            let reach = crate::node::kms::reach(&u.imds);
+            let sealed = unlock::seal(&key, &u.pins, &reach, volume_header(host, p, &uuid))?;
             unlock::store(host, &sealed, &u.escrow_path)?;
             tracing::info!(
                 "bound LUKS UUID {uuid} to {}: the next boot unlocks it in {}",

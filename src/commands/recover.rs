@@ -175,7 +175,8 @@ fn reseal(host: &Host, cfg: &Config, key: &VolumeKey, env: &escrow::Envelope) {
         members: env.members.clone(),
         raid: env.raid.clone(),
     };
-    let r = crate::keys::unlock::seal(key, &cfg.unlock, h)
+    let reach = crate::node::kms::reach(&cfg.events.endpoint);
+    let r = crate::keys::unlock::seal(key, &cfg.unlock, &reach, h)
         .and_then(|s| crate::keys::unlock::store(host, &s, &cfg.escrow.path).map(|()| s.pins));
     match r {
         Ok(pins) => tracing::info!(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::bind::BindEntry;
 use super::store::Store;
-use super::unlock::Tang;
+use super::unlock::{Kms, Tang};
 use super::Config;
 
 /// One key: `disks.min_disks`, `unlock.tang[].url`, `bind[].path`.
@@ -53,6 +53,13 @@ pub fn sample() -> toml::Table {
         insecure_http: false,
     });
     c.events.hook = Some("/usr/local/sbin/ephemera-hook".into());
+    c.unlock.kms = Some(Kms {
+        key_id: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            .into(),
+        region: Some("eu-west-1".into()),
+        endpoint: Some("https://kms.eu-west-1.amazonaws.com".into()),
+        ca_file: Some("/etc/ephemera/kms-ca.pem".into()),
+    });
     c.unlock.tang = vec![Tang {
         url: "http://tang.internal:7500".into(),
         thp: "DWnbBv9Ul6YVKNFdV5Mun_pRTkfIMXcxwH1NDbVBDq0".into(),

@@ -1,7 +1,7 @@
 //! `[unlock]`: an opt-in to keep the volume across a reboot, with no key at
-//! rest. The volume key is bound (through clevis, `keys::unlock`) to this
-//! instance's TPM and/or tang servers; the next boot unlocks it when
-//! `threshold` of those pins agree.
+//! rest. The volume key is split (`keys::pins`) among this instance's TPM,
+//! an AWS KMS key and tang servers; the next boot unlocks it when
+//! `threshold` of those pins give their part back.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,9 @@ pub struct Unlock {
     /// The PCRs the TPM seal is bound to (clevis `pcr_ids`), in `tpm2_pcr_bank`.
     pub tpm2_pcrs: String,
     pub tpm2_pcr_bank: String,
+    /// An AWS KMS key that encrypts this pin's part under an encryption
+    /// context naming this instance and this volume.
+    pub kms: Option<Kms>,
     /// tang servers, each pinned by its advertisement's thumbprint.
     pub tang: Vec<Tang>,
     /// How many pins must agree (clevis sss `t`).
@@ -40,12 +43,72 @@ pub struct Tang {
     pub thp: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kms {
+    /// The key: its id, its ARN, or an alias (`alias/NAME` or its ARN).
+    pub key_id: String,
+    /// The key's region; default: this instance's (IMDS).
+    pub region: Option<String>,
+    /// `https://HOST[:PORT]`: a VPC or FIPS endpoint, or a test's; default
+    /// `https://kms.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// PEM CAs to trust for `endpoint` instead of the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Kms {
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let id = &self.key_id;
+        let id_ok = (1..=2048).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_/:.".contains(&b));
+        if !id_ok {
+            return Err((
+                "key_id",
+                format!("{id:?} is not a KMS key id, key ARN or alias (alias/NAME)"),
+            ));
+        }
+        if let Some(r) = &self.region {
+            crate::config::store::check_region(r).map_err(|e| ("region", e))?;
+        }
+        if let Some(e) = &self.endpoint {
+            let host = e
+                .strip_prefix("https://")
+                .map(|h| h.strip_suffix('/').unwrap_or(h))
+                .unwrap_or("");
+            if host.is_empty()
+                || e.len() > 256
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            {
+                return Err((
+                    "endpoint",
+                    format!(
+                        "{e:?} is not https://HOST[:PORT] with no path (KMS is reached over TLS only)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The checks of `[unlock] kms`, as one line naming the key.
+pub fn check_kms(k: &Kms) -> std::result::Result<(), String> {
+    k.validate()
+        .map_err(|(key, why)| format!("kms.{key}: {why}"))
+}
+
 impl Default for Unlock {
     fn default() -> Self {
         Unlock {
             tpm2: false,
             tpm2_pcrs: "7".into(),
             tpm2_pcr_bank: "sha256".into(),
+            kms: None,
             tang: Vec::new(),
             threshold: 1,
             wait_secs: 60,
@@ -56,12 +119,12 @@ impl Default for Unlock {
 impl Unlock {
     /// Any pin is set: volumes are bound, and unlocked at the next boot.
     pub fn enabled(&self) -> bool {
-        self.tpm2 || !self.tang.is_empty()
+        self.pins() > 0
     }
 
     /// How many pins there are.
     pub fn pins(&self) -> u32 {
-        u32::from(self.tpm2) + self.tang.len() as u32
+        u32::from(self.tpm2) + u32::from(self.kms.is_some()) + self.tang.len() as u32
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -84,7 +147,7 @@ impl Unlock {
                     k,
                     format!(
                         "is set, but [unlock] has no pin, so nothing is bound and a reboot \
-                         loses the data: set unlock.tpm2 = true or unlock.tang, or remove \
+                         loses the data: set unlock.tpm2 = true, unlock.kms or unlock.tang, or remove \
                          unlock.{k}"
                     ),
                 );
@@ -103,7 +166,7 @@ impl Unlock {
             return bad(
                 "threshold",
                 format!(
-                    "{} is not between 1 and the number of pins ({}: tpm2 counts one, each tang server one)",
+                    "{} is not between 1 and the number of pins ({}: tpm2 counts one, kms one, each tang server one)",
                     self.threshold,
                     self.pins()
                 ),
@@ -131,6 +194,10 @@ impl Unlock {
                     self.tpm2_pcr_bank
                 ),
             );
+        }
+        if let Some(k) = &self.kms {
+            k.validate()
+                .or_else(|(key, why)| bad(&format!("kms.{key}"), why))?;
         }
         for (i, t) in self.tang.iter().enumerate() {
             let host = t
@@ -201,6 +268,12 @@ mod tests {
         assert_eq!((c.unlock.pins(), c.unlock.threshold), (2, 2));
         assert_eq!(c.unlock.tpm2_pcrs, "7");
         assert!(!Config::default().unlock.enabled());
+        let c = parse(
+            "[unlock]\ntpm2 = true\nkms = { key_id = \"arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\" }\nthreshold = 2\n",
+        )
+        .unwrap();
+        assert_eq!((c.unlock.pins(), c.unlock.threshold), (2, 2));
+        assert_eq!(c.unlock.kms.unwrap().region, None);
     }
 
     #[test]
@@ -232,6 +305,22 @@ mod tests {
             (
                 "[unlock]\ntang = [ { url = \"http://t:7500\", thp = \"short\" } ]\n",
                 "unlock.tang[0].thp",
+            ),
+            (
+                "[unlock]\nkms = { key_id = \"a key\" }\n",
+                "unlock.kms.key_id",
+            ),
+            (
+                "[unlock]\nkms = { key_id = \"alias/eph\", region = \"EU\" }\n",
+                "unlock.kms.region",
+            ),
+            (
+                "[unlock]\nkms = { key_id = \"alias/eph\", endpoint = \"http://kms:80\" }\n",
+                "unlock.kms.endpoint",
+            ),
+            (
+                "[unlock]\nkms = { key_id = \"alias/eph\" }\ntpm2 = true\nthreshold = 3\n",
+                "unlock.threshold",
             ),
         ] {
             let e = parse(text).unwrap_err();

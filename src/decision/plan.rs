@@ -120,6 +120,8 @@ pub struct UnlockPlan {
     pub pins: crate::config::unlock::Unlock,
     /// Beside the envelopes: the unlock file is named from it.
     pub escrow_path: PathBuf,
+    /// IMDS (`events.endpoint`): who the instance is, for the kms pin.
+    pub imds: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -476,6 +478,7 @@ fn new_volume(
     let unlock = cfg.unlock.enabled().then(|| UnlockPlan {
         pins: cfg.unlock.clone(),
         escrow_path: cfg.escrow.path.clone(),
+        imds: cfg.events.endpoint.clone(),
     });
     ProvisionPlan {
         excluded: chosen.excluded,

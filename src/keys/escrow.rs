@@ -299,20 +299,11 @@ pub fn seal(key: &VolumeKey, to: &[RsaPublicKey], threshold: u32, h: Header) -> 
     }
     env.version = 2;
     env.threshold = Some(threshold);
-    // Share i (x = i + 1) goes to key i, in the config's order.
-    let shares: Vec<blahaj::Share> = if threshold == 1 {
-        Vec::new()
-    } else {
-        blahaj::Sharks(threshold as u8)
-            .dealer(key.as_bytes())
-            .take(to.len())
-            .collect()
-    };
-    for (i, pk) in to.iter().enumerate() {
-        let ciphertext = match shares.get(i) {
-            Some(share) => encrypt_to(pk, &Zeroizing::new(Vec::from(share)))?,
-            None => encrypt_to(pk, key.as_bytes())?,
-        };
+    // Part i (share x = i + 1, or the key with threshold 1) goes to key i,
+    // in the config's order.
+    let parts = crate::keys::shamir::split(key, threshold, to.len());
+    for (pk, part) in to.iter().zip(&parts) {
+        let ciphertext = encrypt_to(pk, part)?;
         env.recipients.push(Slot {
             alg: ALG.into(),
             key_fingerprint: fingerprint(pk)?,
@@ -548,39 +539,18 @@ pub fn open(env: &Envelope, keys: &[RsaPrivateKey]) -> Result<VolumeKey> {
             missing.join(", ")
         )));
     }
-    let mut vk = if t == 1 {
-        parts.swap_remove(0).1
-    } else {
-        let shares = parts
-            .iter()
-            .map(|(fp, p)| {
-                blahaj::Share::try_from(&p[..]).map_err(|e| {
-                    Error::Usage(format!("the share of recipient {fp} does not parse: {e}"))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if shares
-            .iter()
-            .any(|s| s.y.len() * 8 != env.key_bits as usize)
-        {
-            return Err(Error::Usage(format!(
-                "a share is not of a {}-bit key",
-                env.key_bits
-            )));
-        }
-        Zeroizing::new(
-            blahaj::Sharks(t as u8)
-                .recover(&shares)
-                .map_err(|e| Error::Usage(format!("combining the shares: {e}")))?,
-        )
-    };
-    if vk.len() * 8 != env.key_bits as usize {
-        return Err(Error::Usage(format!(
-            "the escrowed key is {} bits, the envelope says {}",
-            vk.len() * 8,
-            env.key_bits
-        )));
-    }
+    let plains: Vec<&[u8]> = parts.iter().map(|(_, p)| p.as_slice()).collect();
+    let mut vk =
+        crate::keys::shamir::combine(t as u32, &plains[..t], env.key_bits).map_err(|e| {
+            Error::Usage(format!(
+                "the escrowed key of the envelope's recipients ({}): {e}",
+                parts
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
     VolumeKey::take(&mut vk)
 }
 

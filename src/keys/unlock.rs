@@ -1,28 +1,24 @@
 //! Unlock without a person (`[unlock]`): the volume key bound to this
-//! instance's TPM and/or tang servers with clevis, kept beside the escrow
-//! envelopes as an unlock file, `escrow.<LUKS UUID>.unlock.json`:
+//! instance's pins, kept beside the escrow envelopes as an unlock file,
+//! `escrow.<LUKS UUID>.unlock.json`. Two versions:
+//!
+//! - **2** (written now): ephemera's own threshold (`keys::pins`): the key
+//!   split with Shamir's scheme, one part per pin (`tpm2` sealed natively,
+//!   `kms`, `tang` through clevis), any `threshold` of which give it back:
 //!
 //! ```json
-//! {"version":1,"created":"...","host":"i-...","luks_uuid":"...","cipher":"twofish-xts-plain64",
+//! {"version":2,"created":"...","host":"i-...","luks_uuid":"...","cipher":"twofish-xts-plain64",
 //!  "key_bits":512,"sector_size":4096,"members":["AWS1..."],"raid":{"level":0,"chunk_kib":256},
-//!  "pins":"2 of tpm2, tang http://tang1:7500","clevis":"<clevis JWE, compact form>"}
+//!  "pins":"2 of tpm2, kms arn:...","threshold":2,
+//!  "slots":[{"pin":"tpm2","pcr_bank":"sha256","pcrs":"7","public":"...","private":"..."},
+//!           {"pin":"kms","key_id":"arn:...","region":"...","context":{...},"ciphertext":"..."}]}
 //! ```
 //!
-//! `clevis` is clevis's own token, so that ops can open it with Debian's
-//! or RHEL's `clevis decrypt` alone: `jq -j .clevis FILE | clevis decrypt`
-//! prints the volume key. It is always an `sss` token (one code path, any
-//! threshold), whose pins are `tpm2` and `tang`.
-//!
-//! Why clevis and not tss-esapi plus a tang client written here: clevis is
-//! the standard NBDE client (RHEL, Ignition, Debian), its token format is
-//! what ops' runbooks already know, and its tpm2 and tang pins are well
-//! reviewed. The cost: the key crosses a pipe to `clevis encrypt` at
-//! provision and back from `clevis decrypt` at boot (`host::cmd::pipe`).
-//! Those are root's own processes, started by ephemera with a clean
-//! environment; the pipes are kernel buffers, never files; and clevis
-//! passes the plaintext between its own tools through pipes too (`jose jwe
-//! enc -I-` and `jose jwe dec`), never through argv or a file. The system
-//! test's leak scan checks the root and member disks and the console.
+//! - **1** (written by earlier releases, still unlocked): clevis's `sss`
+//!   token in `clevis`, opened by `clevis decrypt` (`jq -j .clevis FILE |
+//!   clevis decrypt` prints the key), whose pins are `tpm2` and `tang`.
+//!   The key crosses a pipe from `clevis decrypt` (`host::cmd::pipe`),
+//!   never argv or a file.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +33,7 @@ use crate::host::safe_fs;
 use crate::host::Host;
 use crate::keys::escrow::{self, RaidInfo};
 use crate::keys::key::VolumeKey;
+use crate::keys::pins::{self, Reach};
 
 /// The unlock file's marker name beside the envelopes.
 pub const UNLOCK: &str = "unlock.json";
@@ -61,10 +58,17 @@ pub struct Sealed {
     /// Member serials in array order; the first holds the LUKS header.
     pub members: Vec<String>,
     pub raid: Option<RaidInfo>,
-    /// What it is bound to, for people (`describe_token` of `clevis`).
+    /// What it is bound to, for people (version 1: `describe_token` of
+    /// `clevis`; version 2: `pins::describe`).
     pub pins: String,
-    /// clevis's JWE, compact serialization.
-    pub clevis: String,
+    /// Version 1: clevis's JWE, compact serialization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clevis: Option<String>,
+    /// Version 2: how many pins must give their part, and one slot each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<pins::Slot>,
 }
 
 impl Sealed {
@@ -89,49 +93,15 @@ pub fn path_for(escrow_path: &Path, luks_uuid: &str) -> PathBuf {
     escrow::marker(escrow_path, luks_uuid, UNLOCK)
 }
 
-/// The clevis `sss` configuration for `u`: `{"t":T,"pins":{...}}`.
-pub fn clevis_config(u: &Unlock) -> String {
-    let mut pins = serde_json::Map::new();
-    if u.tpm2 {
-        pins.insert(
-            "tpm2".into(),
-            serde_json::json!([{ "pcr_bank": u.tpm2_pcr_bank, "pcr_ids": u.tpm2_pcrs }]),
-        );
-    }
-    if !u.tang.is_empty() {
-        let tang: Vec<serde_json::Value> = u
-            .tang
-            .iter()
-            .map(|t| serde_json::json!({ "url": t.url, "thp": t.thp }))
-            .collect();
-        pins.insert("tang".into(), tang.into());
-    }
-    serde_json::json!({ "t": u.threshold, "pins": pins }).to_string()
-}
-
-/// Binds `key` to the pins of `u` with `clevis encrypt sss`, the key on
-/// its stdin. Reaches each tang server once (for its advertisement, which
-/// must be signed by the pinned key). Bounded by `u.wait_secs`.
-pub fn seal(key: &VolumeKey, u: &Unlock, h: escrow::Header) -> Result<Sealed> {
-    let cfg = clevis_config(u);
-    let out = cmd::pipe(
-        "binding the volume key with clevis encrypt sss",
-        "clevis",
-        &["encrypt", "sss", cfg.as_str()],
-        key.as_bytes(),
-        Duration::from_secs(u.wait_secs),
-    )?;
-    let token = String::from_utf8_lossy(&out).trim().to_string();
-    let pins = describe_token(&token).map_err(|why| {
-        Error::Failed(format!(
-            "clevis encrypt gave a token that does not parse: {why}"
-        ))
-    })?;
+/// Binds `key` to the pins of `u` (`pins::seal`): an unlock file of
+/// version 2. Bounded by `u.wait_secs`.
+pub fn seal(key: &VolumeKey, u: &Unlock, reach: &Reach, h: escrow::Header) -> Result<Sealed> {
+    let slots = pins::seal(key, u, &h.luks_uuid, reach)?;
     let created = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| Error::Failed(format!("formatting the time: {e}")))?;
     Ok(Sealed {
-        version: 1,
+        version: 2,
         created,
         host: h.host,
         luks_uuid: h.luks_uuid,
@@ -140,15 +110,49 @@ pub fn seal(key: &VolumeKey, u: &Unlock, h: escrow::Header) -> Result<Sealed> {
         sector_size: h.sector_size,
         members: h.members,
         raid: h.raid,
-        pins,
-        clevis: token,
+        pins: pins::describe(u.threshold, &slots),
+        clevis: None,
+        threshold: Some(u.threshold),
+        slots,
     })
+}
+
+/// The key from the file's pins, within `wait`: version 2 by ephemera's
+/// own threshold, version 1 by `clevis decrypt`.
+pub fn open(s: &Sealed, reach: &Reach, wait: Duration) -> Result<VolumeKey> {
+    match (&s.clevis, s.threshold) {
+        (None, Some(t)) => pins::open(t, &s.slots, &s.luks_uuid, s.key_bits, reach, wait),
+        (Some(token), _) => open_clevis(s, token, wait),
+        (None, None) => Err(Error::Failed(format!(
+            "unlock file of LUKS UUID {} has neither a clevis token nor pins",
+            s.luks_uuid
+        ))),
+    }
+}
+
+/// Whether clevis's failure is a TPM's refusal that waiting cannot change
+/// (another TPM: TPM_RC_INTEGRITY at tpm2_load; changed PCRs:
+/// TPM_RC_POLICY_FAIL at tpm2_unseal), for a token whose every pin is a
+/// TPM's: then no other pin could still answer.
+pub fn clevis_refused_for_good(pins: &str, error: &str) -> bool {
+    let only_tpm = pins
+        .split_once(" of ")
+        .is_some_and(|(_, p)| p.split(", ").all(|p| p == "tpm2"));
+    let tpm_said = [
+        "integrity check failed",
+        "TPM_RC_INTEGRITY",
+        "policy check failed",
+        "TPM_RC_POLICY_FAIL",
+    ]
+    .iter()
+    .any(|m| error.contains(m));
+    only_tpm && tpm_said
 }
 
 /// Asks clevis for the key, once every `RETRY` until `wait` has passed:
 /// at boot the network and the tang servers may come late. Each attempt is
 /// bounded too. Returns the last error when no attempt succeeded.
-pub fn open(s: &Sealed, wait: Duration) -> Result<VolumeKey> {
+fn open_clevis(s: &Sealed, token: &str, wait: Duration) -> Result<VolumeKey> {
     let deadline = Instant::now() + wait;
     let mut attempt = 0;
     let mut previous: Option<String> = None;
@@ -163,7 +167,7 @@ pub fn open(s: &Sealed, wait: Duration) -> Result<VolumeKey> {
             ),
             "clevis",
             &["decrypt"],
-            s.clevis.as_bytes(),
+            token.as_bytes(),
             bound,
         );
         match r {
@@ -182,6 +186,11 @@ pub fn open(s: &Sealed, wait: Duration) -> Result<VolumeKey> {
                     s.pins
                 );
                 return VolumeKey::take(&mut out[..]);
+            }
+            Err(e) if clevis_refused_for_good(&s.pins, &e.to_string()) => {
+                return Err(Error::Failed(format!(
+                    "{e} (the TPM refused for good: not asked again)"
+                )));
             }
             Err(e) if Instant::now() + RETRY >= deadline => {
                 // A last attempt cut short by the deadline (killed) tells
@@ -214,14 +223,28 @@ pub fn parse(text: &str, origin: &Path) -> Result<Sealed> {
         return Err(bad(format!("longer than {} bytes", 2 * MAX_TOKEN)));
     }
     let s: Sealed = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
-    if s.version != 1 {
-        return Err(bad(format!(
-            "version {} is not supported (1 is)",
-            s.version
-        )));
-    }
     escrow::volume_params(&s.volume()).map_err(bad)?;
-    let pins = describe_token(&s.clevis).map_err(|why| bad(format!("clevis: {why}")))?;
+    let pins = match (s.version, &s.clevis, s.threshold) {
+        (1, Some(token), None) if s.slots.is_empty() => {
+            describe_token(token).map_err(|why| bad(format!("clevis: {why}")))?
+        }
+        (2, None, Some(t)) => {
+            if s.slots.is_empty() || s.slots.len() > 16 || t < 1 || t as usize > s.slots.len() {
+                return Err(bad(format!("threshold {t} of {} pins", s.slots.len())));
+            }
+            for slot in &s.slots {
+                slot.check().map_err(bad)?;
+            }
+            pins::describe(t, &s.slots)
+        }
+        (1 | 2, ..) => {
+            return Err(bad(format!(
+                "version {} with the fields of another version",
+                s.version
+            )))
+        }
+        (v, ..) => return Err(bad(format!("version {v} is not supported (1 and 2 are)"))),
+    };
     if pins != s.pins {
         return Err(bad(format!(
             "pins {:?} are not what its token says ({pins:?})",
@@ -336,7 +359,7 @@ pub fn describe_token(token: &str) -> std::result::Result<String, String> {
 }
 
 /// The protected header of a compact JWE, as JSON.
-fn protected_header(token: &str) -> std::result::Result<serde_json::Value, String> {
+pub fn protected_header(token: &str) -> std::result::Result<serde_json::Value, String> {
     if token.len() > MAX_TOKEN {
         return Err(format!("longer than {MAX_TOKEN} bytes"));
     }
@@ -362,7 +385,6 @@ fn protected_header(token: &str) -> std::result::Result<serde_json::Value, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::unlock::Tang;
 
     fn b64(v: &serde_json::Value) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
@@ -404,25 +426,6 @@ mod tests {
     }
 
     #[test]
-    fn the_clevis_config_has_every_pin_and_the_threshold() {
-        let u = Unlock {
-            tpm2: true,
-            tang: vec![Tang {
-                url: "http://t:7500".into(),
-                thp: "x".repeat(43),
-            }],
-            threshold: 2,
-            ..Unlock::default()
-        };
-        let v: serde_json::Value = serde_json::from_str(&clevis_config(&u)).unwrap();
-        assert_eq!(v["t"], 2);
-        assert_eq!(v["pins"]["tpm2"][0]["pcr_ids"], "7");
-        assert_eq!(v["pins"]["tpm2"][0]["pcr_bank"], "sha256");
-        assert_eq!(v["pins"]["tang"][0]["url"], "http://t:7500");
-        assert_eq!(v["pins"]["tang"][0]["thp"], "x".repeat(43));
-    }
-
-    #[test]
     fn unlock_files_parse_only_whole() {
         let tpm = serde_json::json!({"clevis":{"pin":"tpm2","tpm2":{}}});
         let good = serde_json::json!({
@@ -440,7 +443,12 @@ mod tests {
             ("members", serde_json::json!([]), "lists no members"),
             ("raid", serde_json::Value::Null, "no raid"),
             ("clevis", serde_json::json!("x"), "clevis: not a JWE"),
-            ("version", serde_json::json!(2), "version 2"),
+            ("version", serde_json::json!(2), "version 2 with the fields"),
+            (
+                "version",
+                serde_json::json!(3),
+                "version 3 is not supported",
+            ),
         ] {
             let mut v = good.clone();
             v[field] = value;
@@ -451,6 +459,26 @@ mod tests {
                 e.contains("unlock file u.json") && e.contains(why),
                 "{field}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn files_written_by_the_real_kernel_suite_parse() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (file, version, pins) in [
+            ("tests/vm/unlock-v1/unlock.json", 1, "1 of tpm2"),
+            ("fuzz/corpus/unlock/version-2-tpm2.json", 2, "1 of tpm2"),
+            (
+                "fuzz/corpus/unlock/version-2-tpm2-kms.json",
+                2,
+                "2 of tpm2, kms arn:aws:kms:",
+            ),
+        ] {
+            let p = repo.join(file);
+            let s = parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
+            assert_eq!(s.version, version, "{file}");
+            assert!(s.pins.starts_with(pins), "{file}: {}", s.pins);
+            assert_eq!(s.clevis.is_some(), version == 1, "{file}");
         }
     }
 }

@@ -186,19 +186,7 @@ impl Client {
             region.to_string(),
         )
         .map_err(|e| Error::Usage(format!("escrow store bucket {bucket:?} at {url}: {e}")))?;
-        let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
-        if let Some(ca) = ca_file {
-            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_ca(ca)?)));
-        }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // A redirect would carry the signed URL to another host.
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .tls_config(tls.build())
-            .user_agent(concat!("ephemera/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let agent = https_agent(ca_file, "escrow.store.ca_file")?;
         Ok(Client {
             agent,
             bucket: b,
@@ -396,16 +384,44 @@ impl Client {
     }
 }
 
+/// The HTTP client of the key services ([escrow.store], the kms pin):
+/// rustls with Mozilla's roots built in, or only the CAs of `ca_file`
+/// (`key` names that setting in messages); no redirect (it would carry a
+/// signed request to another host); HTTP errors as answers, not errors.
+pub fn https_agent(ca_file: Option<&Path>, key: &str) -> Result<ureq::Agent> {
+    let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
+    if let Some(ca) = ca_file {
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(load_ca(ca, key)?)));
+    }
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .tls_config(tls.build())
+        .user_agent(concat!("ephemera/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent())
+}
+
 fn remaining(deadline: Instant) -> Result<Duration, String> {
+    remaining_of(deadline, "escrow.store.timeout_secs")
+}
+
+/// The time left before `deadline`; once it has passed, an error naming
+/// the setting `key` that bounds it.
+pub fn remaining_of(deadline: Instant, key: &str) -> Result<Duration, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        Err("out of time (escrow.store.timeout_secs)".into())
+        Err(format!("out of time ({key})"))
     } else {
         Ok(left)
     }
 }
 
-fn read_body(resp: &mut ureq::http::Response<ureq::Body>, limit: u64) -> Result<Vec<u8>, String> {
+pub fn read_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
     resp.body_mut()
         .with_config()
         .limit(limit)
@@ -416,9 +432,9 @@ fn read_body(resp: &mut ureq::http::Response<ureq::Body>, limit: u64) -> Result<
         })
 }
 
-/// The certificates of the PEM file `path` (`escrow.store.ca_file`).
-fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
-    let bad = |why: String| Error::Usage(format!("escrow.store.ca_file {}: {why}", path.display()));
+/// The certificates of the PEM file `path` (the setting `key`).
+fn load_ca(path: &Path, key: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let bad = |why: String| Error::Usage(format!("{key} {}: {why}", path.display()));
     let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
@@ -437,14 +453,16 @@ fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     Ok(certs)
 }
 
-/// What the node learned from IMDS for an upload.
-struct NodeIdentity {
-    instance_id: String,
-    region: String,
-    credentials: Credentials,
+/// What the node learned from IMDS for a key service: its instance id, the
+/// region, and the instance role's credentials.
+pub struct NodeIdentity {
+    pub instance_id: String,
+    pub region: String,
+    pub credentials: Credentials,
 }
 
-fn imds_read(imds: &mut Imds, path: &str) -> Result<String, String> {
+/// One IMDS document, trimmed; a 404 or any failure is an error line.
+pub fn imds_read(imds: &mut Imds, path: &str) -> Result<String, String> {
     match imds.get(path) {
         Ok(Some(v)) => Ok(v.trim().to_string()),
         Ok(None) => Err(format!("IMDS has no {path} (404)")),
@@ -454,19 +472,23 @@ fn imds_read(imds: &mut Imds, path: &str) -> Result<String, String> {
     }
 }
 
-fn node_identity(
+/// The instance id, the region (`region`, else IMDS's) and the role's
+/// credentials from IMDSv2 at `endpoint`, within `deadline` (the setting
+/// `bound` sets it, for messages).
+pub fn node_identity(
     endpoint: &str,
-    store: &StoreConfig,
+    region: Option<&str>,
     deadline: Instant,
+    bound: &str,
 ) -> Result<NodeIdentity, String> {
     let mut imds = Imds::new(
         endpoint,
-        remaining(deadline)?.min(crate::node::imds::DEFAULT_TIMEOUT),
+        remaining_of(deadline, bound)?.min(crate::node::imds::DEFAULT_TIMEOUT),
     );
     let instance_id = imds_read(&mut imds, INSTANCE_ID_PATH)?;
     check_instance_id(&instance_id).map_err(|e| format!("IMDS {INSTANCE_ID_PATH}: {e}"))?;
-    let region = match &store.region {
-        Some(r) => r.clone(),
+    let region = match region {
+        Some(r) => r.to_string(),
         None => {
             let r = imds_read(&mut imds, REGION_PATH)?;
             crate::config::store::check_region(&r)
@@ -474,9 +496,9 @@ fn node_identity(
             r
         }
     };
-    remaining(deadline)?;
+    remaining_of(deadline, bound)?;
     let roles = imds_read(&mut imds, ROLE_PATH).map_err(|e| {
-        format!("{e}: no instance role? the node needs one that may put objects in the bucket")
+        format!("{e}: no instance role? the node needs one (for the bucket or the KMS key)")
     })?;
     let role = roles.lines().next().unwrap_or("").trim().to_string();
     if role.is_empty()
@@ -486,7 +508,7 @@ fn node_identity(
     {
         return Err(format!("IMDS {ROLE_PATH}: {role:?} is not a role name"));
     }
-    remaining(deadline)?;
+    remaining_of(deadline, bound)?;
     let doc = imds_read(&mut imds, &format!("{ROLE_PATH}{role}"))?;
     let credentials =
         parse_role_credentials(&doc).map_err(|e| format!("IMDS {ROLE_PATH}{role}: {e}"))?;
@@ -548,8 +570,13 @@ pub fn upload(
 ) -> Result<Stored, String> {
     let deadline = Instant::now() + Duration::from_secs(store.timeout_secs);
     let bytes = envelope_bytes(host, escrow_path, luks_uuid)?;
-    let node = node_identity(imds_endpoint, store, deadline)
-        .map_err(|e| format!("{}/{}: {e}", store.url.trim_end_matches('/'), store.bucket))?;
+    let node = node_identity(
+        imds_endpoint,
+        store.region.as_deref(),
+        deadline,
+        "escrow.store.timeout_secs",
+    )
+    .map_err(|e| format!("{}/{}: {e}", store.url.trim_end_matches('/'), store.bucket))?;
     let key = object_key(&store.prefix, &node.instance_id, luks_uuid)?;
     let client = Client::new(
         &store.url,

@@ -3,9 +3,11 @@
 //! emulated NVMe disks, and returns the serial log.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod moto;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
@@ -335,4 +337,116 @@ pub fn key_opens(disk: &Path, key: &[u8]) -> bool {
         .unwrap();
     c.stdin.take().unwrap().write_all(key).unwrap();
     c.wait().unwrap().success()
+}
+
+/// A self-signed CA and a server certificate for 127.0.0.1 (and 10.0.2.102)
+/// it signed.
+pub fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key, crt, key) = (
+        dir.join("ca.pem"),
+        dir.join("ca.key"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ephemera test CA",
+        ])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca)
+        .stderr(Stdio::null()));
+    let csr = dir.join("server.csr");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .stderr(Stdio::null()));
+    let ext = dir.join("san.ext");
+    std::fs::write(
+        &ext,
+        // 10.0.2.102: where a test guest reaches a TLS front (tests/kms.rs).
+        "subjectAltName=IP:127.0.0.1,IP:10.0.2.102\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(&ext)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(Stdio::null()));
+    (ca, crt, key)
+}
+
+/// The volume key as ops learn it from a console log: the escrow envelope
+/// between its markers (one recipient), decrypted by openssl with
+/// `dir/escrow.key.pem`, and checked against the LUKS2 header on `header`
+/// (a function of the envelope: the image of its first member). Returns the
+/// envelope and the key.
+pub fn key_from_console(
+    log: &str,
+    dir: &Path,
+    header: impl Fn(&serde_json::Value) -> PathBuf,
+) -> (serde_json::Value, Vec<u8>) {
+    let envelope = between(
+        log,
+        "-----BEGIN EPHEMERA ESCROW-----",
+        "-----END EPHEMERA ESCROW-----",
+    );
+    let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+    std::fs::write(dir.join("ct.b64"), env["ciphertext"].as_str().unwrap()).unwrap();
+    let key = stdout_of(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && base64 -d ct.b64 | openssl pkeyutl -decrypt -inkey escrow.key.pem \
+         -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256",
+        dir.display()
+    )));
+    assert_eq!(key.len(), 64, "a 512-bit key from the envelope");
+    assert!(
+        key_opens(&header(&env), &key),
+        "the envelope's key does not open the volume"
+    );
+    (env, key)
+}
+
+/// The leak scan: each needle (a form of a secret) in each place; one line
+/// per place and form found, and the total of hits.
+pub fn leak_hits(places: &[PathBuf], needles: &[(&str, Vec<u8>)]) -> (Vec<String>, usize) {
+    let mut found = Vec::new();
+    let mut hits = 0;
+    for p in places {
+        let hay = std::fs::read(p).unwrap();
+        for (form, needle) in needles {
+            let n = find(&hay, needle);
+            if n > 0 {
+                found.push(format!("LEAK: {n} hit(s) of {form} in {}", p.display()));
+            }
+            hits += n;
+        }
+    }
+    (found, hits)
 }

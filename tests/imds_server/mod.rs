@@ -12,7 +12,10 @@
 //!   `iam/security-credentials/` lists the role's name, and
 //!   `iam/security-credentials/<role>` is its JSON document (Code,
 //!   LastUpdated, Type, AccessKeyId, SecretAccessKey, Token, Expiration);
-//!   all 404 when the scenario has none.
+//!   all 404 when the scenario has none;
+//! - `/latest/dynamic/instance-identity/document`: the instance identity
+//!   document (its `accountId`, `instanceId`, `region`), when the scenario
+//!   has an account.
 //!
 //! Tests script it through [`Scenario`]: the documents, a delay, expiring
 //! every token. With `dir` set, the documents are read from
@@ -37,6 +40,7 @@ pub const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance"
 pub const INSTANCE_ID: &str = "/latest/meta-data/instance-id";
 pub const REGION: &str = "/latest/meta-data/placement/region";
 pub const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+pub const IDENTITY: &str = "/latest/dynamic/instance-identity/document";
 
 /// The instance role, as `iam/security-credentials/<name>` gives it.
 #[derive(Debug, Clone)]
@@ -74,6 +78,8 @@ pub struct Scenario {
     pub instance_id: Option<String>,
     pub region: Option<String>,
     pub role: Option<Role>,
+    /// The AWS account, for the identity document.
+    pub account: Option<String>,
     /// Wait this long before answering anything.
     pub delay: Duration,
     pub tokens: HashMap<String, Instant>,
@@ -94,6 +100,7 @@ impl Default for Scenario {
             instance_id: None,
             region: None,
             role: None,
+            account: None,
             delay: Duration::ZERO,
             tokens: HashMap::new(),
             next_token: 0,
@@ -256,7 +263,7 @@ fn answer(req: &Request, s: &mut Scenario) -> (u16, String) {
             .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
         return (200, token);
     }
-    if !req.path.starts_with("/latest/meta-data/") {
+    if !req.path.starts_with("/latest/meta-data/") && req.path != IDENTITY {
         return (404, String::new());
     }
     if req.method != "GET" {
@@ -287,6 +294,15 @@ fn answer(req: &Request, s: &mut Scenario) -> (u16, String) {
         INSTANCE_ID => s.instance_id.clone(),
         REGION => s.region.clone(),
         ROLES => s.role.as_ref().map(|r| r.name.clone()),
+        IDENTITY => s.account.as_ref().map(|a| {
+            serde_json::json!({
+                "accountId": a,
+                "instanceId": s.instance_id,
+                "region": s.region,
+                "architecture": "x86_64",
+            })
+            .to_string()
+        }),
         p => s
             .role
             .as_ref()

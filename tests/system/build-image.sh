@@ -22,6 +22,7 @@
 # each SUITE keeps its two most recently used images. Concurrent calls wait on
 # a lock.
 # env:   EPHEMERA_SYSTEM_CACHE   cache folder
+#        EPHEMERA_IMAGE_NO_CLEVIS 1: no clevis in the image (the kms unlock node)
 #        EPHEMERA_INSTALL_SH     install script (default <repo>/packer/install.sh)
 #        EPHEMERA_MIRROR         Debian mirror (default: the one the host's apt uses)
 #        EPHEMERA_VM_ARCH        amd64 (default) or arm64 (Graviton; bookworm only).
@@ -84,6 +85,11 @@ packages=(
   containerd busybox-static # the container-node test: Debian's runtime (ctr), a static binary for its image
   clevis clevis-tpm2 iproute2 # the unlock test: clevis and its tpm2 pin, `ip` for its one NIC
 )
+# EPHEMERA_IMAGE_NO_CLEVIS=1: an image without clevis (the kms node: its pins
+# are ephemera's own), and so a folder of its own (the list is in the hash).
+if [[ ${EPHEMERA_IMAGE_NO_CLEVIS:-0} == 1 ]]; then
+  mapfile -t packages < <(printf '%s\n' "${packages[@]}" | grep -Evx 'clevis|clevis-tpm2')
+fi
 # The root file system, fixed so the kernel command line can name it.
 ROOT_PARTUUID=6f0e5b1a-3c1d-4e55-9a7e-0e9e0e9e0001
 IMG_SIZE=3G

@@ -6,7 +6,7 @@
 # usage: run-system.sh --image DIR --root QCOW2 [--seed DIR] [--disk IMG:SERIAL ...]
 #                      [--log FILE] [--monitor SOCKET] [--timeout SECS] [--mem MB]
 #                      [--powerdown-on TEXT] [--quit-on TEXT] [--run-on TEXT CMD]
-#                      [--tpm DIR] [--tang PORT] [--show]
+#                      [--tpm DIR] [--tang PORT] [--guestfwd ADDR:PORT=HOSTPORT] [--show]
 #   --image DIR        a folder printed by build-image.sh (disk.img, vmlinuz, cmdline); the
 #                      kernel boots without an initramfs (the Debian 12 and 13 cloud kernels
 #                      have NVMe and ext4 built in; root=PARTUUID= needs no udev), which
@@ -33,6 +33,8 @@
 #                      nothing but 10.0.2.100:7500, forwarded (guestfwd, one socat per
 #                      connection) to 127.0.0.1:PORT on the host, where the test's tang
 #                      server listens, or not (tang down: the connection is refused)
+#   --guestfwd ADDR:PORT=HOSTPORT  on the same NIC, the guest reaches ADDR:PORT too,
+#                      forwarded to 127.0.0.1:HOSTPORT (the kms node: IMDS, KMS); repeatable
 #   --show             also copy the serial console to stdout
 # The root disk is NVMe serial EBSROOT (controller model "QEMU NVMe Ctrl" like the
 # data disks), first on the PCI bus. QEMU runs with -no-reboot: a guest reboot or
@@ -62,6 +64,7 @@ say() { echo "run-system: $*" >&2; }
 
 image='' root='' seed='' log='' monitor='' timeout=900 mem=1536 powerdown_on='' powerdown_bound=300 quit_on='' show=''
 run_on='' run_cmd='' tpm='' tang=''
+fwds=()
 disks=()
 while (($#)); do
   case $1 in
@@ -79,6 +82,7 @@ while (($#)); do
     --run-on) run_on=${2:?}; run_cmd=${3:?}; shift 3 ;;
     --tpm) tpm=${2:?}; shift 2 ;;
     --tang) tang=${2:?}; shift 2 ;;
+    --guestfwd) fwds+=("${2:?}"); shift 2 ;;
     --show) show=1; shift ;;
     -h | --help) usage ;;
     *) echo "run-system: unknown argument: $1" >&2; usage ;;
@@ -154,7 +158,15 @@ if [[ -n $tpm ]]; then
 fi
 if [[ -n $tang ]]; then
   [[ $tang =~ ^[0-9]+$ ]] || die "--tang takes a port"
-  qemu+=(-nic "user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:7500-cmd:socat - TCP:127.0.0.1:$tang")
+  fwds=("10.0.2.100:7500=$tang" "${fwds[@]}")
+fi
+if ((${#fwds[@]})); then
+  nic=user,restrict=on,model=virtio-net-pci
+  for f in "${fwds[@]}"; do
+    [[ $f =~ ^([0-9.]+):([0-9]+)=([0-9]+)$ ]] || die "--guestfwd takes ADDR:PORT=HOSTPORT, got $f"
+    nic+=",guestfwd=tcp:${BASH_REMATCH[1]}:${BASH_REMATCH[2]}-cmd:socat - TCP:127.0.0.1:${BASH_REMATCH[3]}"
+  done
+  qemu+=(-nic "$nic")
 fi
 n=0
 for disk in "${disks[@]}"; do

@@ -3,10 +3,12 @@
 #   vmlinuz, modules/ (Debian 12 cloud kernel, unpacked, depmod'ed),
 #   base.cpio.gz      (busybox initramfs + storage tools + kernel modules + /init),
 #   ephemera.cpio.gz  (only with `add-binary`: extra binaries + libs that base lacks),
-#   clevis.cpio.gz    (clevis with its sss and tpm2 pins, tpm2-tools, jose, bash:
-#                      what `[unlock] tpm2` runs; added by run-guest.sh --tpm only).
+#   tpm2.cpio.gz      (tpm2-tools and the TPM device transport: the manual path of the
+#                      native tpm2 pin; added by run-guest.sh --tpm only),
+#   clevis.cpio.gz    (clevis with its sss and tpm2 pins, jose, bash, tpm2-tools: what
+#                      unlock files of version 1 run; run-guest.sh --clevis).
 # Linux unpacks concatenated gzip'd cpio archives as one initramfs; run-guest.sh
-# boots base + ephemera (+ clevis) + a per-run scenario archive.
+# boots base + ephemera (+ tpm2 + clevis) + a per-run scenario archive.
 #
 # usage: build-guest.sh                   build/refresh kernel and base (idempotent)
 #        build-guest.sh add-binary BIN... also write ephemera.cpio.gz with each BIN
@@ -147,7 +149,8 @@ copy_binary() {
 sysroot=$cache/sysroot
 sysroot_pkgs=(busybox-static cryptsetup-bin mdadm dmsetup util-linux fdisk e2fsprogs
   xfsprogs openssl jq kmod coreutils attr acl libc6
-  clevis clevis-tpm2 tpm2-tools libtss2-tcti-device0 jose bash)
+  clevis clevis-tpm2 tpm2-tools libtss2-tcti-device0 jose bash
+  libtss2-esys-3.0.2-0 libtss2-mu0 libtss2-sys1 libtss2-tctildr0)
 
 build_sysroot() {
   local stamp
@@ -385,28 +388,10 @@ merge_usr() { # merge_usr ROOT
   done
 }
 
-# The clevis archive: clevis and the two pins ephemera's tpm2 binding uses
-# (sss around tpm2), the tpm2-tools they call, jose, and bash (clevis's
-# scripts need it; base has busybox's sh). tpm2-tools load their TPM
-# transport with dlopen, so ldd cannot see libtss2-tcti-device: it is named.
-clevis_tools=(clevis clevis-encrypt-sss clevis-decrypt-sss clevis-encrypt-tpm2
-  clevis-decrypt-tpm2 clevis-decrypt jose bash tpm2)
-build_clevis() {
-  local root=$cache/clevis-root inputs tool path libdir link
-  inputs=$( {
-    cat "$cache/base.stamp"
-    sha256sum "$script"
-    if [[ $arch == amd64 ]]; then dpkg-query -W -f='${Package} ${Version}\n' clevis clevis-tpm2 tpm2-tools jose bash; fi
-  } | sha256sum | cut -d' ' -f1)
-  if [[ -f $cache/clevis.cpio.gz && -f $cache/clevis.stamp && $(cat "$cache/clevis.stamp") == "$inputs" ]]; then
-    return
-  fi
-  rm -rf "$root"
-  mkdir -p "$root"
-  for tool in "${clevis_tools[@]}"; do
-    if [[ $arch == arm64 ]]; then path=$(sysroot_tool "$tool"); else path=$(command -v "$tool"); fi
-    copy_binary "$root" "$path" "/usr/bin/$tool" "$cache/base-root"
-  done
+# The TPM's device transport: tpm2-tss loads it with dlopen (libtss2-tctildr),
+# so ldd cannot see it: it is named. Copied into ROOT with its libraries.
+copy_tcti_device() { # ROOT SKIP_ROOT
+  local libdir path
   if [[ $arch == arm64 ]]; then
     libdir=/usr/lib/aarch64-linux-gnu
     path=$(sysroot_path "$libdir/libtss2-tcti-device.so.0")
@@ -414,15 +399,49 @@ build_clevis() {
     libdir=/usr/lib/x86_64-linux-gnu
     path=$(readlink -f "$libdir/libtss2-tcti-device.so.0")
   fi
-  copy_binary "$root" "$path" "$libdir/libtss2-tcti-device.so.0" "$cache/base-root"
-  # tpm2-tools is one binary; each tpm2_X is a link to it, as in the package.
-  while read -r link; do
-    ln -s tpm2 "$root/usr/bin/${link##*/}"
-  done < <(if [[ $arch == arm64 ]]; then find "$sysroot/usr/bin" -name 'tpm2_*'; else find /usr/bin -name 'tpm2_*'; fi)
+  copy_binary "$1" "$path" "$libdir/libtss2-tcti-device.so.0" "$2"
+}
+
+# Packs the tools named in $2... (from the host, or the arm64 tree) with their
+# libraries into ARCHIVE $1 (base's files left out); tpm2 brings its tpm2_X links.
+pack_tools() { # ARCHIVE TOOL...
+  local out=$1 root=$cache/${1%.cpio.gz}-root inputs tool path link
+  shift
+  inputs=$( {
+    cat "$cache/base.stamp"
+    sha256sum "$script"
+    echo "$*"
+    if [[ $arch == amd64 ]]; then dpkg-query -W -f='${Package} ${Version}\n' clevis clevis-tpm2 tpm2-tools jose bash libtss2-tcti-device0; fi
+  } | sha256sum | cut -d' ' -f1)
+  if [[ -f $cache/$out && -f $cache/$out.stamp && $(cat "$cache/$out.stamp") == "$inputs" ]]; then
+    return
+  fi
+  rm -rf "$root"
+  mkdir -p "$root"
+  for tool in "$@"; do
+    if [[ $arch == arm64 ]]; then path=$(sysroot_tool "$tool"); else path=$(command -v "$tool"); fi
+    copy_binary "$root" "$path" "/usr/bin/$tool" "$cache/base-root"
+  done
+  copy_tcti_device "$root" "$cache/base-root"
+  if [[ " $* " == *" tpm2 "* ]]; then
+    # tpm2-tools is one binary; each tpm2_X is a link to it, as in the package.
+    while read -r link; do
+      ln -s tpm2 "$root/usr/bin/${link##*/}"
+    done < <(if [[ $arch == arm64 ]]; then find "$sysroot/usr/bin" -name 'tpm2_*'; else find /usr/bin -name 'tpm2_*'; fi)
+  fi
   merge_usr "$root"
-  pack_cpio "$root" "$cache/clevis.cpio.gz"
-  echo "$inputs" >"$cache/clevis.stamp"
-  log "clevis.cpio.gz: $(du -h "$cache/clevis.cpio.gz" | cut -f1)"
+  pack_cpio "$root" "$cache/$out"
+  echo "$inputs" >"$cache/$out.stamp"
+  log "$out: $(du -h "$cache/$out" | cut -f1)"
+}
+
+# tpm2-tools alone: the manual path of the native tpm2 pin, and PCR changes.
+build_tpm2() { pack_tools tpm2.cpio.gz tpm2; }
+# clevis with its sss and tpm2 pins and what they run (bash: its scripts; tpm2-tools:
+# its tpm2 pin, for unlock files of version 1).
+build_clevis() {
+  pack_tools clevis.cpio.gz clevis clevis-encrypt-sss clevis-decrypt-sss clevis-encrypt-tpm2 \
+    clevis-decrypt-tpm2 clevis-decrypt jose bash tpm2
 }
 
 add_binaries() {
@@ -432,6 +451,10 @@ add_binaries() {
   for bin in "$@"; do
     [[ -f $bin && -x $bin ]] || die "not an executable file: $bin"
     copy_binary "$root" "$bin" "/usr/sbin/$(basename "$bin")" "$cache/base-root"
+    # The native tpm2 pin (tss-esapi) loads the TPM's transport with dlopen.
+    if readelf -d "$bin" 2>/dev/null | grep -q 'libtss2-tctildr'; then
+      copy_tcti_device "$root" "$cache/base-root"
+    fi
     # Debug info only slows the boot (the kernel unpacks the initramfs at ~15-20 MB/s
     # under TCG); the symbol table stays, so backtraces keep function names.
     if [[ $arch == arm64 ]]; then
@@ -452,6 +475,7 @@ main() {
   build_kernel "$pkg"
   [[ $arch == amd64 ]] || build_sysroot
   build_base
+  build_tpm2
   build_clevis
   case ${1:-} in
     "") ;;

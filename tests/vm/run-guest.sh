@@ -18,8 +18,9 @@
 #   --guestfwd ADDR:PORT=HOSTPORT  a NIC (virtio-net, QEMU user networking with
 #                    restrict=on): the guest reaches ADDR:PORT, forwarded by socat to
 #                    127.0.0.1:HOSTPORT, and nothing else; repeatable
-#   --tpm DIR        a TPM 2.0 (swtpm, its state in DIR: tests/vm/swtpm.sh), and the
-#                    clevis archive in the initramfs (clevis, tpm2-tools, jose, bash)
+#   --tpm DIR        a TPM 2.0 (swtpm, its state in DIR: tests/vm/swtpm.sh), and
+#                    tpm2-tools in the initramfs
+#   --clevis         clevis (its sss and tpm2 pins), jose and bash in the initramfs
 # exit: the scenario's exit code (EPHEMERA-VM-EXIT marker), 124 on timeout,
 #       125 when the guest died without the marker (panic, crash), 2 on usage errors.
 # env:  EPHEMERA_VM_ARCH and EPHEMERA_VM_CACHE (as build-guest.sh; arm64 boots
@@ -50,7 +51,7 @@ usage() {
 }
 die() { echo "run-guest: $*" >&2; exit 2; }
 
-scenario='' log='' timeout=600 mem=1024 monitor='' show='' tpm=''
+scenario='' log='' timeout=600 mem=1024 monitor='' show='' tpm='' clevis=''
 disks=() faulty=() fwds=()
 while (($#)); do
   case $1 in
@@ -63,6 +64,7 @@ while (($#)); do
     --monitor) monitor=${2:?}; shift 2 ;;
     --show) show=1; shift ;;
     --tpm) tpm=${2:?}; shift 2 ;;
+    --clevis) clevis=1; shift ;;
     --guestfwd) fwds+=("${2:?}"); shift 2 ;;
     -h | --help) usage ;;
     *) echo "run-guest: unknown argument: $1" >&2; usage ;;
@@ -100,6 +102,10 @@ cp -a "$scenario/." "$tmp/scen/scenario/"
 initrds=("$cache/base.cpio.gz")
 [[ -f $cache/ephemera.cpio.gz ]] && initrds+=("$cache/ephemera.cpio.gz")
 if [[ -n $tpm ]]; then
+  [[ -f $cache/tpm2.cpio.gz ]] || die "no tpm2 archive in $cache: run tests/vm/build-guest.sh"
+  initrds+=("$cache/tpm2.cpio.gz")
+fi
+if [[ -n $clevis ]]; then
   [[ -f $cache/clevis.cpio.gz ]] || die "no clevis archive in $cache: run tests/vm/build-guest.sh"
   initrds+=("$cache/clevis.cpio.gz")
 fi

@@ -1,11 +1,14 @@
 # Key-leak scan, guest side (tests/faults.rs does the search on the host):
-# provision with escrow while sampling every process's cmdline and environ,
+# provision with escrow and [unlock] tpm2 while sampling every process's cmdline and environ,
 # then dump /run, /tmp, /var and dmesg to the console for the host to search
 # for the volume key. Also: the process is not dumpable (no core file on
 # SIGSEGV, while a control process does leave one), the dm table shows a
 # keyring reference, and the envelope file is 0400.
 . /scenario/lib.sh
 a=$(dev_of EPH-A) && b=$(dev_of EPH-B) || exit 1
+# The config binds to the TPM too ([unlock] tpm2, a swtpm): wait for it, 10 s.
+i=0
+while [ ! -c /dev/tpmrm0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 esc=/var/lib/ephemera/escrow.json
 
 # Every process's cmdline and environ, sampled until told to stop.
