@@ -58,5 +58,7 @@ systemctl enable ephemera.service
 # The config and what it names (keys, clevis, the cipher in the kernel's
 # lists), checked as provision will check them at boot, looking at no disk:
 # a bad one fails the build here, not every instance's first boot.
-/usr/sbin/ephemera check || die "ephemera check refused the config (above): fix it before baking"
+# The package's binary, found as a shell finds it, /usr/sbin included.
+eph=$(PATH="$PATH:/usr/sbin:/sbin" command -v ephemera) || die "the package installed no ephemera command"
+"$eph" check || die "ephemera check refused the config (above): fix it before baking"
 echo "install.sh: ephemera $version installed; ephemera.service runs at the next boot"

@@ -151,11 +151,11 @@ check "an erase with ephemera.service inactive" rpm --root "$R" -e "$name"
 check "... kept nothing in /run" eval '! test -e "$K" && ! ls "$R"/run/systemd/system/*.service >/dev/null 2>&1'
 
 # packer/install.sh's .rpm path (AL2023 cannot run here): its choices, with
-# stand-ins for dnf, rpm and systemctl that record their calls; clevis is
-# not installable, as on AL2023.
+# stand-ins for dnf, rpm, systemctl and the installed ephemera that record
+# their calls; clevis is not installable, as on AL2023.
 B=$(mktemp -d)
 trap 'rm -rf "$R" "$U" "$B"' EXIT
-for t in dnf rpm systemctl; do
+for t in dnf rpm systemctl ephemera; do
   cat >"$B/$t" <<SH
 #!/bin/sh
 echo "$t \$*" >>"$B/calls"
@@ -164,9 +164,10 @@ SH
 done
 chmod 755 "$B"/*
 cp "$pkg" "$B/ephemera.rpm"
-check "install.sh installs an .rpm with dnf and enables the unit" \
+check "install.sh installs an .rpm with dnf, enables the unit and checks the config" \
   eval 'PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" >/dev/null 2>&1 &&
-    grep -qx "dnf install -y -q $B/ephemera.rpm" "$B/calls" && grep -qx "systemctl enable ephemera.service" "$B/calls"'
+    grep -qx "dnf install -y -q $B/ephemera.rpm" "$B/calls" && grep -qx "systemctl enable ephemera.service" "$B/calls" &&
+    grep -qx "ephemera check" "$B/calls"'
 : >"$B/calls"
 check "install.sh with EPHEMERA_UNLOCK=tang and no clevis (AL2023) stops, exit 1, installing nothing" \
   eval '! EPHEMERA_UNLOCK=tang PATH="$B:$PATH" bash packer/install.sh "$B/ephemera.rpm" 2>"$B/err" >/dev/null &&

@@ -130,3 +130,85 @@ fn the_reader_finds_every_form_of_import() {
                 crate::failpoint!(\"x\");\nlet x = crate::keys::key::VolumeKey::generate(1);\n";
     assert_eq!(crate_refs(text), ["error", "host", "volume", "keys"]);
 }
+
+/// Lines of code in `text` before its inline tests (`#[cfg(test)]` at the
+/// start of a line), blank lines and comments not counted.
+fn code_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .take_while(|l| !l.starts_with("#[cfg(test)]"))
+        .filter(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with("//")
+        })
+        .collect()
+}
+
+/// Each `fn` of `text` before its inline tests, with its length in lines:
+/// from its signature to the closing brace at its own indentation, as
+/// rustfmt writes it.
+fn functions(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("#[cfg(test)]"))
+        .collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        let indent = &l[..l.len() - t.len()];
+        let sig = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "pub(super) fn ",
+            "const fn ",
+            "pub const fn ",
+        ]
+        .iter()
+        .find_map(|p| t.strip_prefix(p));
+        let Some(sig) = sig else { continue };
+        let name: String = sig
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let end = format!("{indent}}}");
+        if let Some(n) = lines[i + 1..].iter().position(|l| *l == end) {
+            out.push((name, n + 2));
+        }
+    }
+    out
+}
+
+/// The decision and the rest read as what they do: no file of src/ over
+/// 800 lines of code before its inline tests, no function over 100 lines
+/// (issue 25). A failure names the file and the function.
+#[test]
+fn no_file_or_function_too_long_to_read() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut long = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(&src).unwrap().display().to_string();
+        let n = code_lines(&text).len();
+        if n > 800 {
+            long.push(format!("src/{rel}: {n} lines of code before its tests"));
+        }
+        for (name, n) in functions(&text) {
+            if n > 100 {
+                long.push(format!("src/{rel}: fn {name} is {n} lines"));
+            }
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+#[test]
+fn the_length_reader_measures_functions() {
+    let text = "fn a() {\n    x();\n}\n\nimpl T {\n    pub fn b(&self) {\n        if x {\n        }\n    }\n}\n#[cfg(test)]\nfn c() {\n}\n";
+    assert_eq!(
+        functions(text),
+        vec![("a".to_string(), 3), ("b".to_string(), 4)]
+    );
+    assert_eq!(code_lines(text).len(), 9);
+}

@@ -1,8 +1,9 @@
 //! The lifecycle table (`ephemera::decision::lifecycle::TABLE`) as the
 //! specification of every combination (issue 25): for each class of
 //! configuration users write (escrow none, one key or 2 of 3; unlock none,
-//! tpm2, tang or 2 of tpm2 + tang; `on_existing` keep, reformat or fail;
-//! binds or none; ext4 or xfs) and each state a node can be in at boot, a
+//! tpm2, tang, kms, 2 of tpm2 + tang or 2 of tpm2 + kms; `on_existing` keep,
+//! reformat or fail; binds or none; ext4 or xfs) and each state a node can be
+//! in at boot, a
 //! node is built as a fixture tree: sysfs and procfs as the kernel shows
 //! them, what libblkid would read on each disk, and the node's records
 //! (envelopes, unlock files, markers) written by the code provision uses,
@@ -31,7 +32,7 @@ use ephemera::host::discover::discover;
 use ephemera::host::probe::{Probe, Signature};
 use ephemera::host::Host;
 use ephemera::keys::key::VolumeKey;
-use ephemera::keys::{escrow, unlock};
+use ephemera::keys::{escrow, pins as unlock_pins, unlock};
 use ephemera::node::events::reboot_keeps_data;
 use rsa::RsaPublicKey;
 
@@ -44,6 +45,7 @@ const A: &str = "AWSAAAAAAAAAAAAAAAA";
 const B: &str = "AWSBBBBBBBBBBBBBBBB";
 const MOUNT: &str = "/mnt/ephemeral";
 const ESCROW_PATH: &str = "/var/lib/ephemera/escrow.json";
+const KMS_KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const BINDS: [(&str, &str); 2] = [
     ("/var/lib/containerd", "/var/lib/containerd"),
     ("/var/log/pods", "/pod-logs"),
@@ -69,11 +71,14 @@ fn config_text(c: &Class) -> String {
         );
     }
     let tang = "[[unlock.tang]]\nurl = \"http://tang.internal:7500\"\nthp = \"Dl6hnE3gq1Mu5tdCTzGaFk0yDgpMrNrl2NI39QmzNmE\"\n";
+    let kms = format!("kms = {{ key_id = \"{KMS_KEY}\" }}\n");
     s += match c.pins {
         Pins::None => String::new(),
         Pins::Tpm2 => "[unlock]\ntpm2 = true\n".into(),
         Pins::Tang => format!("[unlock]\n{tang}"),
+        Pins::Kms => format!("[unlock]\n{kms}"),
         Pins::Tpm2AndTang => format!("[unlock]\ntpm2 = true\nthreshold = 2\n{tang}"),
+        Pins::KmsAndTpm2 => format!("[unlock]\ntpm2 = true\nthreshold = 2\n{kms}"),
     }
     .as_str();
     if c.binds {
@@ -256,28 +261,55 @@ fn recipients() -> &'static [RsaPublicKey] {
     })
 }
 
-/// A clevis `sss` token with the class's pins, well formed (planning reads
-/// which volume it is for and what it is bound to, never its ciphertext).
-fn clevis_token(pins: Pins) -> String {
+/// The slots of a version 2 unlock file for the class's pins, as
+/// `pins::seal` writes them, well formed (planning reads which volume a file
+/// is for and that it parses, never its sealed parts).
+fn slots(pins: Pins) -> Vec<unlock_pins::Slot> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let tpm2 = unlock_pins::Slot::Tpm2(unlock_pins::tpm2::Slot {
+        pcr_bank: "sha256".into(),
+        pcrs: "7".into(),
+        public: b64(&[1; 96]),
+        private: b64(&[2; 160]),
+    });
+    let tang = unlock_pins::Slot::Tang(unlock_pins::tang::Slot {
+        url: "http://tang.internal:7500".into(),
+        clevis: tang_token(),
+    });
+    let mut context = serde_json::Map::new();
+    context.insert(
+        "instance".into(),
+        "arn:aws:ec2:us-east-1:111122223333:instance/i-0123456789abcdef0".into(),
+    );
+    context.insert("volume".into(), UUID.into());
+    let kms = unlock_pins::Slot::Kms(unlock_pins::kms::Slot {
+        key_id: KMS_KEY.into(),
+        region: "us-east-1".into(),
+        endpoint: None,
+        ca_file: None,
+        context,
+        ciphertext: b64(&[3; 184]),
+    });
+    match pins {
+        Pins::None => Vec::new(),
+        Pins::Tpm2 => vec![tpm2],
+        Pins::Tang => vec![tang],
+        Pins::Kms => vec![kms],
+        Pins::Tpm2AndTang => vec![tpm2, tang],
+        Pins::KmsAndTpm2 => vec![tpm2, kms],
+    }
+}
+
+/// A clevis tang token, well formed, for a tang slot.
+fn tang_token() -> String {
     let b64 = |v: serde_json::Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
-    let jwe = |clevis: serde_json::Value| {
-        format!(
-            "{}..aXY.Y3Q.dGFn",
-            b64(serde_json::json!({"alg": "dir", "enc": "A256GCM", "clevis": clevis}))
-        )
-    };
-    let tpm2 = jwe(serde_json::json!({"pin": "tpm2", "tpm2": {"hash": "sha256"}}));
-    let tang =
-        jwe(serde_json::json!({"pin": "tang", "tang": {"url": "http://tang.internal:7500"}}));
-    let (t, inner) = match pins {
-        Pins::None => unreachable!("no pins, no token"),
-        Pins::Tpm2 => (1, vec![tpm2]),
-        Pins::Tang => (1, vec![tang]),
-        Pins::Tpm2AndTang => (2, vec![tpm2, tang]),
-    };
-    jwe(serde_json::json!({"pin": "sss", "sss": {"t": t, "jwe": inner}}))
+    let clevis = serde_json::json!({"pin": "tang", "tang": {"url": "http://tang.internal:7500"}});
+    format!(
+        "{}..aXY.Y3Q.dGFn",
+        b64(serde_json::json!({"alg": "ECDH-ES", "enc": "A256GCM", "clevis": clevis}))
+    )
 }
 
 /// How far the first provision got: the node's records after `upto`
@@ -296,9 +328,11 @@ fn records(host: &Host, c: &Class, p: &ProvisionPlan, upto: Option<Step>) {
         escrow::store(host, &env, &e.path).unwrap();
     }
     if let Some(u) = &p.unlock {
-        let token = clevis_token(c.pins);
+        // A version 2 file, as provision writes it now; a version 1 file
+        // (clevis's token, from the release before) plans alike.
+        let slots = slots(c.pins);
         let sealed = unlock::Sealed {
-            version: 1,
+            version: 2,
             created: "2026-12-01T00:00:00Z".into(),
             host: h.host.clone(),
             luks_uuid: UUID.into(),
@@ -307,12 +341,10 @@ fn records(host: &Host, c: &Class, p: &ProvisionPlan, upto: Option<Step>) {
             sector_size: h.sector_size,
             members: h.members.clone(),
             raid: h.raid.clone(),
-            pins: unlock::describe_token(&token).unwrap(),
-            // A version 1 file (clevis's token): what a node upgraded from
-            // the release before holds; the plan reads both versions alike.
-            clevis: Some(token),
-            threshold: None,
-            slots: Vec::new(),
+            pins: unlock_pins::describe(u.pins.threshold, &slots),
+            clevis: None,
+            threshold: Some(u.pins.threshold),
+            slots,
         };
         unlock::store(host, &sealed, &u.escrow_path).unwrap();
     }
@@ -507,7 +539,7 @@ fn every_state_of_every_class_follows_the_table() {
     let mut failures = Vec::new();
     let classes = Class::all();
     let states = State::all();
-    assert_eq!(classes.len(), 144);
+    assert_eq!(classes.len(), 216);
     for c in &classes {
         let cfg = config(c);
         for &state in &states {
@@ -654,7 +686,8 @@ fn the_classes_are_every_combination() {
 }
 
 /// Every test a row names is there: `vm NAME` in tests/vm.rs, `faults
-/// NAME` in tests/faults.rs, `system NAME` in tests/system.rs (a name
+/// NAME` in tests/faults.rs, `system NAME` in tests/system.rs, `kms NAME` in
+/// tests/kms.rs (a name
 /// ending in `...` is a prefix), `fixture NAME` under tests/fixtures.
 #[test]
 fn every_test_the_table_names_exists() {
@@ -664,6 +697,7 @@ fn every_test_the_table_names_exists() {
         ("vm", source("vm.rs")),
         ("faults", source("faults.rs")),
         ("system", source("system.rs")),
+        ("kms", source("kms.rs")),
     ];
     let mut missing = Vec::new();
     for r in lifecycle::TABLE {
@@ -672,7 +706,7 @@ fn every_test_the_table_names_exists() {
         for (i, part) in r.shown_by.split('`').enumerate() {
             if i % 2 == 0 {
                 for word in part.split(|c: char| !c.is_ascii_alphanumeric()) {
-                    if ["vm", "faults", "system", "fixture"].contains(&word) {
+                    if ["vm", "faults", "system", "fixture", "kms"].contains(&word) {
                         suite = word;
                     }
                 }

@@ -102,6 +102,46 @@ pub fn check_kms(k: &Kms) -> std::result::Result<(), String> {
         .map_err(|(key, why)| format!("kms.{key}: {why}"))
 }
 
+impl Tang {
+    /// The url and the thumbprint: `Err((key, why))`.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        let host = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"))
+            .map(|h| h.strip_suffix('/').unwrap_or(h))
+            .unwrap_or("");
+        if host.is_empty()
+            || self.url.len() > 256
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        {
+            return Err((
+                "url",
+                format!("{:?} is not http://HOST[:PORT] with no path", self.url),
+            ));
+        }
+        // A SHA-1 to SHA-512 thumbprint in base64url: 27 to 86 characters.
+        if !(27..=86).contains(&self.thp.len())
+            || !self
+                .thp
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err((
+                "thp",
+                format!(
+                    "{:?} is not a key thumbprint (base64url, as `tang-show-keys` prints it); \
+                     it is required, so that the binding trusts only that server",
+                    self.thp
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Unlock {
     fn default() -> Self {
         Unlock {
@@ -200,39 +240,8 @@ impl Unlock {
                 .or_else(|(key, why)| bad(&format!("kms.{key}"), why))?;
         }
         for (i, t) in self.tang.iter().enumerate() {
-            let host = t
-                .url
-                .strip_prefix("http://")
-                .or_else(|| t.url.strip_prefix("https://"))
-                .map(|h| h.strip_suffix('/').unwrap_or(h))
-                .unwrap_or("");
-            if host.is_empty()
-                || t.url.len() > 256
-                || !host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
-            {
-                return bad(
-                    &format!("tang[{i}].url"),
-                    format!("{:?} is not http://HOST[:PORT] with no path", t.url),
-                );
-            }
-            // A SHA-1 to SHA-512 thumbprint in base64url: 27 to 86 characters.
-            if !(27..=86).contains(&t.thp.len())
-                || !t
-                    .thp
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return bad(
-                    &format!("tang[{i}].thp"),
-                    format!(
-                        "{:?} is not a key thumbprint (base64url, as `tang-show-keys` prints it); \
-                         it is required, so that the binding trusts only that server",
-                        t.thp
-                    ),
-                );
-            }
+            t.validate()
+                .or_else(|(key, why)| bad(&format!("tang[{i}].{key}"), why))?;
         }
         if !(1..=MAX_WAIT_SECS).contains(&self.wait_secs) {
             return bad(

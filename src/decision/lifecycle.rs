@@ -32,8 +32,11 @@ pub enum Pins {
     None,
     Tpm2,
     Tang,
+    Kms,
     /// `tpm2 = true` and a tang server, `threshold = 2`.
     Tpm2AndTang,
+    /// `tpm2 = true` and a KMS key, `threshold = 2`.
+    KmsAndTpm2,
 }
 
 /// One class of configuration: what decides the lifecycle.
@@ -48,11 +51,18 @@ pub struct Class {
 }
 
 impl Class {
-    /// Every class: 3 x 4 x 3 x 2 x 2.
+    /// Every class: 3 x 6 x 3 x 2 x 2.
     pub fn all() -> Vec<Class> {
         let mut v = Vec::new();
         for escrow in [Escrow::None, Escrow::One, Escrow::TwoOfThree] {
-            for pins in [Pins::None, Pins::Tpm2, Pins::Tang, Pins::Tpm2AndTang] {
+            for pins in [
+                Pins::None,
+                Pins::Tpm2,
+                Pins::Tang,
+                Pins::Kms,
+                Pins::Tpm2AndTang,
+                Pins::KmsAndTpm2,
+            ] {
                 for on_existing in [OnExisting::Keep, OnExisting::Reformat, OnExisting::Fail] {
                     for binds in [false, true] {
                         for fs in [FsType::Ext4, FsType::Xfs] {
@@ -422,9 +432,9 @@ pub static TABLE: &[Row] = &[
     row("a run of this boot killed before mkfs (open, no file system)", &[OpenUnfinished], ANY, Replace(Unfinished), 0, NoData,
         "faults `crash_rollback_and_lock` (SIGKILL at each step)"),
     row("reboot, kernel panic, hard reset: every member here", &[Reboot], UNLOCK, Unlock, 0, Mounted,
-        "vm `tpm2_unlock_across_a_reboot_and_kept_on_another_tpm` (boot 2, no escrow; x86-64 and arm64); system `debian12_unlock_with_tpm_and_tang` (boot 2)"),
-    row("the same, its pins not giving the key (tang down, another TPM)", &[RebootPinsDown], UNLOCK, Unlock, 5, KeptForOps,
-        "vm `tpm2_unlock_...` (boot 3); system `debian12_unlock_with_tpm_and_tang` (boots 3, 4)"),
+        "vm `tpm2_unlock_across_a_reboot_and_kept_on_another_tpm` (boot 2, no escrow; x86-64 and arm64); kms `kms_and_tpm2_pins_on_a_real_kernel` (boot 2: kms, 2 of tpm2 and kms); system `debian12_unlock_with_tpm_and_tang` (boot 2)"),
+    row("the same, its pins not giving the key (tang or KMS down, another TPM, changed PCRs)", &[RebootPinsDown], UNLOCK, Unlock, 5, KeptForOps,
+        "vm `tpm2_unlock_...` (boots 3, 4: another TPM, PCR 7 changed); kms `kms_and_tpm2_pins_on_a_real_kernel` (boot 3: KMS unreachable); system `debian12_unlock_with_tpm_and_tang` (boots 3, 4)"),
     row("reboot, kernel panic, hard reset, without `[unlock]`", REBOOTS, FAIL, Refuse, 3, Untouched,
         "fixture `earlier-boot-fail`"),
     row("reboot, kernel panic, hard reset, without `[unlock]`", REBOOTS, ESCROW_KEEP, Keep, 5, KeptForOps,
