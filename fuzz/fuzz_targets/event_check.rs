@@ -30,6 +30,8 @@ pub fn check(e: &Event) {
             imds_up: true,
             last_success: None,
             volume_state: "absent",
+            guard_armed: false,
+            unlock_bound: None,
         },
     );
     let series = m
