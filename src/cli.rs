@@ -381,10 +381,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 (false, Some(u)) => erase::Confirm::LuksUuid(u),
                 (false, None) => erase::Confirm::Nothing,
             };
-            for line in erase::teardown(&host, &cfg, &Blkid, &confirm)? {
+            let t = erase::teardown(&host, &cfg, &Blkid, &confirm)?;
+            for line in &t.done {
                 tracing::info!("{line}");
             }
-            forget_kept(&host);
+            // The record of a kept volume goes with the last one: teardown
+            // --luks-uuid of one of several leaves the others kept.
+            if t.still_kept.is_empty() {
+                forget_kept(&host);
+            } else {
+                tracing::info!("still kept for ops: LUKS UUID {}", t.still_kept.join(", "));
+            }
         }
     }
     Ok(())

@@ -149,6 +149,16 @@ fn scope(d: &Doomed, confirm: &Confirm) -> Result<(bool, Vec<String>)> {
     }
 }
 
+/// What `teardown` did.
+#[derive(Debug, Default)]
+pub struct TornDown {
+    /// One line per thing taken down or erased.
+    pub done: Vec<String>,
+    /// The LUKS UUIDs of earlier boots' headers still on the disks (not
+    /// named by `--luks-uuid`): volumes still kept for ops.
+    pub still_kept: Vec<String>,
+}
+
 /// Unmounts, closes, erases the header (the data is then unreadable for
 /// good, escrow or not) and stops the array; erases ephemera's headers left
 /// on the disks by earlier boots. Only what `confirm` names: without
@@ -158,20 +168,21 @@ pub fn teardown(
     cfg: &Config,
     probe: &dyn Probe,
     confirm: &Confirm,
-) -> Result<Vec<String>> {
+) -> Result<TornDown> {
     let _lock = lock(host)?;
     let inv = discover::discover(host);
     let d = doomed(host, &inv, cfg, probe)?;
     let (open, earlier) = scope(&d, confirm)?;
-    let mut done = Vec::new();
+    let mut t = TornDown::default();
     if d.is_empty() {
-        done.push("nothing of ephemera's to tear down".into());
+        t.done.push("nothing of ephemera's to tear down".into());
     }
     if open {
-        done.extend(take_down_open(host, &inv)?);
+        t.done.extend(take_down_open(host, &inv)?);
     }
+    t.still_kept = d.earlier.iter().map(|(_, u)| u.clone()).collect();
     if earlier.is_empty() {
-        return Ok(done);
+        return Ok(t);
     }
     // Headers of earlier boots, on disks nothing holds now (an exclusive
     // open proves it, at last).
@@ -183,13 +194,14 @@ pub fn teardown(
         if earlier.contains(luks_uuid) && !c.busy && c.disk.holders.is_empty() {
             let dev = host.dev(&c.disk.name);
             wipe_signatures(&dev, "erasing ephemera's old header")?;
-            done.push(format!(
+            t.done.push(format!(
                 "erased ephemera's old header (LUKS UUID {luks_uuid}) on {}",
                 dev.display()
             ));
+            t.still_kept.retain(|u| u != luks_uuid);
         }
     }
-    Ok(done)
+    Ok(t)
 }
 
 /// The open volume: its binds, its mount, the mapping, its header; then

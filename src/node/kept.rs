@@ -3,8 +3,10 @@
 //! watcher cannot look at the disks (its sandbox has no devices), so this
 //! is how its `ephemera_volume_state` tells a kept volume, which needs ops,
 //! from no volume at all. Under /run: a reboot starts afresh, and the next
-//! provision writes it again or clears it; so do `recover`, `unlock`,
-//! `discard` and `teardown` once they have dealt with the volume.
+//! provision writes it again or clears it; so do `recover`, `unlock` and
+//! `discard` once they have dealt with the volume, and `teardown` once no
+//! header of an earlier boot is left (`--luks-uuid` may erase one of
+//! several).
 
 use crate::error::Result;
 use crate::host::safe_fs;

@@ -5,7 +5,10 @@
 # 2. the disk that holds the LUKS header is absent: provision keeps the
 #    volume (exit 5) naming the missing serial, status and plan say so, and
 #    nothing is opened or written (the host compares the other disk's hash);
-# 3. the disk is back: provision keeps it (exit 5), recover reads the data.
+# 3. the disk is back: provision keeps it (exit 5), recover reads the data;
+#    then, with a second header on the other disk, two kept volumes, each
+#    torn down by its LUKS UUID: the record of a kept volume stays until the
+#    last is gone.
 # The guest's root is new each boot: boots 2 and 3 put boot 1's envelope
 # back where a node's root disk keeps it.
 . /scenario/lib.sh
@@ -68,4 +71,24 @@ check_eq "boot 3: recover exits 0" "$rc" 0
 check_eq "boot 3: recover reads the data back" "$(sha256sum $mnt/data | cut -d' ' -f1)" "$(cat /scenario/data.sha256)"
 umount $mnt && cryptsetup close ephemera && mdadm --stop /dev/md_ephemera
 check "boot 3: clean shutdown" nothing_left
+
+# Two kept volumes (the other disk now holds a header of its own): the
+# record of a kept volume, /run/ephemera/kept (the watcher's `kept` state),
+# stays until teardown --luks-uuid has erased the last of them.
+h=$(dev_of "$header") || exit 1
+printf 'not-a-secret' | cryptsetup luksFormat -q --type luks2 --label ephemera --subsystem ephemera \
+  --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - "$o"
+uuid2=$(cryptsetup luksUUID "$o")
+run_ephemera provision --config $cfg
+check_eq "boot 3, two kept volumes: provision keeps them: exit 5" "$rc" 5
+check "boot 3: ... the record of a kept volume is written" test -s /run/ephemera/kept
+run_ephemera teardown --config $cfg --luks-uuid "$uuid2"
+check_eq "boot 3: teardown of one of them: exit 0" "$rc" 0
+check "boot 3: ... its header is gone" sh -c "blkid -p $o; test \$? -eq 2"
+check_eq "boot 3: ... the other's header is there" "$(cryptsetup luksUUID "$h")" "$uuid"
+check "boot 3: ... the record stays: a volume is still kept" test -s /run/ephemera/kept
+run_ephemera teardown --config $cfg --luks-uuid "$uuid"
+check_eq "boot 3: teardown of the last: exit 0" "$rc" 0
+check "boot 3: ... its header is gone" sh -c "blkid -p $h; test \$? -eq 2"
+check "boot 3: ... the record is gone" test ! -e /run/ephemera/kept
 finish
