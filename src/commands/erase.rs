@@ -57,6 +57,11 @@ impl Doomed {
         self.open.is_none() && self.array.is_none() && self.earlier.is_empty()
     }
 
+    /// The LUKS UUIDs of the earlier boots' headers.
+    fn earlier_uuids(&self) -> Vec<String> {
+        self.earlier.iter().map(|(_, u)| u.clone()).collect()
+    }
+
     /// One phrase: every volume, LUKS UUID and disk it would erase.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.open.iter().map(|(_, p)| p.clone()).collect();
@@ -123,9 +128,8 @@ pub fn doomed(host: &Host, inv: &Inventory, cfg: &Config, probe: &dyn Probe) -> 
 /// What to erase of `d`: (the open volume and the array, the LUKS UUIDs of
 /// earlier boots' headers), or why not.
 fn scope(d: &Doomed, confirm: &Confirm) -> Result<(bool, Vec<String>)> {
-    let all_earlier = || d.earlier.iter().map(|(_, u)| u.clone()).collect();
     match confirm {
-        Confirm::Yes => Ok((true, all_earlier())),
+        Confirm::Yes => Ok((true, d.earlier_uuids())),
         Confirm::Nothing if d.is_empty() => Ok((false, Vec::new())),
         Confirm::Nothing => Err(Error::Usage(format!(
             "teardown erases for good, even for the escrow key: {}; to go ahead, run it \
@@ -180,7 +184,7 @@ pub fn teardown(
     if open {
         t.done.extend(take_down_open(host, &inv)?);
     }
-    t.still_kept = d.earlier.iter().map(|(_, u)| u.clone()).collect();
+    t.still_kept = d.earlier_uuids();
     if earlier.is_empty() {
         return Ok(t);
     }

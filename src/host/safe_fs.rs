@@ -182,6 +182,18 @@ impl Dir {
     }
 }
 
+/// Removes the file at `path` (a symbolic link itself, never its target);
+/// `false` when there was none. For files whose presence is a claim that
+/// their removal withdraws (the guard's refusals, the record of a kept
+/// volume): nothing is written, so no directory needs checking.
+pub fn remove_file(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("removing", path)(e)),
+    }
+}
+
 /// Writes `bytes` to the absolute `path`, as `how` says (see [`Dir`]).
 pub fn write_file(path: &Path, bytes: &[u8], how: How) -> Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {

@@ -159,14 +159,8 @@ pub fn install(host: &Host) -> Result<bool> {
 pub fn uninstall(host: &Host) -> Result<bool> {
     let mut removed = false;
     let mut rm = |p: &Path| -> Result<()> {
-        match std::fs::remove_file(p) {
-            Ok(()) => {
-                removed = true;
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing", p)(e)),
-        }
+        removed |= safe_fs::remove_file(p)?;
+        Ok(())
     };
     for t in REFUSED_UNITS {
         let p = dropin(host, t);

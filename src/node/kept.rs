@@ -30,11 +30,7 @@ pub fn mark(host: &Host, line: &str) -> Result<()> {
 
 /// Forgets it; nothing there is fine.
 pub fn clear(host: &Host) -> Result<()> {
-    match std::fs::remove_file(host.path(MARKER)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(crate::error::Error::io("removing", &host.path(MARKER))(e)),
-    }
+    safe_fs::remove_file(&host.path(MARKER)).map(drop)
 }
 
 pub fn is_marked(host: &Host) -> bool {
