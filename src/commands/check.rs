@@ -184,4 +184,60 @@ mod tests {
             "{lines:?}"
         );
     }
+    /// Every optional table at once, as a fleet's config writes them:
+    /// escrow with its store, two pins, a hook and a bind. Each file is
+    /// checked and named; a bad one among the rest is still the one refused.
+    #[test]
+    fn check_with_every_optional_table_at_once() {
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        let t = tempfile::tempdir().unwrap();
+        let host = Host::new(t.path());
+        let w = |p: &str, text: &str| std::fs::write(t.path().join(p), text).unwrap();
+        let sk = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let pem = sk
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        w("escrow.pub.pem", &pem);
+        let ca = "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n";
+        w("store-ca.pem", ca);
+        w("kms-ca.pem", ca);
+        w("hook", "#!/bin/sh\n");
+        std::fs::set_permissions(
+            t.path().join("hook"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // The escrow keys are read where the path says, not below the
+        // host's root (preflight, as provision reads them).
+        let key = t.path().join("escrow.pub.pem");
+        let text = format!(
+            "[escrow]\npublic_key = {:?}\n\
+                    [escrow.store]\nurl = \"https://s3.example\"\nbucket = \"fleet\"\n\
+                    ca_file = \"/store-ca.pem\"\n\
+                    [unlock]\ntpm2 = true\nthreshold = 2\n\
+                    kms = {{ key_id = \"alias/eph\", ca_file = \"/kms-ca.pem\" }}\n\
+                    [events]\nhook = \"/hook\"\n\
+                    [[bind]]\npath = \"/var/lib/containerd\"\n",
+            key.display()
+        );
+        let lines = check(&host, &cfg(&text)).unwrap();
+        let print = escrow::fingerprint(&sk.to_public_key()).unwrap();
+        for want in [
+            format!("escrow: 1 of 1 key(s), each readable: {print}"),
+            "unlock: 2 of 2 pin(s) (tpm2: true, kms: alias/eph, tang: 0)".into(),
+            "escrow.store.ca_file: /store-ca.pem holds certificates".into(),
+            "unlock.kms.ca_file: /kms-ca.pem holds certificates".into(),
+            "events.hook: /hook is executable".into(),
+        ] {
+            assert!(lines.contains(&want), "{want:?} not in {lines:?}");
+        }
+        w("store-ca.pem", "not a certificate\n");
+        let e = check(&host, &cfg(&text)).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        assert_eq!(
+            e.to_string(),
+            "config escrow.store.ca_file: /store-ca.pem holds no PEM certificate"
+        );
+    }
 }
